@@ -1,0 +1,70 @@
+//! One module per subcommand.
+
+mod demo;
+mod embed;
+mod eval;
+mod train;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tandem::config::Config;
+use tandem::model::{Checkpoint, load_checkpoint};
+use tandem::train::RunFiles;
+
+use crate::cli::Command;
+
+/// Runs one subcommand.
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Train { data, out, config, sets, overwrite, split, format } => {
+            let config = resolve_config(config.as_deref(), &sets)?;
+            train::run(&data, &out, &config, overwrite, &split, format)
+        }
+        Command::Config { config, sets } => {
+            print!("{}", resolve_config(config.as_deref(), &sets)?.to_toml());
+            Ok(())
+        }
+        Command::Eval { model, data, split, format } => eval::run(&model, &data, &split, format),
+        Command::Embed { model, data, out } => embed::run(&model, &data, &out),
+        Command::Demo { data, out, sets, no_baseline, format } => {
+            demo::run(data, &out, &sets, !no_baseline, format)
+        }
+    }
+}
+
+/// Defaults, then the TOML file, then each `--set`, then range checks.
+pub fn resolve_config(file: Option<&Path>, sets: &[String]) -> Result<Config> {
+    let mut config = match file {
+        Some(path) => Config::read(path)?,
+        None => Config::default(),
+    };
+    apply_sets(&mut config, sets)?;
+    Ok(config)
+}
+
+/// Applies `--set` overrides and validates the result.
+pub fn apply_sets(config: &mut Config, sets: &[String]) -> Result<()> {
+    for s in sets {
+        config.set(s).with_context(|| format!("--set {s}"))?;
+    }
+    config.validate()?;
+    Ok(())
+}
+
+/// Opens a run folder (its best checkpoint) or a checkpoint file; returns it with its run folder.
+pub fn open_model(path: &Path) -> Result<(Checkpoint, PathBuf)> {
+    let (file, run_dir) = if path.is_dir() {
+        (path.join(RunFiles::BEST), path.to_path_buf())
+    } else {
+        (path.to_path_buf(), path.parent().map(Path::to_path_buf).unwrap_or_default())
+    };
+    if !file.exists() {
+        anyhow::bail!(
+            "{}: no checkpoint here\n  fix: pass a run folder written by `tandem train` or a .safetensors checkpoint",
+            file.display()
+        );
+    }
+    let device = tandem::default_device()?;
+    Ok((load_checkpoint(&file, &device)?, run_dir))
+}

@@ -1,0 +1,66 @@
+//! `tandem train`.
+
+use std::path::Path;
+
+use anyhow::Result;
+use tandem::config::Config;
+use tandem::data::{PairedDataset, SplitView};
+use tandem::eval::RetrievalMetrics;
+use tandem::train::{RunFiles, TrainOutcome, evaluate_split};
+
+use crate::cli::Format;
+use crate::output::print_metrics;
+use crate::progress::Progress;
+
+/// Refuses to write into a run folder that already holds a run, unless `overwrite`.
+pub fn prepare_run_dir(out: &Path, overwrite: bool) -> Result<()> {
+    let existing = [RunFiles::METRICS, RunFiles::BEST, RunFiles::LAST]
+        .iter()
+        .any(|f| out.join(f).exists());
+    if existing && !overwrite {
+        anyhow::bail!(
+            "{}: this folder already holds a run\n  fix: choose another --out, or pass --overwrite to replace it",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Trains, then evaluates the best checkpoint on `split`.
+pub fn train_and_test(
+    dataset: &PairedDataset,
+    out: &Path,
+    config: &Config,
+    split: &str,
+    label: &str,
+) -> Result<(TrainOutcome, RetrievalMetrics)> {
+    let device = tandem::default_device()?;
+    let mut progress = Progress::new(label);
+    let outcome = tandem::train::train(dataset, config, out, &device, &mut progress)?;
+    drop(progress);
+    tracing::info!(
+        "{label}: {} epochs, {} steps in {:.1}s; best epoch {}{}",
+        outcome.epochs_run,
+        outcome.steps,
+        outcome.seconds,
+        outcome.best_epoch,
+        if outcome.stopped_early { " (early stop)" } else { "" }
+    );
+    let (checkpoint, _) = super::open_model(out)?;
+    let mut model = checkpoint.model;
+    let ids = outcome.splits.get(split)?;
+    if ids.is_empty() {
+        anyhow::bail!("split `{split}` is empty; pass --split val or train, or give the dataset a {split} split");
+    }
+    let view = SplitView::new(ids, &dataset.text_to_image, dataset.images.rows);
+    let metrics = evaluate_split(&mut model, dataset, &view, split, config.train.eval_batch_size)?;
+    Ok((outcome, metrics))
+}
+
+pub fn run(data: &Path, out: &Path, config: &Config, overwrite: bool, split: &str, format: Format) -> Result<()> {
+    prepare_run_dir(out, overwrite)?;
+    let dataset = PairedDataset::open(data)?;
+    let (_, metrics) = train_and_test(&dataset, out, config, split, "train")?;
+    print_metrics(&metrics, format);
+    Ok(())
+}

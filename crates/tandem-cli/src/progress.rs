@@ -1,0 +1,73 @@
+//! Training progress: a bar on a terminal, one log line per epoch otherwise.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tandem::train::{EpochReport, Observer, StepReport};
+
+/// Shows training progress on stderr.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    label: String,
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal, plain log lines otherwise.
+    pub fn new(label: &str) -> Self {
+        Progress {
+            bar: None,
+            label: label.to_string(),
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn on_start(&mut self, epochs: usize, steps_per_epoch: usize) {
+        tracing::info!("{}: {epochs} epochs × {steps_per_epoch} steps", self.label);
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new((epochs * steps_per_epoch) as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(self.label.clone());
+            self.bar = Some(bar);
+        }
+    }
+
+    fn on_step(&mut self, r: &StepReport) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            bar.set_message(format!("epoch {} loss {:.4}", r.epoch + 1, r.loss));
+        }
+    }
+
+    fn on_epoch(&mut self, r: &EpochReport) {
+        let val = r
+            .val
+            .as_ref()
+            .map(|m| format!(" val rsum {:.1}{}", m.rsum, if r.improved { " (best)" } else { "" }))
+            .unwrap_or_default();
+        let line = format!(
+            "{} epoch {}/{} loss {:.4}{val} ({:.1}s)",
+            self.label,
+            r.epoch + 1,
+            r.epochs,
+            r.train_loss,
+            r.seconds
+        );
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => tracing::info!("{line}"),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The whole training recipe as one TOML document. Defaults are the reference recipe of Wang,
+//! Li & Lazebnik (CVPR 2016) as found in its public TensorFlow code; see the README.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::loss::Distance;
+
+/// Everything a run needs, saved in the run folder and in every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Seed of the split, initialisation, batches and dropout.
+    pub seed: u64,
+    /// How the dataset is split when it has no `splits.json`.
+    pub data: DataConfig,
+    /// The two branches.
+    pub model: ModelConfig,
+    /// The ranking objective.
+    pub loss: LossConfig,
+    /// Optimisation.
+    pub train: TrainConfig,
+}
+
+/// Split sizes used when the dataset folder has no `splits.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Images held out for validation (Flickr30K and the reference use 1000).
+    pub val_images: usize,
+    /// Images held out for the test report (Flickr30K and the reference use 1000).
+    pub test_images: usize,
+}
+
+/// Each branch: `hidden` Linear→BatchNorm→ReLU→Dropout blocks, then Linear→L2-normalise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Widths of the hidden blocks; `[]` makes each branch one linear map.
+    pub hidden: Vec<usize>,
+    /// Dimension of the joint space.
+    pub dim: usize,
+    /// Dropout probability after each hidden block.
+    pub dropout: f64,
+    /// BatchNorm after each hidden linear layer.
+    pub batch_norm: bool,
+}
+
+/// The paper's bidirectional ranking loss with top-K negatives and the structure-preserving term.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    /// How distances between embeddings are measured.
+    pub distance: Distance,
+    /// Hinge margin.
+    pub margin: f64,
+    /// Each anchor keeps this many largest violations.
+    pub top_k: usize,
+    /// Weight of the caption→image term.
+    pub text_to_image: f64,
+    /// Weight of the image→caption term.
+    pub image_to_text: f64,
+    /// Weight of the caption→caption structure-preserving term.
+    pub text_to_text: f64,
+}
+
+/// Optimiser choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam (decoupled weight decay, as AdamW, when `weight_decay > 0`).
+    Adam,
+    /// SGD with momentum (L2 weight decay).
+    Sgd,
+}
+
+/// Optimisation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Anchor captions (= distinct images) per batch.
+    pub batch_size: usize,
+    /// Passes over the training captions.
+    pub epochs: usize,
+    /// Adam or SGD.
+    pub optimizer: OptimizerKind,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Multiply the learning rate by `lr_decay_factor` every this many epochs (0: never).
+    pub lr_decay_epochs: usize,
+    /// Step-decay factor.
+    pub lr_decay_factor: f64,
+    /// Stop after this many epochs without a better validation rsum (0: never).
+    pub patience: usize,
+    /// Rows per forward pass when embedding for evaluation.
+    pub eval_batch_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seed: 42,
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            loss: LossConfig::default(),
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            val_images: 1000,
+            test_images: 1000,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            hidden: vec![2048],
+            dim: 512,
+            dropout: 0.5,
+            batch_norm: true,
+        }
+    }
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig {
+            distance: Distance::Euclidean,
+            margin: 0.05,
+            top_k: 10,
+            text_to_image: 1.5,
+            image_to_text: 1.0,
+            text_to_text: 0.05,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            batch_size: 500,
+            epochs: 20,
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-4,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            lr_decay_epochs: 10,
+            lr_decay_factor: 0.1,
+            patience: 5,
+            eval_batch_size: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML; unknown keys are an error.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key or value at fault.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Config(e.to_string().trim_end().to_string()))
+    }
+
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::BadFile`] naming the file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| {
+            Error::bad_file(
+                path,
+                e.to_string().trim_end().to_string(),
+                "see `tandem train --print-config` for every key and its default",
+            )
+        })
+    }
+
+    /// The config as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a config always serialises")
+    }
+
+    /// Applies one `key=value` override, e.g. `loss.margin=0.1` or `model.hidden=[1024,512]`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a malformed assignment, an unknown key or a value of the wrong type.
+    pub fn set(&mut self, assignment: &str) -> Result<()> {
+        let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+            Error::Config(format!("`{assignment}` is not key=value (e.g. train.lr=0.001)"))
+        })?;
+        let (key, raw) = (key.trim(), raw.trim());
+        let mut doc = toml::Value::try_from(&*self).expect("a config always serialises");
+        let mut slot = &mut doc;
+        for part in key.split('.') {
+            let table = slot.as_table_mut().ok_or_else(|| {
+                Error::Config(format!("`{key}`: `{part}` is not a section"))
+            })?;
+            let known: Vec<String> = table.keys().cloned().collect();
+            slot = table.get_mut(part).ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown key `{key}` (`{part}` is none of: {})",
+                    known.join(", ")
+                ))
+            })?;
+        }
+        if slot.is_table() {
+            return Err(Error::Config(format!("`{key}` is a section; set one of its keys")));
+        }
+        // A bare word that is not TOML (e.g. `sgd`) is taken as a string.
+        *slot = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        *self = doc
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config(format!("`{key}={raw}`: {}", e.message())))?;
+        Ok(())
+    }
+
+    /// Checks value ranges.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first invalid key, its value and the allowed range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, value: String, allowed: &str| {
+            Err(Error::Config(format!("{key} = {value} is invalid: {allowed}")))
+        };
+        let m = &self.model;
+        if m.dim == 0 {
+            return bad("model.dim", m.dim.to_string(), "must be at least 1");
+        }
+        if m.hidden.contains(&0) {
+            return bad("model.hidden", format!("{:?}", m.hidden), "widths must be at least 1");
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            return bad("model.dropout", m.dropout.to_string(), "must be in [0, 1)");
+        }
+        let l = &self.loss;
+        if !(l.margin >= 0.0 && l.margin.is_finite()) {
+            return bad("loss.margin", l.margin.to_string(), "must be a finite number >= 0");
+        }
+        if l.top_k == 0 {
+            return bad("loss.top_k", "0".into(), "each anchor must keep at least 1 negative");
+        }
+        for (k, w) in [
+            ("loss.text_to_image", l.text_to_image),
+            ("loss.image_to_text", l.image_to_text),
+            ("loss.text_to_text", l.text_to_text),
+        ] {
+            if !(w >= 0.0 && w.is_finite()) {
+                return bad(k, w.to_string(), "weights must be finite and >= 0");
+            }
+        }
+        if l.text_to_image + l.image_to_text + l.text_to_text == 0.0 {
+            return bad("loss.*", "0".into(), "at least one term needs a positive weight");
+        }
+        let t = &self.train;
+        if t.batch_size < 2 {
+            return bad("train.batch_size", t.batch_size.to_string(), "must be at least 2");
+        }
+        if t.epochs == 0 {
+            return bad("train.epochs", "0".into(), "must be at least 1");
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return bad("train.lr", t.lr.to_string(), "must be > 0");
+        }
+        if !(0.0..1.0).contains(&t.momentum) {
+            return bad("train.momentum", t.momentum.to_string(), "must be in [0, 1)");
+        }
+        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+            return bad("train.weight_decay", t.weight_decay.to_string(), "must be >= 0");
+        }
+        if !(t.lr_decay_factor > 0.0 && t.lr_decay_factor <= 1.0) {
+            return bad("train.lr_decay_factor", t.lr_decay_factor.to_string(), "must be in (0, 1]");
+        }
+        if t.eval_batch_size == 0 {
+            return bad("train.eval_batch_size", "0".into(), "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_reference_recipe() {
+        let c = Config::default();
+        assert_eq!(c.model.hidden, vec![2048]);
+        assert_eq!(c.model.dim, 512);
+        assert_eq!(c.loss.margin, 0.05);
+        assert_eq!(c.loss.top_k, 10);
+        assert_eq!((c.loss.text_to_image, c.loss.image_to_text, c.loss.text_to_text), (1.5, 1.0, 0.05));
+        assert_eq!(c.train.batch_size, 500);
+        assert_eq!(c.train.lr, 1e-4);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn toml_round_trip_and_partial_files() {
+        let c = Config::default();
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+        let p = Config::from_toml("[train]\nepochs = 3\n").unwrap();
+        assert_eq!(p.train.epochs, 3);
+        assert_eq!(p.loss, LossConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let e = Config::from_toml("[train]\nepoch = 3\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `epoch`"), "{e}");
+    }
+
+    #[test]
+    fn set_overrides_by_path() {
+        let mut c = Config::default();
+        c.set("loss.margin=0.2").unwrap();
+        c.set("model.hidden=[64, 32]").unwrap();
+        c.set("train.optimizer=sgd").unwrap();
+        c.set("seed = 7").unwrap();
+        assert_eq!(c.loss.margin, 0.2);
+        assert_eq!(c.model.hidden, vec![64, 32]);
+        assert_eq!(c.train.optimizer, OptimizerKind::Sgd);
+        assert_eq!(c.seed, 7);
+    }
+
+    #[test]
+    fn set_rejects_unknown_keys_and_wrong_types() {
+        let mut c = Config::default();
+        let e = c.set("loss.marg=0.2").unwrap_err().to_string();
+        assert!(e.contains("unknown key `loss.marg`") && e.contains("margin"), "{e}");
+        let e = c.set("train.epochs=many").unwrap_err().to_string();
+        assert!(e.contains("train.epochs=many"), "{e}");
+        assert!(c.set("noequals").is_err());
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        let mut c = Config::default();
+        c.loss.margin = -1.0;
+        assert!(c.validate().unwrap_err().to_string().contains("loss.margin"));
+        let mut c = Config::default();
+        c.loss.top_k = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("loss.top_k"));
+    }
+}

@@ -1,0 +1,40 @@
+//! Loading paired image–text features, splitting them by image and batching them.
+
+mod batcher;
+mod captions;
+mod dataset;
+pub mod npy;
+mod safetensors;
+mod split;
+
+pub use batcher::{Batch, Batcher};
+pub use captions::read_captions;
+pub use dataset::PairedDataset;
+pub use split::{SplitView, Splits};
+
+/// A dense row-major `f32` matrix of features, one row per item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    /// Number of rows (items).
+    pub rows: usize,
+    /// Number of columns (feature dimension).
+    pub cols: usize,
+    /// `rows * cols` values, row after row.
+    pub data: Vec<f32>,
+}
+
+impl Matrix {
+    /// The features of row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// The rows `ids`, in that order, as one new row-major buffer.
+    pub fn gather(&self, ids: &[u32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(ids.len() * self.cols);
+        for &i in ids {
+            out.extend_from_slice(self.row(i as usize));
+        }
+        out
+    }
+}

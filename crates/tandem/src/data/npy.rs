@@ -1,0 +1,250 @@
+//! Reading and writing `.npy` arrays: float features of any float dtype and ids of any integer
+//! dtype, in either byte order and either memory order.
+
+use std::path::Path;
+
+use npyz::{DType, NpyFile, Order, TypeChar, WriterBuilder};
+
+use crate::data::Matrix;
+use crate::error::{Error, Result};
+use crate::fsio;
+
+fn open(path: &Path) -> Result<NpyFile<std::io::Cursor<Vec<u8>>>> {
+    let bytes = fsio::read(path)?;
+    if bytes.is_empty() {
+        return Err(Error::bad_file(
+            path,
+            "the file is empty",
+            "write it again with numpy.save",
+        ));
+    }
+    if !bytes.starts_with(b"\x93NUMPY") {
+        return Err(Error::bad_file(
+            path,
+            "not a .npy file (the magic bytes \\x93NUMPY are missing)",
+            "save the array with numpy.save(path, array)",
+        ));
+    }
+    NpyFile::new(std::io::Cursor::new(bytes)).map_err(|e| {
+        Error::bad_file(
+            path,
+            format!("unreadable .npy header: {e}"),
+            "save the array again with numpy.save; the file may be truncated or from an unsupported format version",
+        )
+    })
+}
+
+fn type_of(path: &Path, dtype: &DType) -> Result<(TypeChar, u64)> {
+    match dtype {
+        DType::Plain(ts) => Ok((ts.type_char(), ts.size_field())),
+        other => Err(Error::bad_file(
+            path,
+            format!("structured dtype {} is not supported", other.descr()),
+            "save a plain numeric array",
+        )),
+    }
+}
+
+fn shape_of(path: &Path, npy: &NpyFile<std::io::Cursor<Vec<u8>>>) -> Vec<usize> {
+    let _ = path;
+    npy.shape().iter().map(|&d| d as usize).collect()
+}
+
+fn truncated(path: &Path, e: std::io::Error) -> Error {
+    Error::bad_file(
+        path,
+        format!("cannot read the array data: {e} (is the file truncated?)"),
+        "write the file again with numpy.save",
+    )
+}
+
+/// Reads a 2-D float array (float16, float32 or float64) as `f32`, rejecting NaN and infinity.
+///
+/// # Errors
+/// [`Error::BadFile`] naming `path` for a missing magic, a bad header, a non-float dtype, a shape
+/// that is not 2-D, zero rows or columns, truncated data, or a non-finite value (with its row and
+/// column).
+pub fn read_features(path: &Path) -> Result<Matrix> {
+    let npy = open(path)?;
+    let shape = shape_of(path, &npy);
+    let (kind, size) = type_of(path, &npy.dtype())?;
+    if shape.len() != 2 {
+        return Err(Error::bad_file(
+            path,
+            format!("expected a 2-D array [rows, dim], found shape {shape:?}"),
+            "reshape to [n, dim] before saving (e.g. array.reshape(len(array), -1))",
+        ));
+    }
+    let (rows, cols) = (shape[0], shape[1]);
+    if rows == 0 || cols == 0 {
+        return Err(Error::bad_file(
+            path,
+            format!("the array is empty (shape [{rows}, {cols}])"),
+            "save at least one row with at least one feature",
+        ));
+    }
+    let order = npy.order();
+    let data: Vec<f32> = match (kind, size) {
+        (TypeChar::Float, 2) => npy
+            .into_vec::<half::f16>()
+            .map_err(|e| truncated(path, e))?
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+        (TypeChar::Float, 4) => npy.into_vec::<f32>().map_err(|e| truncated(path, e))?,
+        (TypeChar::Float, 8) => npy
+            .into_vec::<f64>()
+            .map_err(|e| truncated(path, e))?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        (k, s) => {
+            return Err(Error::bad_file(
+                path,
+                format!("features must be float16, float32 or float64, found {k:?} of {s} bytes"),
+                "convert with array.astype(numpy.float32) before saving",
+            ));
+        }
+    };
+    let data = match order {
+        Order::C => data,
+        Order::Fortran => transpose(&data, cols, rows),
+    };
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "non-finite value {} at row {}, column {}",
+                data[i],
+                i / cols,
+                i % cols
+            ),
+            "replace NaN/Inf features (e.g. numpy.nan_to_num) or drop those rows",
+        ));
+    }
+    Ok(Matrix { rows, cols, data })
+}
+
+/// Column-major `[cols_of_source... ]` to row-major: `data` holds `outer` runs of `inner` values.
+fn transpose(data: &[f32], outer: usize, inner: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            out[i * outer + o] = data[o * inner + i];
+        }
+    }
+    out
+}
+
+/// Reads a 1-D array of any integer dtype as `i64`.
+///
+/// # Errors
+/// [`Error::BadFile`] naming `path` for a bad file, a non-integer dtype or a shape that is not 1-D.
+pub fn read_ids(path: &Path) -> Result<Vec<i64>> {
+    let npy = open(path)?;
+    let shape = shape_of(path, &npy);
+    let (kind, size) = type_of(path, &npy.dtype())?;
+    if shape.len() != 1 {
+        return Err(Error::bad_file(
+            path,
+            format!("expected a 1-D array of image indices, found shape {shape:?}"),
+            "save a flat integer array (array.ravel())",
+        ));
+    }
+    let t = |e| truncated(path, e);
+    let ids: Vec<i64> = match (kind, size) {
+        (TypeChar::Int, 1) => npy.into_vec::<i8>().map_err(t)?.into_iter().map(i64::from).collect(),
+        (TypeChar::Int, 2) => npy.into_vec::<i16>().map_err(t)?.into_iter().map(i64::from).collect(),
+        (TypeChar::Int, 4) => npy.into_vec::<i32>().map_err(t)?.into_iter().map(i64::from).collect(),
+        (TypeChar::Int, 8) => npy.into_vec::<i64>().map_err(t)?,
+        (TypeChar::Uint, 1) => npy.into_vec::<u8>().map_err(t)?.into_iter().map(i64::from).collect(),
+        (TypeChar::Uint, 2) => npy.into_vec::<u16>().map_err(t)?.into_iter().map(i64::from).collect(),
+        (TypeChar::Uint, 4) => npy.into_vec::<u32>().map_err(t)?.into_iter().map(i64::from).collect(),
+        (TypeChar::Uint, 8) => npy
+            .into_vec::<u64>()
+            .map_err(t)?
+            .into_iter()
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+            .collect(),
+        (k, s) => {
+            return Err(Error::bad_file(
+                path,
+                format!("image indices must be integers, found {k:?} of {s} bytes"),
+                "convert with array.astype(numpy.int64) before saving",
+            ));
+        }
+    };
+    Ok(ids)
+}
+
+/// Encodes a row-major `f32` matrix as `.npy` bytes.
+pub fn encode_f32(rows: usize, cols: usize, data: &[f32]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    {
+        let mut writer = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[rows as u64, cols as u64])
+            .writer(&mut buf)
+            .begin_nd()
+            .expect("writing to memory cannot fail");
+        writer
+            .extend(data.iter().copied())
+            .expect("writing to memory cannot fail");
+        writer.finish().expect("writing to memory cannot fail");
+    }
+    buf
+}
+
+/// Encodes a 1-D integer array as `.npy` bytes.
+pub fn encode_i64(data: &[i64]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    {
+        let mut writer = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[data.len() as u64])
+            .writer(&mut buf)
+            .begin_nd()
+            .expect("writing to memory cannot fail");
+        writer
+            .extend(data.iter().copied())
+            .expect("writing to memory cannot fail");
+        writer.finish().expect("writing to memory cannot fail");
+    }
+    buf
+}
+
+/// Writes a row-major `f32` matrix to `path` atomically.
+///
+/// # Errors
+/// [`Error::Io`] naming `path`.
+pub fn write_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
+    fsio::write_atomic(path, &encode_f32(rows, cols, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.npy");
+        write_f32(&p, 2, 3, &[1., 2., 3., 4., 5., 6.]).unwrap();
+        let m = read_features(&p).unwrap();
+        assert_eq!((m.rows, m.cols), (2, 3));
+        assert_eq!(m.data, vec![1., 2., 3., 4., 5., 6.]);
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ids.npy");
+        fsio::write_atomic(&p, &encode_i64(&[0, 5, 2])).unwrap();
+        assert_eq!(read_ids(&p).unwrap(), vec![0, 5, 2]);
+    }
+
+    #[test]
+    fn fortran_order_is_transposed_to_rows() {
+        assert_eq!(transpose(&[1., 4., 2., 5., 3., 6.], 3, 2), vec![1., 2., 3., 4., 5., 6.]);
+    }
+}

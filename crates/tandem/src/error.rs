@@ -1,0 +1,89 @@
+//! The one error type of the library.
+//!
+//! Every variant that concerns a file names the file, says what is wrong and what to do, so
+//! that the CLI can print it as is.
+
+use std::path::PathBuf;
+
+/// Errors returned by tandem.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file exists but its content is not what tandem expects.
+    #[error("{path}: {problem}\n  fix: {fix}")]
+    BadFile {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
+
+    /// The arrays of a dataset disagree with one another (shapes, ids, splits).
+    #[error("dataset {path}: {problem}\n  fix: {fix}")]
+    BadDataset {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
+
+    /// A configuration value is invalid or unknown.
+    #[error("config: {0}")]
+    Config(String),
+
+    /// A checkpoint cannot be used with the data it is given.
+    #[error("checkpoint {path}: {problem}")]
+    Checkpoint { path: PathBuf, problem: String },
+
+    /// Training produced a non-finite loss.
+    #[error("training diverged at step {step}: {term} loss is {value}\n  fix: lower the learning rate or check the features for extreme values")]
+    NonFinite { step: usize, term: String, value: f64 },
+
+    /// An error from the tensor library.
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+}
+
+/// `Result` with tandem's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A file whose content is wrong.
+    pub fn bad_file(
+        path: impl Into<PathBuf>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Error::BadFile {
+            path: path.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// A dataset whose arrays disagree.
+    pub fn bad_dataset(
+        path: impl Into<PathBuf>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Error::BadDataset {
+            path: path.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! # tandem
+//!
+//! Joint image–text embeddings learned with a two-branch network and ranking losses that see
+//! the whole mini-batch, after Wang, Li & Lazebnik, *Learning Deep Structure-Preserving
+//! Image-Text Embeddings* (CVPR 2016).
+//!
+//! ```text
+//! features (.npy / .safetensors) + caption → image ids
+//!   → data::PairedDataset → data::Batcher (B captions, their images, one more caption each)
+//!   → model::TwoBranch (image branch, text branch) → L2-normalised embeddings
+//!   → loss::Objective = Σ weight · Term (distance → miner → hinge → reducer)
+//!   → train::train (Adam/SGD, step decay, validation rsum, best checkpoint, early stop)
+//!   → eval (R@1/5/10 both ways, median/mean rank, rsum)
+//! ```
+//!
+//! The library never prints; progress reaches the caller through [`train::Observer`].
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use tandem::loss::{Embedded, Objective};
+//!
+//! // Two images and one caption each, already embedded and normalised.
+//! let images = Tensor::new(&[[1f32, 0.], [0., 1.]], &Device::Cpu)?;
+//! let texts = Tensor::new(&[[1f32, 0.], [0.6, 0.8]], &Device::Cpu)?;
+//! let objective = Objective::paper(&tandem::config::LossConfig::default());
+//! let out = objective.forward(&Embedded {
+//!     images: &images,
+//!     texts: &texts,
+//!     image_ids: &[0, 1],
+//!     text_ids: &[0, 1],
+//! })?;
+//! let loss: f32 = out.total.to_scalar()?;
+//! assert!(loss >= 0.0);
+//! # Ok::<(), tandem::Error>(())
+//! ```
+
+pub mod config;
+pub mod data;
+mod error;
+pub mod eval;
+pub mod fsio;
+pub mod loss;
+pub mod model;
+pub mod train;
+
+pub use error::{Error, Result};
+
+/// The device tandem computes on: the first CUDA GPU when built with the `cuda` feature and one
+/// is present, else the CPU.
+///
+/// # Errors
+/// A tensor error when CUDA is compiled in but fails to initialise.
+pub fn default_device() -> Result<candle_core::Device> {
+    #[cfg(feature = "cuda")]
+    {
+        Ok(candle_core::Device::cuda_if_available(0)?)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Ok(candle_core::Device::Cpu)
+    }
+}

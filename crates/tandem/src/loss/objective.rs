@@ -1,0 +1,80 @@
+//! A weighted sum of terms: the whole recipe.
+
+use candle_core::Tensor;
+
+use crate::config::LossConfig;
+use crate::error::Result;
+use crate::loss::{Embedded, Miner, Modality, Positive, Reducer, Term};
+
+/// `Σ weight · term`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    /// The weighted terms; terms of weight 0 are left out.
+    pub terms: Vec<(f64, Term)>,
+}
+
+/// The objective's value on a batch, with every term for logging.
+#[derive(Debug, Clone)]
+pub struct ObjectiveOutput {
+    /// Differentiable scalar total.
+    pub total: Tensor,
+    /// Per term: name, unweighted value, fraction of selected hinges that are active.
+    pub terms: Vec<(String, f64, f64)>,
+}
+
+impl Objective {
+    /// The paper's objective (Wang, Li & Lazebnik 2016): caption→image, image→caption and the
+    /// caption→caption structure-preserving term, each keeping its top-K violations, mean over
+    /// the kept tuples.
+    pub fn paper(cfg: &LossConfig) -> Self {
+        let term = |name: &str, anchor, reference, positive| Term {
+            name: name.to_string(),
+            anchor,
+            reference,
+            positive,
+            miner: Miner::TopK(cfg.top_k),
+            reducer: Reducer::Mean,
+            distance: cfg.distance,
+            margin: cfg.margin,
+        };
+        let terms = [
+            (cfg.text_to_image, term("text_to_image", Modality::Text, Modality::Image, Positive::Each)),
+            (cfg.image_to_text, term("image_to_text", Modality::Image, Modality::Text, Positive::Each)),
+            (cfg.text_to_text, term("text_to_text", Modality::Text, Modality::Text, Positive::Farthest)),
+        ];
+        Objective {
+            terms: terms.into_iter().filter(|(w, _)| *w > 0.0).collect(),
+        }
+    }
+
+    /// Evaluates every term and their weighted sum.
+    ///
+    /// # Shapes
+    /// `images: [n_images, dim]`, `texts: [n_texts, dim]` → scalar.
+    ///
+    /// # Errors
+    /// A tensor error when shapes disagree.
+    pub fn forward(&self, batch: &Embedded<'_>) -> Result<ObjectiveOutput> {
+        let mut total: Option<Tensor> = None;
+        let mut terms = Vec::with_capacity(self.terms.len());
+        for (weight, term) in &self.terms {
+            let out = term.forward(batch)?;
+            let value = out.loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            terms.push((
+                term.name.clone(),
+                value,
+                out.active as f64 / out.selected.max(1) as f64,
+            ));
+            let weighted = (out.loss * *weight)?;
+            total = Some(match total {
+                None => weighted,
+                Some(t) => (t + weighted)?,
+            });
+        }
+        let total = match total {
+            Some(t) => t,
+            None => Tensor::zeros((), batch.texts.dtype(), batch.texts.device())?,
+        };
+        Ok(ObjectiveOutput { total, terms })
+    }
+}

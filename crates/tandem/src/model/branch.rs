@@ -1,0 +1,111 @@
+//! One branch: `[Linear → BatchNorm → ReLU → Dropout]* → Linear → L2-normalise`.
+
+use candle_core::{Device, Tensor, Var};
+use rand::Rng;
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::model::layers::{BatchNorm, Linear, dropout, l2_normalize};
+
+/// A hidden block.
+#[derive(Debug, Clone)]
+struct Block {
+    linear: Linear,
+    norm: Option<BatchNorm>,
+}
+
+/// The stack of layers that maps one modality's features into the joint space.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    blocks: Vec<Block>,
+    out: Linear,
+    dropout: f64,
+}
+
+impl Branch {
+    /// A freshly initialised branch from `d_in` features.
+    ///
+    /// # Errors
+    /// A tensor error from allocation.
+    pub fn new(d_in: usize, cfg: &ModelConfig, rng: &mut impl Rng, device: &Device) -> Result<Self> {
+        let mut blocks = Vec::with_capacity(cfg.hidden.len());
+        let mut width = d_in;
+        for &h in &cfg.hidden {
+            blocks.push(Block {
+                linear: Linear::new(width, h, rng, device)?,
+                norm: if cfg.batch_norm { Some(BatchNorm::new(h, device)?) } else { None },
+            });
+            width = h;
+        }
+        Ok(Branch {
+            blocks,
+            out: Linear::new(width, cfg.dim, rng, device)?,
+            dropout: cfg.dropout,
+        })
+    }
+
+    /// Embeds `x`. In training mode BatchNorm uses (and updates) batch statistics and dropout
+    /// draws from `rng`; in evaluation mode (`rng` is `None`) both are deterministic.
+    ///
+    /// # Shapes
+    /// `x: [n, d_in]` → `[n, dim]`, rows of unit norm.
+    ///
+    /// # Errors
+    /// A tensor error when `d_in` disagrees.
+    pub fn forward(&mut self, x: &Tensor, mut rng: Option<&mut rand_chacha::ChaCha8Rng>) -> Result<Tensor> {
+        let train = rng.is_some();
+        let mut h = x.clone();
+        for block in &mut self.blocks {
+            h = block.linear.forward(&h)?;
+            if let Some(norm) = &mut block.norm {
+                h = norm.forward(&h, train)?;
+            }
+            h = h.relu()?;
+            if let Some(rng) = rng.as_deref_mut() {
+                h = dropout(&h, self.dropout, rng)?;
+            }
+        }
+        l2_normalize(&self.out.forward(&h)?)
+    }
+
+    /// Named tensors of the branch: trainable ones first flagged `true`, running statistics
+    /// flagged `false`.
+    pub fn named(&self, prefix: &str) -> Vec<(String, Tensor, Option<Var>)> {
+        let mut out = Vec::new();
+        let var = |name: String, v: &Var| (name, v.as_tensor().clone(), Some(v.clone()));
+        for (i, b) in self.blocks.iter().enumerate() {
+            out.push(var(format!("{prefix}.{i}.weight"), &b.linear.weight));
+            out.push(var(format!("{prefix}.{i}.bias"), &b.linear.bias));
+            if let Some(n) = &b.norm {
+                out.push(var(format!("{prefix}.{i}.bn.weight"), &n.gamma));
+                out.push(var(format!("{prefix}.{i}.bn.bias"), &n.beta));
+                out.push((format!("{prefix}.{i}.bn.running_mean"), n.running_mean.clone(), None));
+                out.push((format!("{prefix}.{i}.bn.running_var"), n.running_var.clone(), None));
+            }
+        }
+        out.push(var(format!("{prefix}.out.weight"), &self.out.weight));
+        out.push(var(format!("{prefix}.out.bias"), &self.out.bias));
+        out
+    }
+
+    /// Replaces every tensor by the one of the same name in `get`.
+    ///
+    /// # Errors
+    /// The name of a missing tensor or a shape mismatch, as a string for the caller to wrap.
+    pub fn load(&mut self, prefix: &str, get: &mut dyn FnMut(&str, &[usize]) -> std::result::Result<Tensor, String>) -> std::result::Result<(), String> {
+        let set_var = |v: &Var, t: Tensor| v.set(&t).map_err(|e| e.to_string());
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            set_var(&b.linear.weight, get(&format!("{prefix}.{i}.weight"), b.linear.weight.dims())?)?;
+            set_var(&b.linear.bias, get(&format!("{prefix}.{i}.bias"), b.linear.bias.dims())?)?;
+            if let Some(n) = &mut b.norm {
+                set_var(&n.gamma, get(&format!("{prefix}.{i}.bn.weight"), n.gamma.dims())?)?;
+                set_var(&n.beta, get(&format!("{prefix}.{i}.bn.bias"), n.beta.dims())?)?;
+                n.running_mean = get(&format!("{prefix}.{i}.bn.running_mean"), n.running_mean.dims())?;
+                n.running_var = get(&format!("{prefix}.{i}.bn.running_var"), n.running_var.dims())?;
+            }
+        }
+        set_var(&self.out.weight, get(&format!("{prefix}.out.weight"), self.out.weight.dims())?)?;
+        set_var(&self.out.bias, get(&format!("{prefix}.out.bias"), self.out.bias.dims())?)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! Layers with explicit parameters, initialised from tandem's own seeded RNG so a run is
+//! reproducible (candle's CPU RNG cannot be seeded).
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::Rng;
+
+use crate::error::Result;
+
+fn uniform(rng: &mut impl Rng, n: usize, bound: f64) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect()
+}
+
+/// `y = x Wᵀ + b`, initialised as PyTorch does: `U(-1/√in, 1/√in)`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `[out, in]`.
+    pub weight: Var,
+    /// `[out]`.
+    pub bias: Var,
+}
+
+impl Linear {
+    /// A new layer with seeded initialisation.
+    ///
+    /// # Errors
+    /// A tensor error from allocation on `device`.
+    pub fn new(d_in: usize, d_out: usize, rng: &mut impl Rng, device: &Device) -> Result<Self> {
+        let bound = 1.0 / (d_in as f64).sqrt();
+        let weight = Tensor::from_vec(uniform(rng, d_in * d_out, bound), (d_out, d_in), device)?;
+        let bias = Tensor::from_vec(uniform(rng, d_out, bound), d_out, device)?;
+        Ok(Linear {
+            weight: Var::from_tensor(&weight)?,
+            bias: Var::from_tensor(&bias)?,
+        })
+    }
+
+    /// # Shapes
+    /// `x: [n, in]` → `[n, out]`.
+    ///
+    /// # Errors
+    /// A tensor error when `in` disagrees.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.weight.as_tensor().t()?)?
+            .broadcast_add(self.bias.as_tensor())?)
+    }
+}
+
+/// Batch normalisation over the rows of a batch, with running statistics for evaluation
+/// (momentum 0.1, eps 1e-5, unbiased running variance: PyTorch's defaults).
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    /// Scale, `[features]`.
+    pub gamma: Var,
+    /// Shift, `[features]`.
+    pub beta: Var,
+    /// Running mean, `[features]`; not trained by gradient.
+    pub running_mean: Tensor,
+    /// Running variance, `[features]`; not trained by gradient.
+    pub running_var: Tensor,
+}
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+impl BatchNorm {
+    /// Identity scale and zero shift; running mean 0 and variance 1.
+    ///
+    /// # Errors
+    /// A tensor error from allocation.
+    pub fn new(features: usize, device: &Device) -> Result<Self> {
+        Ok(BatchNorm {
+            gamma: Var::ones(features, DType::F32, device)?,
+            beta: Var::zeros(features, DType::F32, device)?,
+            running_mean: Tensor::zeros(features, DType::F32, device)?,
+            running_var: Tensor::ones(features, DType::F32, device)?,
+        })
+    }
+
+    /// Normalises with batch statistics and updates the running ones when `train`; with the
+    /// running statistics otherwise.
+    ///
+    /// # Shapes
+    /// `x: [n, features]` → `[n, features]`.
+    ///
+    /// # Errors
+    /// A tensor error when shapes disagree.
+    pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (mean, var) = if train {
+            let n = x.dim(0)?;
+            let mean = x.mean_keepdim(0)?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim(0)?;
+            let unbiased = (var.detach() * (n as f64 / (n.max(2) - 1) as f64))?;
+            self.running_mean = ((&self.running_mean * (1.0 - BN_MOMENTUM))?
+                + (mean.detach().squeeze(0)? * BN_MOMENTUM)?)?;
+            self.running_var = ((&self.running_var * (1.0 - BN_MOMENTUM))?
+                + (unbiased.squeeze(0)? * BN_MOMENTUM)?)?;
+            (mean, var)
+        } else {
+            (
+                self.running_mean.unsqueeze(0)?,
+                self.running_var.unsqueeze(0)?,
+            )
+        };
+        let x = x
+            .broadcast_sub(&mean)?
+            .broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
+        Ok(x.broadcast_mul(self.gamma.as_tensor())?
+            .broadcast_add(self.beta.as_tensor())?)
+    }
+}
+
+/// Divides each row by its Euclidean norm.
+///
+/// # Shapes
+/// `x: [n, d]` → `[n, d]`.
+///
+/// # Errors
+/// A tensor error from the arithmetic.
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = (x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?;
+    Ok(x.broadcast_div(&norm)?)
+}
+
+/// Inverted dropout with a mask from tandem's seeded RNG.
+///
+/// # Errors
+/// A tensor error from allocation.
+pub fn dropout(x: &Tensor, p: f64, rng: &mut impl Rng) -> Result<Tensor> {
+    if p == 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - p;
+    let scale = (1.0 / keep) as f32;
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    Ok((x * mask)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn batch_norm_train_normalises_and_updates_running_stats() {
+        let dev = Device::Cpu;
+        let mut bn = BatchNorm::new(2, &dev).unwrap();
+        let x = Tensor::new(&[[1f32, 10.], [3., 30.]], &dev).unwrap();
+        let y: Vec<Vec<f32>> = bn.forward(&x, true).unwrap().to_vec2().unwrap();
+        // Hand-computed: mean (2, 20), biased var (1, 100) → ±1/sqrt(1+eps) etc.
+        assert!((y[0][0] + 1.0).abs() < 1e-4 && (y[1][1] - 1.0).abs() < 1e-4);
+        let rm: Vec<f32> = bn.running_mean.to_vec1().unwrap();
+        let rv: Vec<f32> = bn.running_var.to_vec1().unwrap();
+        assert!((rm[0] - 0.2).abs() < 1e-6 && (rm[1] - 2.0).abs() < 1e-5);
+        // Unbiased variance (2, 200): 0.9 * 1 + 0.1 * 2 = 1.1; 0.9 + 20 = 20.9.
+        assert!((rv[0] - 1.1).abs() < 1e-5 && (rv[1] - 20.9).abs() < 1e-4);
+        // Eval mode uses the running statistics.
+        let e: Vec<Vec<f32>> = bn.forward(&x, false).unwrap().to_vec2().unwrap();
+        assert!((e[0][0] - (1.0 - 0.2) / (1.1f32 + 1e-5).sqrt()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn dropout_keeps_expectation_and_is_seeded() {
+        let x = Tensor::ones((100, 100), DType::F32, &Device::Cpu).unwrap();
+        let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let a = dropout(&x, 0.5, &mut r1).unwrap();
+        let b = dropout(&x, 0.5, &mut r2).unwrap();
+        let mean: f32 = a.mean_all().unwrap().to_scalar().unwrap();
+        assert!((mean - 1.0).abs() < 0.05, "{mean}");
+        let diff: f32 = (a - b).unwrap().abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert_eq!(diff, 0.0);
+    }
+
+    #[test]
+    fn rows_are_unit_norm() {
+        let x = Tensor::new(&[[3f32, 4.], [0.5, 0.]], &Device::Cpu).unwrap();
+        let y: Vec<Vec<f32>> = l2_normalize(&x).unwrap().to_vec2().unwrap();
+        assert_eq!(y, vec![vec![0.6, 0.8], vec![1.0, 0.0]]);
+    }
+}

@@ -1,0 +1,11 @@
+//! The two-branch network: one branch per modality into one normalised space.
+
+mod branch;
+mod checkpoint;
+mod layers;
+mod two_branch;
+
+pub use branch::Branch;
+pub use checkpoint::{Checkpoint, load_checkpoint, save_checkpoint};
+pub use layers::{BatchNorm, Linear};
+pub use two_branch::{Mode, TwoBranch};

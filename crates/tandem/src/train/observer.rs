@@ -1,0 +1,54 @@
+//! How the library reports progress without printing: the caller implements [`Observer`].
+
+use crate::eval::RetrievalMetrics;
+
+/// After every optimisation step.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Global step, 1-based.
+    pub step: usize,
+    /// Step within the epoch, 1-based.
+    pub step_in_epoch: usize,
+    /// Steps in this epoch.
+    pub steps_in_epoch: usize,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Weighted total loss.
+    pub loss: f64,
+    /// Per term: name, unweighted value, fraction of active hinges.
+    pub terms: Vec<(String, f64, f64)>,
+}
+
+/// After every epoch's validation.
+#[derive(Debug, Clone)]
+pub struct EpochReport {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Total epochs planned.
+    pub epochs: usize,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Validation metrics, when there is a validation split.
+    pub val: Option<RetrievalMetrics>,
+    /// Whether this epoch is the best so far (and was saved as best.safetensors).
+    pub improved: bool,
+    /// Seconds the epoch took, validation included.
+    pub seconds: f64,
+}
+
+/// Receives progress from [`crate::train::train`].
+pub trait Observer {
+    /// Once, before the first step.
+    fn on_start(&mut self, _epochs: usize, _steps_per_epoch: usize) {}
+    /// After each step.
+    fn on_step(&mut self, _report: &StepReport) {}
+    /// After each epoch.
+    fn on_epoch(&mut self, _report: &EpochReport) {}
+}
+
+/// Ignores everything.
+pub struct NoopObserver;
+
+impl Observer for NoopObserver {}

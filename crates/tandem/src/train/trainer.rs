@@ -1,0 +1,252 @@
+//! The training loop.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+
+use crate::config::Config;
+use crate::data::{Batcher, PairedDataset, SplitView, Splits};
+use crate::error::{Error, Result};
+use crate::eval::{RetrievalMetrics, ranks_from_embeddings};
+use crate::fsio;
+use crate::loss::{Embedded, Objective};
+use crate::model::{Mode, TwoBranch, save_checkpoint};
+use crate::train::{EpochReport, Observer, Optimizer, StepReport, step_decay};
+
+/// The files of a run folder.
+pub struct RunFiles;
+
+impl RunFiles {
+    /// The resolved config.
+    pub const CONFIG: &'static str = "config.toml";
+    /// The split used (copied or generated).
+    pub const SPLITS: &'static str = "splits.json";
+    /// One JSON object per step and per epoch.
+    pub const METRICS: &'static str = "metrics.jsonl";
+    /// The checkpoint with the best validation rsum.
+    pub const BEST: &'static str = "best.safetensors";
+    /// The checkpoint after the last epoch.
+    pub const LAST: &'static str = "last.safetensors";
+}
+
+/// What a finished run achieved.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// 1-based epoch of the best checkpoint.
+    pub best_epoch: usize,
+    /// Its validation metrics, when there is a validation split.
+    pub best_val: Option<RetrievalMetrics>,
+    /// Epochs run.
+    pub epochs_run: usize,
+    /// Optimisation steps taken.
+    pub steps: usize,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// The split used.
+    pub splits: Splits,
+}
+
+/// The splits to use: the dataset's `splits.json`, else the run folder's, else a seeded random
+/// split of the sizes in `config.data`.
+///
+/// # Errors
+/// [`Error::BadDataset`] when the split is invalid for this dataset, [`Error::Config`] when the
+/// sizes leave no training image.
+pub fn resolve_splits(dataset: &PairedDataset, config: &Config, run_dir: Option<&Path>) -> Result<Splits> {
+    if let Some(s) = &dataset.splits {
+        return Ok(s.clone());
+    }
+    let counts = dataset.captions_per_image();
+    if let Some(dir) = run_dir {
+        let path = dir.join(RunFiles::SPLITS);
+        if path.exists() {
+            let s = Splits::read(&path)?;
+            s.validate(&path, dataset.images.rows, &counts)?;
+            return Ok(s);
+        }
+    }
+    let s = Splits::random(
+        dataset.images.rows,
+        config.data.val_images,
+        config.data.test_images,
+        config.seed,
+    )?;
+    s.validate(&dataset.root, dataset.images.rows, &counts)?;
+    Ok(s)
+}
+
+/// Embeds one split with `model` in evaluation mode and ranks it both ways.
+///
+/// # Errors
+/// A config error when the feature dimensions do not match the model.
+pub fn evaluate_split(
+    model: &mut TwoBranch,
+    dataset: &PairedDataset,
+    view: &SplitView,
+    name: &str,
+    chunk: usize,
+) -> Result<RetrievalMetrics> {
+    let images = model.embed_all(&dataset.images, &view.images, true, chunk)?;
+    let texts = model.embed_all(&dataset.texts, &view.texts, false, chunk)?;
+    let ranks = ranks_from_embeddings(&images, &texts, model.config.dim, &view.text_image, chunk, &model.device.clone())?;
+    Ok(RetrievalMetrics::from_ranks(name, &ranks))
+}
+
+struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    fn create(path: PathBuf) -> Result<Self> {
+        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(MetricsLog { path, file })
+    }
+
+    fn write(&mut self, value: serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{value}").map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Trains a two-branch model on the training split of `dataset` and writes the run folder:
+/// `config.toml`, `splits.json`, `metrics.jsonl`, `best.safetensors`, `last.safetensors`.
+///
+/// # Errors
+/// Config, dataset and I/O errors, and [`Error::NonFinite`] when the loss diverges (the last
+/// good checkpoint is left untouched).
+pub fn train(
+    dataset: &PairedDataset,
+    config: &Config,
+    run_dir: &Path,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome> {
+    config.validate()?;
+    let started = Instant::now();
+    std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+    let splits = resolve_splits(dataset, config, None)?;
+    fsio::write_atomic(&run_dir.join(RunFiles::CONFIG), config.to_toml().as_bytes())?;
+    fsio::write_atomic(
+        &run_dir.join(RunFiles::SPLITS),
+        serde_json::to_string(&splits).expect("splits serialise").as_bytes(),
+    )?;
+    let n_images = dataset.images.rows;
+    let train_view = SplitView::new(&splits.train, &dataset.text_to_image, n_images);
+    let val_view = SplitView::new(&splits.val, &dataset.text_to_image, n_images);
+    let t = &config.train;
+    let batcher = Batcher::new(&train_view, t.batch_size, config.seed)?;
+    let mut model = TwoBranch::new(dataset.images.cols, dataset.texts.cols, &config.model, config.seed, device)?;
+    let mut optimizer = Optimizer::new(model.vars(), t)?;
+    let objective = Objective::paper(&config.loss);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1));
+    let mut log = MetricsLog::create(run_dir.join(RunFiles::METRICS))?;
+
+    let steps_per_epoch = batcher.epoch(0).len();
+    observer.on_start(t.epochs, steps_per_epoch);
+    let mut step = 0;
+    let mut best: Option<(f64, usize, Option<RetrievalMetrics>)> = None;
+    let mut since_best = 0;
+    let mut epochs_run = 0;
+    let mut stopped_early = false;
+    for epoch in 0..t.epochs {
+        let epoch_start = Instant::now();
+        let lr = step_decay(t.lr, t.lr_decay_factor, t.lr_decay_epochs, epoch);
+        optimizer.set_learning_rate(lr);
+        let batches = batcher.epoch(epoch);
+        let mut loss_sum = 0.0;
+        for (k, batch) in batches.iter().enumerate() {
+            step += 1;
+            let b = batch.images.len();
+            let images = Tensor::from_vec(dataset.images.gather(&batch.images), (b, dataset.images.cols), device)?;
+            let texts = Tensor::from_vec(dataset.texts.gather(&batch.texts), (batch.texts.len(), dataset.texts.cols), device)?;
+            let (ei, et) = model.forward(&images, &texts, Mode::Train(&mut rng))?;
+            let image_ids: Vec<u32> = (0..b as u32).collect();
+            let out = objective.forward(&Embedded {
+                images: &ei,
+                texts: &et,
+                image_ids: &image_ids,
+                text_ids: &batch.text_image,
+            })?;
+            let loss = out.total.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            if !loss.is_finite() {
+                let (term, value) = out
+                    .terms
+                    .iter()
+                    .find(|(_, v, _)| !v.is_finite())
+                    .map(|(n, v, _)| (n.clone(), *v))
+                    .unwrap_or(("total".into(), loss));
+                return Err(Error::NonFinite { step, term, value });
+            }
+            let grads = out.total.backward()?;
+            optimizer.step(&grads)?;
+            loss_sum += loss;
+            let report = StepReport {
+                epoch,
+                step,
+                step_in_epoch: k + 1,
+                steps_in_epoch: batches.len(),
+                lr,
+                loss,
+                terms: out.terms,
+            };
+            let terms: serde_json::Map<String, serde_json::Value> = report
+                .terms
+                .iter()
+                .map(|(n, v, a)| (n.clone(), serde_json::json!({"loss": v, "active": a})))
+                .collect();
+            log.write(serde_json::json!({
+                "kind": "step", "epoch": epoch + 1, "step": step, "lr": lr, "loss": loss, "terms": terms,
+            }))?;
+            observer.on_step(&report);
+        }
+        epochs_run += 1;
+        let val = if val_view.images.is_empty() {
+            None
+        } else {
+            Some(evaluate_split(&mut model, dataset, &val_view, "val", t.eval_batch_size)?)
+        };
+        // Without a validation split the latest epoch counts as the best.
+        let score = val.as_ref().map_or(epoch as f64, |m| m.rsum);
+        let improved = best.as_ref().is_none_or(|(s, _, _)| score > *s);
+        if improved {
+            save_checkpoint(&run_dir.join(RunFiles::BEST), &model, config, epoch + 1)?;
+            best = Some((score, epoch + 1, val.clone()));
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+        save_checkpoint(&run_dir.join(RunFiles::LAST), &model, config, epoch + 1)?;
+        let train_loss = loss_sum / batches.len().max(1) as f64;
+        log.write(serde_json::json!({
+            "kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": train_loss,
+            "val": val, "improved": improved,
+        }))?;
+        observer.on_epoch(&EpochReport {
+            epoch,
+            epochs: t.epochs,
+            train_loss,
+            val,
+            improved,
+            seconds: epoch_start.elapsed().as_secs_f64(),
+        });
+        if t.patience > 0 && since_best >= t.patience {
+            stopped_early = true;
+            break;
+        }
+    }
+    let (_, best_epoch, best_val) = best.expect("at least one epoch ran");
+    Ok(TrainOutcome {
+        best_epoch,
+        best_val,
+        epochs_run,
+        steps: step,
+        stopped_early,
+        seconds: started.elapsed().as_secs_f64(),
+        splits,
+    })
+}
