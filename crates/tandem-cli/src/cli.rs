@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Learn joint image–text embeddings with batch-wise ranking losses (Wang, Li & Lazebnik,
 /// CVPR 2016) and evaluate them by cross-modal retrieval.
 #[derive(Debug, Parser)]
-#[command(name = "tandem", version, about, long_about = None)]
+#[command(name = "tandem", version)]
 pub struct Cli {
     /// Only warnings and errors on stderr.
     #[arg(long, short, global = true)]

@@ -18,8 +18,9 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if args.quiet { "warn" } else { "info" })),
+            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if args.quiet { "warn" } else { "info" })
+            }),
         )
         .init();
     match commands::run(args.command) {

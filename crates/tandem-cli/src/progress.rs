@@ -27,9 +27,11 @@ impl Observer for Progress {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new((epochs * steps_per_epoch) as u64);
             bar.set_style(
-                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar.set_prefix(self.label.clone());
             self.bar = Some(bar);
@@ -47,7 +49,13 @@ impl Observer for Progress {
         let val = r
             .val
             .as_ref()
-            .map(|m| format!(" val rsum {:.1}{}", m.rsum, if r.improved { " (best)" } else { "" }))
+            .map(|m| {
+                format!(
+                    " val rsum {:.1}{}",
+                    m.rsum,
+                    if r.improved { " (best)" } else { "" }
+                )
+            })
             .unwrap_or_default();
         let line = format!(
             "{} epoch {}/{} loss {:.4}{val} ({:.1}s)",

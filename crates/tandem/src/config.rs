@@ -183,7 +183,7 @@ impl Config {
             Error::bad_file(
                 path,
                 e.to_string().trim_end().to_string(),
-                "see `tandem train --print-config` for every key and its default",
+                "run `tandem config` to see every key and its default",
             )
         })
     }
@@ -199,15 +199,17 @@ impl Config {
     /// [`Error::Config`] for a malformed assignment, an unknown key or a value of the wrong type.
     pub fn set(&mut self, assignment: &str) -> Result<()> {
         let (key, raw) = assignment.split_once('=').ok_or_else(|| {
-            Error::Config(format!("`{assignment}` is not key=value (e.g. train.lr=0.001)"))
+            Error::Config(format!(
+                "`{assignment}` is not key=value (e.g. train.lr=0.001)"
+            ))
         })?;
         let (key, raw) = (key.trim(), raw.trim());
         let mut doc = toml::Value::try_from(&*self).expect("a config always serialises");
         let mut slot = &mut doc;
         for part in key.split('.') {
-            let table = slot.as_table_mut().ok_or_else(|| {
-                Error::Config(format!("`{key}`: `{part}` is not a section"))
-            })?;
+            let table = slot
+                .as_table_mut()
+                .ok_or_else(|| Error::Config(format!("`{key}`: `{part}` is not a section")))?;
             let known: Vec<String> = table.keys().cloned().collect();
             slot = table.get_mut(part).ok_or_else(|| {
                 Error::Config(format!(
@@ -217,16 +219,18 @@ impl Config {
             })?;
         }
         if slot.is_table() {
-            return Err(Error::Config(format!("`{key}` is a section; set one of its keys")));
+            return Err(Error::Config(format!(
+                "`{key}` is a section; set one of its keys"
+            )));
         }
         // A bare word that is not TOML (e.g. `sgd`) is taken as a string.
         *slot = toml::from_str::<toml::Table>(&format!("v = {raw}"))
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-        *self = doc
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::Config(format!("`{key}={raw}`: {}", e.message())))?;
+        *self = doc.try_into().map_err(|e: toml::de::Error| {
+            Error::Config(format!("`{key}={raw}`: {}", e.message()))
+        })?;
         Ok(())
     }
 
@@ -236,24 +240,38 @@ impl Config {
     /// [`Error::Config`] naming the first invalid key, its value and the allowed range.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, value: String, allowed: &str| {
-            Err(Error::Config(format!("{key} = {value} is invalid: {allowed}")))
+            Err(Error::Config(format!(
+                "{key} = {value} is invalid: {allowed}"
+            )))
         };
         let m = &self.model;
         if m.dim == 0 {
             return bad("model.dim", m.dim.to_string(), "must be at least 1");
         }
         if m.hidden.contains(&0) {
-            return bad("model.hidden", format!("{:?}", m.hidden), "widths must be at least 1");
+            return bad(
+                "model.hidden",
+                format!("{:?}", m.hidden),
+                "widths must be at least 1",
+            );
         }
         if !(0.0..1.0).contains(&m.dropout) {
             return bad("model.dropout", m.dropout.to_string(), "must be in [0, 1)");
         }
         let l = &self.loss;
         if !(l.margin >= 0.0 && l.margin.is_finite()) {
-            return bad("loss.margin", l.margin.to_string(), "must be a finite number >= 0");
+            return bad(
+                "loss.margin",
+                l.margin.to_string(),
+                "must be a finite number >= 0",
+            );
         }
         if l.top_k == 0 {
-            return bad("loss.top_k", "0".into(), "each anchor must keep at least 1 negative");
+            return bad(
+                "loss.top_k",
+                "0".into(),
+                "each anchor must keep at least 1 negative",
+            );
         }
         for (k, w) in [
             ("loss.text_to_image", l.text_to_image),
@@ -265,11 +283,19 @@ impl Config {
             }
         }
         if l.text_to_image + l.image_to_text + l.text_to_text == 0.0 {
-            return bad("loss.*", "0".into(), "at least one term needs a positive weight");
+            return bad(
+                "loss.*",
+                "0".into(),
+                "at least one term needs a positive weight",
+            );
         }
         let t = &self.train;
         if t.batch_size < 2 {
-            return bad("train.batch_size", t.batch_size.to_string(), "must be at least 2");
+            return bad(
+                "train.batch_size",
+                t.batch_size.to_string(),
+                "must be at least 2",
+            );
         }
         if t.epochs == 0 {
             return bad("train.epochs", "0".into(), "must be at least 1");
@@ -278,13 +304,25 @@ impl Config {
             return bad("train.lr", t.lr.to_string(), "must be > 0");
         }
         if !(0.0..1.0).contains(&t.momentum) {
-            return bad("train.momentum", t.momentum.to_string(), "must be in [0, 1)");
+            return bad(
+                "train.momentum",
+                t.momentum.to_string(),
+                "must be in [0, 1)",
+            );
         }
         if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
-            return bad("train.weight_decay", t.weight_decay.to_string(), "must be >= 0");
+            return bad(
+                "train.weight_decay",
+                t.weight_decay.to_string(),
+                "must be >= 0",
+            );
         }
         if !(t.lr_decay_factor > 0.0 && t.lr_decay_factor <= 1.0) {
-            return bad("train.lr_decay_factor", t.lr_decay_factor.to_string(), "must be in (0, 1]");
+            return bad(
+                "train.lr_decay_factor",
+                t.lr_decay_factor.to_string(),
+                "must be in (0, 1]",
+            );
         }
         if t.eval_batch_size == 0 {
             return bad("train.eval_batch_size", "0".into(), "must be at least 1");
@@ -304,7 +342,14 @@ mod tests {
         assert_eq!(c.model.dim, 512);
         assert_eq!(c.loss.margin, 0.05);
         assert_eq!(c.loss.top_k, 10);
-        assert_eq!((c.loss.text_to_image, c.loss.image_to_text, c.loss.text_to_text), (1.5, 1.0, 0.05));
+        assert_eq!(
+            (
+                c.loss.text_to_image,
+                c.loss.image_to_text,
+                c.loss.text_to_text
+            ),
+            (1.5, 1.0, 0.05)
+        );
         assert_eq!(c.train.batch_size, 500);
         assert_eq!(c.train.lr, 1e-4);
         c.validate().unwrap();
@@ -321,7 +366,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error() {
-        let e = Config::from_toml("[train]\nepoch = 3\n").unwrap_err().to_string();
+        let e = Config::from_toml("[train]\nepoch = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `epoch`"), "{e}");
     }
 
@@ -342,7 +389,10 @@ mod tests {
     fn set_rejects_unknown_keys_and_wrong_types() {
         let mut c = Config::default();
         let e = c.set("loss.marg=0.2").unwrap_err().to_string();
-        assert!(e.contains("unknown key `loss.marg`") && e.contains("margin"), "{e}");
+        assert!(
+            e.contains("unknown key `loss.marg`") && e.contains("margin"),
+            "{e}"
+        );
         let e = c.set("train.epochs=many").unwrap_err().to_string();
         assert!(e.contains("train.epochs=many"), "{e}");
         assert!(c.set("noequals").is_err());
@@ -353,7 +403,12 @@ mod tests {
     fn validate_names_the_key() {
         let mut c = Config::default();
         c.loss.margin = -1.0;
-        assert!(c.validate().unwrap_err().to_string().contains("loss.margin"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("loss.margin")
+        );
         let mut c = Config::default();
         c.loss.top_k = 0;
         assert!(c.validate().unwrap_err().to_string().contains("loss.top_k"));

@@ -41,8 +41,14 @@ pub enum Error {
     Checkpoint { path: PathBuf, problem: String },
 
     /// Training produced a non-finite loss.
-    #[error("training diverged at step {step}: {term} loss is {value}\n  fix: lower the learning rate or check the features for extreme values")]
-    NonFinite { step: usize, term: String, value: f64 },
+    #[error(
+        "training diverged at step {step}: {term} loss is {value}\n  fix: lower the learning rate or check the features for extreme values"
+    )]
+    NonFinite {
+        step: usize,
+        term: String,
+        value: f64,
+    },
 
     /// An error from the tensor library.
     #[error(transparent)]

@@ -18,18 +18,36 @@ fn bundled_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/emoji")
 }
 
-pub fn run(data: Option<PathBuf>, out: &Path, sets: &[String], baseline: bool, format: Format) -> Result<()> {
+pub fn run(
+    data: Option<PathBuf>,
+    out: &Path,
+    sets: &[String],
+    baseline: bool,
+    format: Format,
+) -> Result<()> {
     let data = data.unwrap_or_else(bundled_data);
     let mut config = Config::from_toml(DEMO_CONFIG).context("the bundled demo.toml")?;
     super::apply_sets(&mut config, sets)?;
     let dataset = PairedDataset::open(&data)?;
     let started = std::time::Instant::now();
 
-    let (_, paper) = super::train::train_and_test(&dataset, &out.join("paper"), &config, "test", "paper recipe")?;
+    let (_, paper) = super::train::train_and_test(
+        &dataset,
+        &out.join("paper"),
+        &config,
+        "test",
+        "paper recipe",
+    )?;
     let linear = if baseline {
         let mut lin = config.clone();
         lin.model.hidden = vec![];
-        let (_, m) = super::train::train_and_test(&dataset, &out.join("linear"), &lin, "test", "linear baseline")?;
+        let (_, m) = super::train::train_and_test(
+            &dataset,
+            &out.join("linear"),
+            &lin,
+            "test",
+            "linear baseline",
+        )?;
         Some(m)
     } else {
         None
@@ -41,7 +59,11 @@ pub fn run(data: Option<PathBuf>, out: &Path, sets: &[String], baseline: bool, f
         per_image[l as usize] += 1;
     }
     let chance = RetrievalMetrics::chance("test", &per_image);
-    tracing::info!("demo finished in {:.1}s; runs in {}", started.elapsed().as_secs_f64(), out.display());
+    tracing::info!(
+        "demo finished in {:.1}s; runs in {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
 
     match format {
         Format::Table => {

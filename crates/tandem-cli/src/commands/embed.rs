@@ -14,11 +14,16 @@ pub fn run(model: &Path, data: &Path, out: &Path) -> Result<()> {
     let all_texts: Vec<u32> = (0..dataset.texts.rows as u32).collect();
     let images = m.embed_all(&dataset.images, &all_images, true, chunk)?;
     let texts = m.embed_all(&dataset.texts, &all_texts, false, chunk)?;
-    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the folder", out.display()))?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("{}: cannot create the folder", out.display()))?;
     let dim = m.config.dim;
     npy::write_f32(&out.join("images.npy"), dataset.images.rows, dim, &images)?;
     npy::write_f32(&out.join("texts.npy"), dataset.texts.rows, dim, &texts)?;
-    let ids: Vec<i64> = dataset.text_to_image.iter().map(|&i| i64::from(i)).collect();
+    let ids: Vec<i64> = dataset
+        .text_to_image
+        .iter()
+        .map(|&i| i64::from(i))
+        .collect();
     tandem::fsio::write_atomic(&out.join("text_to_image.npy"), &npy::encode_i64(&ids))?;
     tracing::info!(
         "wrote {} image and {} text embeddings of dimension {dim} to {}",

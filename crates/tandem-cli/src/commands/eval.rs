@@ -19,7 +19,13 @@ pub fn run(model: &Path, data: &Path, split: &str, format: Format) -> Result<()>
     }
     let view = SplitView::new(ids, &dataset.text_to_image, dataset.images.rows);
     let mut m = checkpoint.model;
-    let metrics = evaluate_split(&mut m, &dataset, &view, split, checkpoint.config.train.eval_batch_size)?;
+    let metrics = evaluate_split(
+        &mut m,
+        &dataset,
+        &view,
+        split,
+        checkpoint.config.train.eval_batch_size,
+    )?;
     print_metrics(&metrics, format);
     Ok(())
 }

@@ -17,7 +17,15 @@ use crate::cli::Command;
 /// Runs one subcommand.
 pub fn run(command: Command) -> Result<()> {
     match command {
-        Command::Train { data, out, config, sets, overwrite, split, format } => {
+        Command::Train {
+            data,
+            out,
+            config,
+            sets,
+            overwrite,
+            split,
+            format,
+        } => {
             let config = resolve_config(config.as_deref(), &sets)?;
             train::run(&data, &out, &config, overwrite, &split, format)
         }
@@ -25,11 +33,20 @@ pub fn run(command: Command) -> Result<()> {
             print!("{}", resolve_config(config.as_deref(), &sets)?.to_toml());
             Ok(())
         }
-        Command::Eval { model, data, split, format } => eval::run(&model, &data, &split, format),
+        Command::Eval {
+            model,
+            data,
+            split,
+            format,
+        } => eval::run(&model, &data, &split, format),
         Command::Embed { model, data, out } => embed::run(&model, &data, &out),
-        Command::Demo { data, out, sets, no_baseline, format } => {
-            demo::run(data, &out, &sets, !no_baseline, format)
-        }
+        Command::Demo {
+            data,
+            out,
+            sets,
+            no_baseline,
+            format,
+        } => demo::run(data, &out, &sets, !no_baseline, format),
     }
 }
 
@@ -57,7 +74,10 @@ pub fn open_model(path: &Path) -> Result<(Checkpoint, PathBuf)> {
     let (file, run_dir) = if path.is_dir() {
         (path.join(RunFiles::BEST), path.to_path_buf())
     } else {
-        (path.to_path_buf(), path.parent().map(Path::to_path_buf).unwrap_or_default())
+        (
+            path.to_path_buf(),
+            path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        )
     };
     if !file.exists() {
         anyhow::bail!(

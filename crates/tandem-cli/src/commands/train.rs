@@ -44,20 +44,39 @@ pub fn train_and_test(
         outcome.steps,
         outcome.seconds,
         outcome.best_epoch,
-        if outcome.stopped_early { " (early stop)" } else { "" }
+        if outcome.stopped_early {
+            " (early stop)"
+        } else {
+            ""
+        }
     );
     let (checkpoint, _) = super::open_model(out)?;
     let mut model = checkpoint.model;
     let ids = outcome.splits.get(split)?;
     if ids.is_empty() {
-        anyhow::bail!("split `{split}` is empty; pass --split val or train, or give the dataset a {split} split");
+        anyhow::bail!(
+            "split `{split}` is empty; pass --split val or train, or give the dataset a {split} split"
+        );
     }
     let view = SplitView::new(ids, &dataset.text_to_image, dataset.images.rows);
-    let metrics = evaluate_split(&mut model, dataset, &view, split, config.train.eval_batch_size)?;
+    let metrics = evaluate_split(
+        &mut model,
+        dataset,
+        &view,
+        split,
+        config.train.eval_batch_size,
+    )?;
     Ok((outcome, metrics))
 }
 
-pub fn run(data: &Path, out: &Path, config: &Config, overwrite: bool, split: &str, format: Format) -> Result<()> {
+pub fn run(
+    data: &Path,
+    out: &Path,
+    config: &Config,
+    overwrite: bool,
+    split: &str,
+    format: Format,
+) -> Result<()> {
     prepare_run_dir(out, overwrite)?;
     let dataset = PairedDataset::open(data)?;
     let (_, metrics) = train_and_test(&dataset, out, config, split, "train")?;

@@ -4,8 +4,8 @@
 
 use std::collections::VecDeque;
 
-use rand::{Rng, SeedableRng};
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
 use crate::data::SplitView;
 use crate::error::{Error, Result};
@@ -122,7 +122,10 @@ impl Batcher {
             } else {
                 // A different caption of the same image, uniformly.
                 let k = rng.random_range(0..others.len() - 1);
-                let pos = others.iter().position(|&o| o == t).expect("anchor is a caption of its image");
+                let pos = others
+                    .iter()
+                    .position(|&o| o == t)
+                    .expect("anchor is a caption of its image");
                 others[if k >= pos { k + 1 } else { k }]
             };
             extras.push(self.texts[extra as usize]);
@@ -197,7 +200,9 @@ mod tests {
 
     #[test]
     fn batch_larger_than_split_is_refused() {
-        let e = Batcher::new(&view(&[1, 1, 1]), 4, 0).unwrap_err().to_string();
+        let e = Batcher::new(&view(&[1, 1, 1]), 4, 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("larger than the 3 training images"), "{e}");
     }
 }

@@ -66,7 +66,11 @@ impl PairedDataset {
         let splits_path = root.join("splits.json");
         let splits = if splits_path.exists() {
             let s = Splits::read(&splits_path)?;
-            s.validate(&splits_path, images.rows, &count_captions(&text_to_image, images.rows))?;
+            s.validate(
+                &splits_path,
+                images.rows,
+                &count_captions(&text_to_image, images.rows),
+            )?;
             Some(s)
         } else {
             None

@@ -68,6 +68,13 @@ pub fn read_features(path: &Path) -> Result<Matrix> {
     let npy = open(path)?;
     let shape = shape_of(path, &npy);
     let (kind, size) = type_of(path, &npy.dtype())?;
+    if kind != TypeChar::Float {
+        return Err(Error::bad_file(
+            path,
+            format!("features must be float16, float32 or float64, found {kind:?} of {size} bytes"),
+            "convert with array.astype(numpy.float32) before saving",
+        ));
+    }
     if shape.len() != 2 {
         return Err(Error::bad_file(
             path,
@@ -153,13 +160,43 @@ pub fn read_ids(path: &Path) -> Result<Vec<i64>> {
     }
     let t = |e| truncated(path, e);
     let ids: Vec<i64> = match (kind, size) {
-        (TypeChar::Int, 1) => npy.into_vec::<i8>().map_err(t)?.into_iter().map(i64::from).collect(),
-        (TypeChar::Int, 2) => npy.into_vec::<i16>().map_err(t)?.into_iter().map(i64::from).collect(),
-        (TypeChar::Int, 4) => npy.into_vec::<i32>().map_err(t)?.into_iter().map(i64::from).collect(),
+        (TypeChar::Int, 1) => npy
+            .into_vec::<i8>()
+            .map_err(t)?
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        (TypeChar::Int, 2) => npy
+            .into_vec::<i16>()
+            .map_err(t)?
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        (TypeChar::Int, 4) => npy
+            .into_vec::<i32>()
+            .map_err(t)?
+            .into_iter()
+            .map(i64::from)
+            .collect(),
         (TypeChar::Int, 8) => npy.into_vec::<i64>().map_err(t)?,
-        (TypeChar::Uint, 1) => npy.into_vec::<u8>().map_err(t)?.into_iter().map(i64::from).collect(),
-        (TypeChar::Uint, 2) => npy.into_vec::<u16>().map_err(t)?.into_iter().map(i64::from).collect(),
-        (TypeChar::Uint, 4) => npy.into_vec::<u32>().map_err(t)?.into_iter().map(i64::from).collect(),
+        (TypeChar::Uint, 1) => npy
+            .into_vec::<u8>()
+            .map_err(t)?
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        (TypeChar::Uint, 2) => npy
+            .into_vec::<u16>()
+            .map_err(t)?
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        (TypeChar::Uint, 4) => npy
+            .into_vec::<u32>()
+            .map_err(t)?
+            .into_iter()
+            .map(i64::from)
+            .collect(),
         (TypeChar::Uint, 8) => npy
             .into_vec::<u64>()
             .map_err(t)?
@@ -245,6 +282,9 @@ mod tests {
 
     #[test]
     fn fortran_order_is_transposed_to_rows() {
-        assert_eq!(transpose(&[1., 4., 2., 5., 3., 6.], 3, 2), vec![1., 2., 3., 4., 5., 6.]);
+        assert_eq!(
+            transpose(&[1., 4., 2., 5., 3., 6.], 3, 2),
+            vec![1., 2., 3., 4., 5., 6.]
+        );
     }
 }

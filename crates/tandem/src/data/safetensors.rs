@@ -15,13 +15,11 @@ const FIX: &str = "save tensors named images [n_images, d], texts [n_texts, d] a
 /// [`Error::BadFile`] for a corrupt file, a missing tensor, a wrong dtype or shape, or a
 /// non-finite feature.
 pub fn read_dataset(path: &Path, bytes: &[u8]) -> Result<(Matrix, Matrix, Vec<i64>)> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| {
-        Error::bad_file(path, format!("not a valid safetensors file: {e}"), FIX)
-    })?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file: {e}"), FIX))?;
     let tensor = |name: &str| {
-        st.tensor(name).map_err(|_| {
-            Error::bad_file(path, format!("the tensor `{name}` is missing"), FIX)
-        })
+        st.tensor(name)
+            .map_err(|_| Error::bad_file(path, format!("the tensor `{name}` is missing"), FIX))
     };
     let images = features(path, "images", &tensor("images")?)?;
     let texts = features(path, "texts", &tensor("texts")?)?;
@@ -68,7 +66,11 @@ fn features(path: &Path, name: &str, view: &safetensors::tensor::TensorView<'_>)
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
         return Err(Error::bad_file(
             path,
-            format!("`{name}` has a non-finite value at row {}, column {}", i / cols, i % cols),
+            format!(
+                "`{name}` has a non-finite value at row {}, column {}",
+                i / cols,
+                i % cols
+            ),
             "replace NaN/Inf features or drop those rows",
         ));
     }
@@ -83,22 +85,42 @@ fn ids(path: &Path, view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<i6
     if view.shape().len() != 1 {
         return Err(Error::bad_file(
             path,
-            format!("`text_to_image` must be 1-D, found shape {:?}", view.shape()),
+            format!(
+                "`text_to_image` must be 1-D, found shape {:?}",
+                view.shape()
+            ),
             FIX,
         ));
     }
     let raw = view.data();
     let out = match view.dtype() {
-        Dtype::I64 => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect(),
-        Dtype::I32 => raw.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4")))).collect(),
-        Dtype::I16 => raw.chunks_exact(2).map(|c| i64::from(i16::from_le_bytes([c[0], c[1]]))).collect(),
+        Dtype::I64 => raw
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+            .collect(),
+        Dtype::I32 => raw
+            .chunks_exact(4)
+            .map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4"))))
+            .collect(),
+        Dtype::I16 => raw
+            .chunks_exact(2)
+            .map(|c| i64::from(i16::from_le_bytes([c[0], c[1]])))
+            .collect(),
         Dtype::I8 => raw.iter().map(|&b| i64::from(b as i8)).collect(),
         Dtype::U8 => raw.iter().map(|&b| i64::from(b)).collect(),
-        Dtype::U16 => raw.chunks_exact(2).map(|c| i64::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
-        Dtype::U32 => raw.chunks_exact(4).map(|c| i64::from(u32::from_le_bytes(c.try_into().expect("4")))).collect(),
+        Dtype::U16 => raw
+            .chunks_exact(2)
+            .map(|c| i64::from(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        Dtype::U32 => raw
+            .chunks_exact(4)
+            .map(|c| i64::from(u32::from_le_bytes(c.try_into().expect("4"))))
+            .collect(),
         Dtype::U64 => raw
             .chunks_exact(8)
-            .map(|c| i64::try_from(u64::from_le_bytes(c.try_into().expect("8"))).unwrap_or(i64::MAX))
+            .map(|c| {
+                i64::try_from(u64::from_le_bytes(c.try_into().expect("8"))).unwrap_or(i64::MAX)
+            })
             .collect(),
         other => {
             return Err(Error::bad_file(

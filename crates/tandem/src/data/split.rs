@@ -27,7 +27,12 @@ impl Splits {
     ///
     /// # Errors
     /// [`Error::Config`] when val and test leave no image to train on.
-    pub fn random(n_images: usize, val_images: usize, test_images: usize, seed: u64) -> Result<Self> {
+    pub fn random(
+        n_images: usize,
+        val_images: usize,
+        test_images: usize,
+        seed: u64,
+    ) -> Result<Self> {
         if val_images + test_images >= n_images {
             return Err(Error::Config(format!(
                 "data.val_images ({val_images}) + data.test_images ({test_images}) leave no training image out of {n_images}; lower them"
@@ -81,12 +86,18 @@ impl Splits {
     /// [`Error::BadDataset`] naming `path` and the offending image.
     pub fn validate(&self, path: &Path, n_images: usize, captions_per_image: &[u32]) -> Result<()> {
         let mut owner: Vec<Option<&str>> = vec![None; n_images];
-        for (name, ids) in [("train", &self.train), ("val", &self.val), ("test", &self.test)] {
+        for (name, ids) in [
+            ("train", &self.train),
+            ("val", &self.val),
+            ("test", &self.test),
+        ] {
             for &i in ids.iter() {
                 let slot = owner.get_mut(i as usize).ok_or_else(|| {
                     Error::bad_dataset(
                         path,
-                        format!("split `{name}` lists image {i} but there are only {n_images} images"),
+                        format!(
+                            "split `{name}` lists image {i} but there are only {n_images} images"
+                        ),
                         "list image indices in 0..n_images",
                     )
                 })?;
@@ -161,7 +172,13 @@ mod tests {
     fn random_split_is_a_seeded_partition() {
         let s = Splits::random(100, 10, 20, 7).unwrap();
         assert_eq!((s.train.len(), s.val.len(), s.test.len()), (70, 10, 20));
-        let mut all: Vec<u32> = s.train.iter().chain(&s.val).chain(&s.test).copied().collect();
+        let mut all: Vec<u32> = s
+            .train
+            .iter()
+            .chain(&s.val)
+            .chain(&s.test)
+            .copied()
+            .collect();
         all.sort_unstable();
         assert_eq!(all, (0..100).collect::<Vec<_>>());
         assert_eq!(s, Splits::random(100, 10, 20, 7).unwrap());
@@ -170,15 +187,29 @@ mod tests {
 
     #[test]
     fn overlap_is_named() {
-        let s = Splits { train: vec![0, 1], val: vec![1], test: vec![] };
-        let e = s.validate(Path::new("splits.json"), 3, &[1, 1, 1]).unwrap_err().to_string();
+        let s = Splits {
+            train: vec![0, 1],
+            val: vec![1],
+            test: vec![],
+        };
+        let e = s
+            .validate(Path::new("splits.json"), 3, &[1, 1, 1])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("image 1 is in both `train` and `val`"), "{e}");
     }
 
     #[test]
     fn image_without_caption_is_named() {
-        let s = Splits { train: vec![0, 2], val: vec![], test: vec![] };
-        let e = s.validate(Path::new("splits.json"), 3, &[1, 1, 0]).unwrap_err().to_string();
+        let s = Splits {
+            train: vec![0, 2],
+            val: vec![],
+            test: vec![],
+        };
+        let e = s
+            .validate(Path::new("splits.json"), 3, &[1, 1, 0])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("image 2 in split `train` has no caption"), "{e}");
     }
 

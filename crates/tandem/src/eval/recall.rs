@@ -70,7 +70,9 @@ pub fn ranks_from_embeddings(
 ) -> Result<Ranks> {
     let n_images = images.len() / dim;
     let n_texts = texts.len() / dim;
-    let gallery = Tensor::from_slice(images, (n_images, dim), device)?.t()?.contiguous()?;
+    let gallery = Tensor::from_slice(images, (n_images, dim), device)?
+        .t()?
+        .contiguous()?;
     let block = block.max(1);
     let scores_of = |start: usize, end: usize| -> Result<Vec<f32>> {
         let q = Tensor::from_slice(&texts[start * dim..end * dim], (end - start, dim), device)?;
@@ -141,9 +143,11 @@ mod tests {
         assert_eq!(r.image_to_text, vec![1, 1]);
         // Make image 1's best caption tie with an earlier foreign caption: it loses the tie.
         let scores = vec![vec![0.9, 0.4], vec![0.2, 0.2], vec![0.5, 0.4]];
-        assert_eq!(ranks_from_scores(&scores, &[0, 0, 1], 2).image_to_text, vec![1, 2]);
+        assert_eq!(
+            ranks_from_scores(&scores, &[0, 0, 1], 2).image_to_text,
+            vec![1, 2]
+        );
     }
-
 
     proptest! {
         #[test]

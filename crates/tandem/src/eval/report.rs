@@ -119,13 +119,29 @@ impl RetrievalMetrics {
         let row = |name: &str, r: &[f64; 3], medr: f64, meanr: f64| {
             format!(
                 "{name:<14} {:>5.1}  {:>5.1}  {:>5.1}  {:>5}  {:>7.1}\n",
-                r[0], r[1], r[2],
-                if medr.is_nan() { "-".to_string() } else { format!("{medr:.0}") },
+                r[0],
+                r[1],
+                r[2],
+                if medr.is_nan() {
+                    "-".to_string()
+                } else {
+                    format!("{medr:.0}")
+                },
                 meanr
             )
         };
-        s.push_str(&row("image→text", &self.image_to_text, self.image_to_text_medr, self.image_to_text_meanr));
-        s.push_str(&row("text→image", &self.text_to_image, self.text_to_image_medr, self.text_to_image_meanr));
+        s.push_str(&row(
+            "image→text",
+            &self.image_to_text,
+            self.image_to_text_medr,
+            self.image_to_text_meanr,
+        ));
+        s.push_str(&row(
+            "text→image",
+            &self.text_to_image,
+            self.text_to_image_medr,
+            self.text_to_image_meanr,
+        ));
         s.push_str(&format!("rsum {:.1}\n", self.rsum));
         s
     }
@@ -143,7 +159,10 @@ mod tests {
         };
         let m = RetrievalMetrics::from_ranks("test", &ranks);
         assert_eq!(m.image_to_text, [25.0, 50.0, 75.0]);
-        assert_eq!(m.text_to_image, [100.0 * 2.0 / 6.0, 100.0 * 3.0 / 6.0, 100.0 * 4.0 / 6.0]);
+        assert_eq!(
+            m.text_to_image,
+            [100.0 * 2.0 / 6.0, 100.0 * 3.0 / 6.0, 100.0 * 4.0 / 6.0]
+        );
         // 0-based ranks 0,2,7,19: median 4.5 → floor 4 → 5.
         assert_eq!(m.image_to_text_medr, 5.0);
         assert_eq!(m.image_to_text_meanr, 8.0);

@@ -81,12 +81,19 @@ mod tests {
             let m: Vec<Vec<f64>> = d.matrix(&ta, &tb).unwrap().to_vec2().unwrap();
             for i in 0..2 {
                 for j in 0..3 {
-                    assert!((m[i][j] - d.naive(&a[i], &b[j])).abs() < 1e-12, "{d:?} {i} {j}");
+                    assert!(
+                        (m[i][j] - d.naive(&a[i], &b[j])).abs() < 1e-12,
+                        "{d:?} {i} {j}"
+                    );
                 }
             }
         }
         // Hand-computed: |(1,0,0) - (-1,0,0)| = 2.
-        let m: Vec<Vec<f64>> = Distance::Euclidean.matrix(&ta, &tb).unwrap().to_vec2().unwrap();
+        let m: Vec<Vec<f64>> = Distance::Euclidean
+            .matrix(&ta, &tb)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
         assert!((m[1][2] - (4.0f64 + 1e-4).sqrt()).abs() < 1e-12);
     }
 }

@@ -38,9 +38,33 @@ impl Objective {
             margin: cfg.margin,
         };
         let terms = [
-            (cfg.text_to_image, term("text_to_image", Modality::Text, Modality::Image, Positive::Each)),
-            (cfg.image_to_text, term("image_to_text", Modality::Image, Modality::Text, Positive::Each)),
-            (cfg.text_to_text, term("text_to_text", Modality::Text, Modality::Text, Positive::Farthest)),
+            (
+                cfg.text_to_image,
+                term(
+                    "text_to_image",
+                    Modality::Text,
+                    Modality::Image,
+                    Positive::Each,
+                ),
+            ),
+            (
+                cfg.image_to_text,
+                term(
+                    "image_to_text",
+                    Modality::Image,
+                    Modality::Text,
+                    Positive::Each,
+                ),
+            ),
+            (
+                cfg.text_to_text,
+                term(
+                    "text_to_text",
+                    Modality::Text,
+                    Modality::Text,
+                    Positive::Farthest,
+                ),
+            ),
         ];
         Objective {
             terms: terms.into_iter().filter(|(w, _)| *w > 0.0).collect(),
@@ -59,7 +83,10 @@ impl Objective {
         let mut terms = Vec::with_capacity(self.terms.len());
         for (weight, term) in &self.terms {
             let out = term.forward(batch)?;
-            let value = out.loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            let value = out
+                .loss
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
             terms.push((
                 term.name.clone(),
                 value,

@@ -138,12 +138,21 @@ impl Term {
         let loss = if rows.is_empty() {
             Tensor::zeros((), dist.dtype(), device)?
         } else {
-            let a_idx = Tensor::from_vec(rows.iter().map(|r| r.0).collect::<Vec<_>>(), rows.len(), device)?;
-            let p_idx = Tensor::from_vec(rows.iter().map(|r| r.1).collect::<Vec<_>>(), (rows.len(), 1), device)?;
+            let a_idx = Tensor::from_vec(
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                rows.len(),
+                device,
+            )?;
+            let p_idx = Tensor::from_vec(
+                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                (rows.len(), 1),
+                device,
+            )?;
             let d_rows = dist.index_select(&a_idx, 0)?;
             let d_pos = d_rows.gather(&p_idx, 1)?;
             let hinges = (d_pos.broadcast_sub(&d_rows)? + self.margin)?.relu()?;
-            let mask = Tensor::from_vec(mask, (rows.len(), n_refs), device)?.to_dtype(dist.dtype())?;
+            let mask =
+                Tensor::from_vec(mask, (rows.len(), n_refs), device)?.to_dtype(dist.dtype())?;
             let sum = (hinges * mask)?.sum_all()?;
             self.reducer.reduce(&sum, selected, active)?
         };

@@ -7,6 +7,9 @@ use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::model::layers::{BatchNorm, Linear, dropout, l2_normalize};
 
+/// Looks up a tensor by name and expected shape; the error is a message for the caller to wrap.
+pub type TensorSource<'a> = dyn FnMut(&str, &[usize]) -> std::result::Result<Tensor, String> + 'a;
+
 /// A hidden block.
 #[derive(Debug, Clone)]
 struct Block {
@@ -27,13 +30,22 @@ impl Branch {
     ///
     /// # Errors
     /// A tensor error from allocation.
-    pub fn new(d_in: usize, cfg: &ModelConfig, rng: &mut impl Rng, device: &Device) -> Result<Self> {
+    pub fn new(
+        d_in: usize,
+        cfg: &ModelConfig,
+        rng: &mut impl Rng,
+        device: &Device,
+    ) -> Result<Self> {
         let mut blocks = Vec::with_capacity(cfg.hidden.len());
         let mut width = d_in;
         for &h in &cfg.hidden {
             blocks.push(Block {
                 linear: Linear::new(width, h, rng, device)?,
-                norm: if cfg.batch_norm { Some(BatchNorm::new(h, device)?) } else { None },
+                norm: if cfg.batch_norm {
+                    Some(BatchNorm::new(h, device)?)
+                } else {
+                    None
+                },
             });
             width = h;
         }
@@ -52,7 +64,11 @@ impl Branch {
     ///
     /// # Errors
     /// A tensor error when `d_in` disagrees.
-    pub fn forward(&mut self, x: &Tensor, mut rng: Option<&mut rand_chacha::ChaCha8Rng>) -> Result<Tensor> {
+    pub fn forward(
+        &mut self,
+        x: &Tensor,
+        mut rng: Option<&mut rand_chacha::ChaCha8Rng>,
+    ) -> Result<Tensor> {
         let train = rng.is_some();
         let mut h = x.clone();
         for block in &mut self.blocks {
@@ -79,8 +95,16 @@ impl Branch {
             if let Some(n) = &b.norm {
                 out.push(var(format!("{prefix}.{i}.bn.weight"), &n.gamma));
                 out.push(var(format!("{prefix}.{i}.bn.bias"), &n.beta));
-                out.push((format!("{prefix}.{i}.bn.running_mean"), n.running_mean.clone(), None));
-                out.push((format!("{prefix}.{i}.bn.running_var"), n.running_var.clone(), None));
+                out.push((
+                    format!("{prefix}.{i}.bn.running_mean"),
+                    n.running_mean.clone(),
+                    None,
+                ));
+                out.push((
+                    format!("{prefix}.{i}.bn.running_var"),
+                    n.running_var.clone(),
+                    None,
+                ));
             }
         }
         out.push(var(format!("{prefix}.out.weight"), &self.out.weight));
@@ -92,20 +116,48 @@ impl Branch {
     ///
     /// # Errors
     /// The name of a missing tensor or a shape mismatch, as a string for the caller to wrap.
-    pub fn load(&mut self, prefix: &str, get: &mut dyn FnMut(&str, &[usize]) -> std::result::Result<Tensor, String>) -> std::result::Result<(), String> {
+    pub fn load(
+        &mut self,
+        prefix: &str,
+        get: &mut TensorSource<'_>,
+    ) -> std::result::Result<(), String> {
         let set_var = |v: &Var, t: Tensor| v.set(&t).map_err(|e| e.to_string());
         for (i, b) in self.blocks.iter_mut().enumerate() {
-            set_var(&b.linear.weight, get(&format!("{prefix}.{i}.weight"), b.linear.weight.dims())?)?;
-            set_var(&b.linear.bias, get(&format!("{prefix}.{i}.bias"), b.linear.bias.dims())?)?;
+            set_var(
+                &b.linear.weight,
+                get(&format!("{prefix}.{i}.weight"), b.linear.weight.dims())?,
+            )?;
+            set_var(
+                &b.linear.bias,
+                get(&format!("{prefix}.{i}.bias"), b.linear.bias.dims())?,
+            )?;
             if let Some(n) = &mut b.norm {
-                set_var(&n.gamma, get(&format!("{prefix}.{i}.bn.weight"), n.gamma.dims())?)?;
-                set_var(&n.beta, get(&format!("{prefix}.{i}.bn.bias"), n.beta.dims())?)?;
-                n.running_mean = get(&format!("{prefix}.{i}.bn.running_mean"), n.running_mean.dims())?;
-                n.running_var = get(&format!("{prefix}.{i}.bn.running_var"), n.running_var.dims())?;
+                set_var(
+                    &n.gamma,
+                    get(&format!("{prefix}.{i}.bn.weight"), n.gamma.dims())?,
+                )?;
+                set_var(
+                    &n.beta,
+                    get(&format!("{prefix}.{i}.bn.bias"), n.beta.dims())?,
+                )?;
+                n.running_mean = get(
+                    &format!("{prefix}.{i}.bn.running_mean"),
+                    n.running_mean.dims(),
+                )?;
+                n.running_var = get(
+                    &format!("{prefix}.{i}.bn.running_var"),
+                    n.running_var.dims(),
+                )?;
             }
         }
-        set_var(&self.out.weight, get(&format!("{prefix}.out.weight"), self.out.weight.dims())?)?;
-        set_var(&self.out.bias, get(&format!("{prefix}.out.bias"), self.out.bias.dims())?)?;
+        set_var(
+            &self.out.weight,
+            get(&format!("{prefix}.out.weight"), self.out.weight.dims())?,
+        )?;
+        set_var(
+            &self.out.bias,
+            get(&format!("{prefix}.out.bias"), self.out.bias.dims())?,
+        )?;
         Ok(())
     }
 }

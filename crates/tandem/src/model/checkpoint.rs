@@ -28,7 +28,12 @@ pub struct Checkpoint {
 ///
 /// # Errors
 /// [`Error::Io`] naming the file.
-pub fn save_checkpoint(path: &Path, model: &TwoBranch, config: &Config, epoch: usize) -> Result<()> {
+pub fn save_checkpoint(
+    path: &Path,
+    model: &TwoBranch,
+    config: &Config,
+    epoch: usize,
+) -> Result<()> {
     let meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("config".to_string(), config.to_toml()),
@@ -56,28 +61,44 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
         path: path.to_path_buf(),
         problem,
     };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file ({e}); pass best.safetensors of a run folder")))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+        bad(format!(
+            "not a safetensors file ({e}); pass best.safetensors of a run folder"
+        ))
+    })?;
     let meta = meta.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(bad("not a tandem checkpoint (no tandem metadata); pass a run folder or its best.safetensors".into()));
     }
-    let field = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(format!("metadata `{k}` is missing")));
+    let field = |k: &str| {
+        meta.get(k)
+            .cloned()
+            .ok_or_else(|| bad(format!("metadata `{k}` is missing")))
+    };
     let config = Config::from_toml(&field("config")?)?;
     let num = |k: &str| -> Result<usize> {
-        field(k)?.parse().map_err(|_| bad(format!("metadata `{k}` is not a number")))
+        field(k)?
+            .parse()
+            .map_err(|_| bad(format!("metadata `{k}` is not a number")))
     };
     let (d_image, d_text, epoch) = (num("d_image")?, num("d_text")?, num("epoch")?);
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .map_err(|e| bad(format!("unreadable tensors: {e}")))?;
     let mut model = TwoBranch::new(d_image, d_text, &config.model, 0, device)?;
-    let mut get = |name: &str, dims: &[usize]| -> std::result::Result<candle_core::Tensor, String> {
-        let t = tensors.get(name).ok_or_else(|| format!("tensor `{name}` is missing"))?;
-        if t.dims() != dims {
-            return Err(format!("tensor `{name}` has shape {:?}, expected {dims:?}", t.dims()));
-        }
-        t.to_dtype(candle_core::DType::F32).map_err(|e| e.to_string())
-    };
+    let mut get =
+        |name: &str, dims: &[usize]| -> std::result::Result<candle_core::Tensor, String> {
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| format!("tensor `{name}` is missing"))?;
+            if t.dims() != dims {
+                return Err(format!(
+                    "tensor `{name}` has shape {:?}, expected {dims:?}",
+                    t.dims()
+                ));
+            }
+            t.to_dtype(candle_core::DType::F32)
+                .map_err(|e| e.to_string())
+        };
     model.image.load("image", &mut get).map_err(bad)?;
     model.text.load("text", &mut get).map_err(bad)?;
     Ok(Checkpoint {

@@ -7,7 +7,9 @@ use rand::Rng;
 use crate::error::Result;
 
 fn uniform(rng: &mut impl Rng, n: usize, bound: f64) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect()
+    (0..n)
+        .map(|_| rng.random_range(-bound..bound) as f32)
+        .collect()
 }
 
 /// `y = x Wᵀ + b`, initialised as PyTorch does: `U(-1/√in, 1/√in)`.
@@ -133,7 +135,13 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut impl Rng) -> Result<Tensor> {
     let keep = 1.0 - p;
     let scale = (1.0 / keep) as f32;
     let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 })
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                scale
+            } else {
+                0.0
+            }
+        })
         .collect();
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     Ok((x * mask)?)
@@ -171,7 +179,14 @@ mod tests {
         let b = dropout(&x, 0.5, &mut r2).unwrap();
         let mean: f32 = a.mean_all().unwrap().to_scalar().unwrap();
         assert!((mean - 1.0).abs() < 0.05, "{mean}");
-        let diff: f32 = (a - b).unwrap().abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        let diff: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert_eq!(diff, 0.0);
     }
 

@@ -38,7 +38,13 @@ impl TwoBranch {
     ///
     /// # Errors
     /// A tensor error from allocation.
-    pub fn new(d_image: usize, d_text: usize, config: &ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+    pub fn new(
+        d_image: usize,
+        d_text: usize,
+        config: &ModelConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         Ok(TwoBranch {
             image: Branch::new(d_image, config, &mut rng, device)?,
@@ -67,8 +73,18 @@ impl TwoBranch {
     ///
     /// # Errors
     /// [`Error::Checkpoint`]-style message when the feature dimension does not match the model.
-    pub fn embed_all(&mut self, features: &Matrix, rows: &[u32], image_side: bool, chunk: usize) -> Result<Vec<f32>> {
-        let expected = if image_side { self.d_image } else { self.d_text };
+    pub fn embed_all(
+        &mut self,
+        features: &Matrix,
+        rows: &[u32],
+        image_side: bool,
+        chunk: usize,
+    ) -> Result<Vec<f32>> {
+        let expected = if image_side {
+            self.d_image
+        } else {
+            self.d_text
+        };
         if features.cols != expected {
             return Err(Error::Config(format!(
                 "the model expects {} features of dimension {expected} but the data has {}",
@@ -78,10 +94,22 @@ impl TwoBranch {
         }
         let mut out = Vec::with_capacity(rows.len() * self.config.dim);
         for part in rows.chunks(chunk.max(1)) {
-            let x = Tensor::from_vec(features.gather(part), (part.len(), features.cols), &self.device)?;
-            let branch = if image_side { &mut self.image } else { &mut self.text };
+            let x = Tensor::from_vec(
+                features.gather(part),
+                (part.len(), features.cols),
+                &self.device,
+            )?;
+            let branch = if image_side {
+                &mut self.image
+            } else {
+                &mut self.text
+            };
             let y = branch.forward(&x, None)?;
-            out.extend(y.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+            out.extend(
+                y.to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
         }
         Ok(out)
     }
@@ -93,14 +121,22 @@ impl TwoBranch {
     ///
     /// # Errors
     /// A tensor error when dimensions disagree.
-    pub fn forward(&mut self, images: &Tensor, texts: &Tensor, mode: Mode<'_>) -> Result<(Tensor, Tensor)> {
+    pub fn forward(
+        &mut self,
+        images: &Tensor,
+        texts: &Tensor,
+        mode: Mode<'_>,
+    ) -> Result<(Tensor, Tensor)> {
         match mode {
             Mode::Train(rng) => {
                 let i = self.image.forward(images, Some(&mut *rng))?;
                 let t = self.text.forward(texts, Some(rng))?;
                 Ok((i, t))
             }
-            Mode::Eval => Ok((self.image.forward(images, None)?, self.text.forward(texts, None)?)),
+            Mode::Eval => Ok((
+                self.image.forward(images, None)?,
+                self.text.forward(texts, None)?,
+            )),
         }
     }
 }

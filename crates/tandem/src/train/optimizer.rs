@@ -33,7 +33,9 @@ impl SgdMomentum {
     /// A tensor error from the arithmetic.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         for (var, velocity) in &mut self.vars {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             let mut g = g.clone();
             if self.weight_decay > 0.0 {
                 g = (g + (var.as_tensor() * self.weight_decay)?)?;
@@ -72,7 +74,12 @@ impl Optimizer {
                     ..Default::default()
                 },
             )?),
-            OptimizerKind::Sgd => Optimizer::Sgd(SgdMomentum::new(vars, cfg.lr, cfg.momentum, cfg.weight_decay)),
+            OptimizerKind::Sgd => Optimizer::Sgd(SgdMomentum::new(
+                vars,
+                cfg.lr,
+                cfg.momentum,
+                cfg.weight_decay,
+            )),
         })
     }
 

@@ -3,10 +3,9 @@
 
 /// Step decay: `lr · factor^⌊epoch / every⌋` (`every = 0` keeps `lr`). `epoch` is 0-based.
 pub fn step_decay(lr: f64, factor: f64, every: usize, epoch: usize) -> f64 {
-    if every == 0 {
-        lr
-    } else {
-        lr * factor.powi((epoch / every) as i32)
+    match epoch.checked_div(every) {
+        Some(steps) => lr * factor.powi(steps as i32),
+        None => lr,
     }
 }
 

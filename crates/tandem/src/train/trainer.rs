@@ -57,7 +57,11 @@ pub struct TrainOutcome {
 /// # Errors
 /// [`Error::BadDataset`] when the split is invalid for this dataset, [`Error::Config`] when the
 /// sizes leave no training image.
-pub fn resolve_splits(dataset: &PairedDataset, config: &Config, run_dir: Option<&Path>) -> Result<Splits> {
+pub fn resolve_splits(
+    dataset: &PairedDataset,
+    config: &Config,
+    run_dir: Option<&Path>,
+) -> Result<Splits> {
     if let Some(s) = &dataset.splits {
         return Ok(s.clone());
     }
@@ -93,7 +97,14 @@ pub fn evaluate_split(
 ) -> Result<RetrievalMetrics> {
     let images = model.embed_all(&dataset.images, &view.images, true, chunk)?;
     let texts = model.embed_all(&dataset.texts, &view.texts, false, chunk)?;
-    let ranks = ranks_from_embeddings(&images, &texts, model.config.dim, &view.text_image, chunk, &model.device.clone())?;
+    let ranks = ranks_from_embeddings(
+        &images,
+        &texts,
+        model.config.dim,
+        &view.text_image,
+        chunk,
+        &model.device.clone(),
+    )?;
     Ok(RetrievalMetrics::from_ranks(name, &ranks))
 }
 
@@ -133,14 +144,22 @@ pub fn train(
     fsio::write_atomic(&run_dir.join(RunFiles::CONFIG), config.to_toml().as_bytes())?;
     fsio::write_atomic(
         &run_dir.join(RunFiles::SPLITS),
-        serde_json::to_string(&splits).expect("splits serialise").as_bytes(),
+        serde_json::to_string(&splits)
+            .expect("splits serialise")
+            .as_bytes(),
     )?;
     let n_images = dataset.images.rows;
     let train_view = SplitView::new(&splits.train, &dataset.text_to_image, n_images);
     let val_view = SplitView::new(&splits.val, &dataset.text_to_image, n_images);
     let t = &config.train;
     let batcher = Batcher::new(&train_view, t.batch_size, config.seed)?;
-    let mut model = TwoBranch::new(dataset.images.cols, dataset.texts.cols, &config.model, config.seed, device)?;
+    let mut model = TwoBranch::new(
+        dataset.images.cols,
+        dataset.texts.cols,
+        &config.model,
+        config.seed,
+        device,
+    )?;
     let mut optimizer = Optimizer::new(model.vars(), t)?;
     let objective = Objective::paper(&config.loss);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1));
@@ -162,8 +181,16 @@ pub fn train(
         for (k, batch) in batches.iter().enumerate() {
             step += 1;
             let b = batch.images.len();
-            let images = Tensor::from_vec(dataset.images.gather(&batch.images), (b, dataset.images.cols), device)?;
-            let texts = Tensor::from_vec(dataset.texts.gather(&batch.texts), (batch.texts.len(), dataset.texts.cols), device)?;
+            let images = Tensor::from_vec(
+                dataset.images.gather(&batch.images),
+                (b, dataset.images.cols),
+                device,
+            )?;
+            let texts = Tensor::from_vec(
+                dataset.texts.gather(&batch.texts),
+                (batch.texts.len(), dataset.texts.cols),
+                device,
+            )?;
             let (ei, et) = model.forward(&images, &texts, Mode::Train(&mut rng))?;
             let image_ids: Vec<u32> = (0..b as u32).collect();
             let out = objective.forward(&Embedded {
@@ -172,7 +199,10 @@ pub fn train(
                 image_ids: &image_ids,
                 text_ids: &batch.text_image,
             })?;
-            let loss = out.total.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            let loss = out
+                .total
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
             if !loss.is_finite() {
                 let (term, value) = out
                     .terms
@@ -208,7 +238,13 @@ pub fn train(
         let val = if val_view.images.is_empty() {
             None
         } else {
-            Some(evaluate_split(&mut model, dataset, &val_view, "val", t.eval_batch_size)?)
+            Some(evaluate_split(
+                &mut model,
+                dataset,
+                &val_view,
+                "val",
+                t.eval_batch_size,
+            )?)
         };
         // Without a validation split the latest epoch counts as the best.
         let score = val.as_ref().map_or(epoch as f64, |m| m.rsum);

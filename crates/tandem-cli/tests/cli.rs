@@ -1,0 +1,251 @@
+//! The `tandem` binary: help text, a tiny train → eval → embed, and error messages.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use tandem::data::npy;
+
+fn tandem() -> Command {
+    let mut c = Command::cargo_bin("tandem").unwrap();
+    c.env("NO_COLOR", "1").env("TANDEM_LOG", "warn");
+    c
+}
+
+/// 30 images with 2 captions each; a caption is a noisy linear view of its image, so there is
+/// something to learn.
+fn write_fixture(dir: &Path) {
+    let mut state = 12345u64;
+    let mut rand = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let (n, d_img, d_txt) = (30, 6, 4);
+    let images: Vec<f32> = (0..n * d_img).map(|_| rand()).collect();
+    let mut texts = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        for _ in 0..2 {
+            for k in 0..d_txt {
+                texts.push(images[i * d_img + k] + images[i * d_img + k + 2] + 0.05 * rand());
+            }
+            ids.push(i as i64);
+        }
+    }
+    npy::write_f32(&dir.join("images.npy"), n, d_img, &images).unwrap();
+    npy::write_f32(&dir.join("texts.npy"), 2 * n, d_txt, &texts).unwrap();
+    tandem::fsio::write_atomic(&dir.join("text_to_image.npy"), &npy::encode_i64(&ids)).unwrap();
+}
+
+const TINY: [&str; 12] = [
+    "--set",
+    "model.hidden=[16]",
+    "--set",
+    "model.dim=8",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "data.val_images=5",
+    "--set",
+    "data.test_images=5",
+];
+
+#[test]
+fn help_lists_the_commands() {
+    let out = tandem().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
+}
+
+#[test]
+fn train_eval_embed_on_a_tiny_fixture() {
+    let data = tempfile::tempdir().unwrap();
+    write_fixture(data.path());
+    let work = tempfile::tempdir().unwrap();
+    let run = work.path().join("run");
+
+    let out = tandem()
+        .args(["train", "--data"])
+        .arg(data.path())
+        .arg("--out")
+        .arg(&run)
+        .args(TINY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.starts_with("split test: 5 images, 10 captions"),
+        "{table}"
+    );
+    assert!(
+        table.contains("image→text") && table.contains("rsum"),
+        "{table}"
+    );
+    for f in [
+        "config.toml",
+        "splits.json",
+        "metrics.jsonl",
+        "best.safetensors",
+        "last.safetensors",
+    ] {
+        assert!(run.join(f).exists(), "{f}");
+    }
+
+    // eval reads the split the run generated, since the data folder has none.
+    let out = tandem()
+        .args(["eval", "--model"])
+        .arg(&run)
+        .arg("--data")
+        .arg(data.path())
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["split"], "test");
+    assert_eq!(json["images"], 5);
+    assert_eq!(json["texts"], 10);
+    let rsum = json["rsum"].as_f64().unwrap();
+    assert!((0.0..=600.0).contains(&rsum));
+    // The table printed by train is the same evaluation.
+    assert!(
+        table.contains(&format!("rsum {rsum:.1}")),
+        "{table} vs {rsum}"
+    );
+
+    let emb = work.path().join("emb");
+    let out = tandem()
+        .args(["embed", "--model"])
+        .arg(&run)
+        .arg("--data")
+        .arg(data.path())
+        .arg("--out")
+        .arg(&emb)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let images = npy::read_features(&emb.join("images.npy")).unwrap();
+    let texts = npy::read_features(&emb.join("texts.npy")).unwrap();
+    assert_eq!(
+        (images.rows, images.cols, texts.rows, texts.cols),
+        (30, 8, 60, 8)
+    );
+    let norm: f32 = images.row(3).iter().map(|v| v * v).sum();
+    assert!((norm - 1.0).abs() < 1e-4, "embeddings are L2-normalised");
+
+    // A second train into the same folder is refused.
+    let out = tandem()
+        .args(["train", "--data"])
+        .arg(data.path())
+        .arg("--out")
+        .arg(&run)
+        .args(TINY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("already holds a run") && err.contains("--overwrite"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_inputs_fail_with_one_clear_message() {
+    let data = tempfile::tempdir().unwrap();
+    write_fixture(data.path());
+    let run = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--set", "loss.marg=0.1"], "unknown key `loss.marg`"),
+        (&["--set", "loss.margin=-1"], "loss.margin = -1 is invalid"),
+        (&["--set", "loss.top_k=0"], "loss.top_k = 0 is invalid"),
+        (
+            &["--set", "train.batch_size=500"],
+            "larger than the 20 training images",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = tandem()
+            .args(["train", "--data"])
+            .arg(data.path())
+            .arg("--out")
+            .arg(run.path().join("r"))
+            .args(TINY)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.starts_with("error: ") && err.contains(expected),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+
+    // A caption pointing at a missing image.
+    tandem::fsio::write_atomic(
+        &data.path().join("text_to_image.npy"),
+        &npy::encode_i64(&vec![31; 60]),
+    )
+    .unwrap();
+    let out = tandem()
+        .args(["train", "--data"])
+        .arg(data.path())
+        .arg("--out")
+        .arg(run.path().join("r2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr)
+        .unwrap()
+        .replace(&data.path().display().to_string(), "DATA");
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn config_prints_the_resolved_recipe() {
+    let out = tandem()
+        .args(["config", "--set", "loss.margin=0.2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let parsed = tandem::config::Config::from_toml(&text).unwrap();
+    assert_eq!(parsed.loss.margin, 0.2);
+    assert_eq!(parsed.loss.top_k, 10);
+}
+
+#[test]
+fn eval_without_a_checkpoint_says_what_to_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tandem()
+        .args(["eval", "--model"])
+        .arg(dir.path())
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("no checkpoint here") && err.contains("fix:"),
+        "{err}"
+    );
+}

@@ -1,0 +1,5 @@
+//! Integration tests of the tandem library: one binary, a module per area.
+
+mod data;
+mod loss;
+mod train;
