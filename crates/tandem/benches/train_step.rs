@@ -25,11 +25,16 @@ struct Setup {
 fn setup(b: usize, d_image: usize, d_text: usize, hidden: usize, dim: usize) -> Setup {
     let device = Device::Cpu;
     let config = Config::default();
-    let model_cfg = ModelConfig { hidden: vec![hidden], dim, ..ModelConfig::default() };
+    let model_cfg = ModelConfig {
+        hidden: vec![hidden],
+        dim,
+        ..ModelConfig::default()
+    };
     let model = TwoBranch::new(d_image, d_text, &model_cfg, 0, &device).unwrap();
     let optimizer = Optimizer::new(model.vars(), &config.train).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let mut random =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
     let images = Tensor::from_vec(random(b * d_image), (b, d_image), &device).unwrap();
     let texts = Tensor::from_vec(random(2 * b * d_text), (2 * b, d_text), &device).unwrap();
     Setup {
@@ -45,10 +50,18 @@ fn setup(b: usize, d_image: usize, d_text: usize, hidden: usize, dim: usize) -> 
 }
 
 fn step(s: &mut Setup) -> f32 {
-    let (ei, et) = s.model.forward(&s.images, &s.texts, Mode::Train(&mut s.rng)).unwrap();
+    let (ei, et) = s
+        .model
+        .forward(&s.images, &s.texts, Mode::Train(&mut s.rng))
+        .unwrap();
     let out = s
         .objective
-        .forward(&Embedded { images: &ei, texts: &et, image_ids: &s.image_ids, text_ids: &s.text_ids })
+        .forward(&Embedded {
+            images: &ei,
+            texts: &et,
+            image_ids: &s.image_ids,
+            text_ids: &s.text_ids,
+        })
         .unwrap();
     let grads = out.total.backward().unwrap();
     s.optimizer.step(&grads).unwrap();
@@ -59,9 +72,13 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
     let mut small = setup(128, 432, 192, 256, 128);
-    group.bench_function("small_b128_432-192_256_128", |b| b.iter(|| step(&mut small)));
+    group.bench_function("small_b128_432-192_256_128", |b| {
+        b.iter(|| step(&mut small))
+    });
     let mut paper = setup(500, 4096, 6000, 2048, 512);
-    group.bench_function("paper_b500_4096-6000_2048_512", |b| b.iter(|| step(&mut paper)));
+    group.bench_function("paper_b500_4096-6000_2048_512", |b| {
+        b.iter(|| step(&mut paper))
+    });
     group.finish();
 }
 

@@ -14,7 +14,7 @@ use crate::eval::{RetrievalMetrics, ranks_from_embeddings};
 use crate::fsio;
 use crate::loss::{Embedded, Objective};
 use crate::model::{Mode, TwoBranch, save_checkpoint};
-use crate::train::{EpochReport, Observer, Optimizer, StepReport, step_decay};
+use crate::train::{EarlyStopping, EpochReport, Observer, Optimizer, StepReport, step_decay};
 
 /// The files of a run folder.
 pub struct RunFiles;
@@ -168,8 +168,8 @@ pub fn train(
     let steps_per_epoch = batcher.epoch(0).len();
     observer.on_start(t.epochs, steps_per_epoch);
     let mut step = 0;
-    let mut best: Option<(f64, usize, Option<RetrievalMetrics>)> = None;
-    let mut since_best = 0;
+    let mut best: Option<(usize, Option<RetrievalMetrics>)> = None;
+    let mut early_stopping = EarlyStopping::new(t.patience);
     let mut epochs_run = 0;
     let mut stopped_early = false;
     for epoch in 0..t.epochs {
@@ -247,14 +247,11 @@ pub fn train(
             )?)
         };
         // Without a validation split the latest epoch counts as the best.
-        let score = val.as_ref().map_or(epoch as f64, |m| m.rsum);
-        let improved = best.as_ref().is_none_or(|(s, _, _)| score > *s);
+        let verdict = early_stopping.update(val.as_ref().map_or(epoch as f64, |m| m.rsum));
+        let improved = verdict.improved;
         if improved {
             save_checkpoint(&run_dir.join(RunFiles::BEST), &model, config, epoch + 1)?;
-            best = Some((score, epoch + 1, val.clone()));
-            since_best = 0;
-        } else {
-            since_best += 1;
+            best = Some((epoch + 1, val.clone()));
         }
         save_checkpoint(&run_dir.join(RunFiles::LAST), &model, config, epoch + 1)?;
         let train_loss = loss_sum / batches.len().max(1) as f64;
@@ -270,12 +267,12 @@ pub fn train(
             improved,
             seconds: epoch_start.elapsed().as_secs_f64(),
         });
-        if t.patience > 0 && since_best >= t.patience {
+        if verdict.stop {
             stopped_early = true;
             break;
         }
     }
-    let (_, best_epoch, best_val) = best.expect("at least one epoch ran");
+    let (best_epoch, best_val) = best.expect("at least one epoch ran");
     Ok(TrainOutcome {
         best_epoch,
         best_val,
