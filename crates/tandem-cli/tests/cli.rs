@@ -38,6 +38,17 @@ fn write_fixture(dir: &Path) {
     tandem::fsio::write_atomic(&dir.join("text_to_image.npy"), &npy::encode_i64(&ids)).unwrap();
 }
 
+/// `tandem train --data DATA --out OUT` with the tiny settings.
+fn train_cmd(data: &Path, out: &Path) -> Command {
+    let mut c = tandem();
+    c.args(["train", "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(TINY);
+    c
+}
+
 const TINY: [&str; 12] = [
     "--set",
     "model.hidden=[16]",
@@ -67,14 +78,7 @@ fn train_eval_embed_on_a_tiny_fixture() {
     let work = tempfile::tempdir().unwrap();
     let run = work.path().join("run");
 
-    let out = tandem()
-        .args(["train", "--data"])
-        .arg(data.path())
-        .arg("--out")
-        .arg(&run)
-        .args(TINY)
-        .output()
-        .unwrap();
+    let out = train_cmd(data.path(), &run).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -150,14 +154,7 @@ fn train_eval_embed_on_a_tiny_fixture() {
     assert!((norm - 1.0).abs() < 1e-4, "embeddings are L2-normalised");
 
     // A second train into the same folder is refused.
-    let out = tandem()
-        .args(["train", "--data"])
-        .arg(data.path())
-        .arg("--out")
-        .arg(&run)
-        .args(TINY)
-        .output()
-        .unwrap();
+    let out = train_cmd(data.path(), &run).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
@@ -181,12 +178,7 @@ fn bad_inputs_fail_with_one_clear_message() {
         ),
     ];
     for (args, expected) in cases {
-        let out = tandem()
-            .args(["train", "--data"])
-            .arg(data.path())
-            .arg("--out")
-            .arg(run.path().join("r"))
-            .args(TINY)
+        let out = train_cmd(data.path(), &run.path().join("r"))
             .args(args)
             .output()
             .unwrap();

@@ -54,11 +54,7 @@ pub fn run(
     };
     let splits = tandem::train::resolve_splits(&dataset, &config, None)?;
     let test = SplitView::new(&splits.test, &dataset.text_to_image, dataset.images.rows);
-    let mut per_image = vec![0u32; test.images.len()];
-    for &l in &test.text_image {
-        per_image[l as usize] += 1;
-    }
-    let chance = RetrievalMetrics::chance("test", &per_image);
+    let chance = RetrievalMetrics::chance("test", &test.captions_per_image());
     tracing::info!(
         "demo finished in {:.1}s; runs in {}",
         started.elapsed().as_secs_f64(),

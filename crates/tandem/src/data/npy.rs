@@ -214,40 +214,30 @@ pub fn read_ids(path: &Path) -> Result<Vec<i64>> {
     Ok(ids)
 }
 
+/// Encodes `data` with the given `shape` (C order) as `.npy` bytes.
+fn encode<T: npyz::AutoSerialize + Copy>(shape: &[u64], data: &[T]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut writer = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut buf)
+        .begin_nd()
+        .expect("writing to memory cannot fail");
+    writer
+        .extend(data.iter().copied())
+        .expect("writing to memory cannot fail");
+    writer.finish().expect("writing to memory cannot fail");
+    buf
+}
+
 /// Encodes a row-major `f32` matrix as `.npy` bytes.
 pub fn encode_f32(rows: usize, cols: usize, data: &[f32]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    {
-        let mut writer = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[rows as u64, cols as u64])
-            .writer(&mut buf)
-            .begin_nd()
-            .expect("writing to memory cannot fail");
-        writer
-            .extend(data.iter().copied())
-            .expect("writing to memory cannot fail");
-        writer.finish().expect("writing to memory cannot fail");
-    }
-    buf
+    encode(&[rows as u64, cols as u64], data)
 }
 
 /// Encodes a 1-D integer array as `.npy` bytes.
 pub fn encode_i64(data: &[i64]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    {
-        let mut writer = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[data.len() as u64])
-            .writer(&mut buf)
-            .begin_nd()
-            .expect("writing to memory cannot fail");
-        writer
-            .extend(data.iter().copied())
-            .expect("writing to memory cannot fail");
-        writer.finish().expect("writing to memory cannot fail");
-    }
-    buf
+    encode(&[data.len() as u64], data)
 }
 
 /// Writes a row-major `f32` matrix to `path` atomically.

@@ -162,6 +162,15 @@ impl SplitView {
             text_image,
         }
     }
+
+    /// The number of captions of each image of the split, in `images` order.
+    pub fn captions_per_image(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.images.len()];
+        for &l in &self.text_image {
+            counts[l as usize] += 1;
+        }
+        counts
+    }
 }
 
 #[cfg(test)]
@@ -218,5 +227,6 @@ mod tests {
         let v = SplitView::new(&[2, 0], &[0, 1, 2, 2, 0], 3);
         assert_eq!(v.texts, vec![0, 2, 3, 4]);
         assert_eq!(v.text_image, vec![1, 0, 0, 1]);
+        assert_eq!(v.captions_per_image(), vec![2, 2]);
     }
 }
