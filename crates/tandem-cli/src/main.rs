@@ -12,6 +12,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Training allocates and frees many large tensors per step; glibc returns them to the OS and
+// pays page faults and zeroing on every reuse, mimalloc keeps them (measured in the README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()

@@ -9,6 +9,7 @@ use tandem::train::{EpochReport, Observer, StepReport};
 pub struct Progress {
     bar: Option<ProgressBar>,
     label: String,
+    last_val_rsum: Option<f64>,
 }
 
 impl Progress {
@@ -17,6 +18,7 @@ impl Progress {
         Progress {
             bar: None,
             label: label.to_string(),
+            last_val_rsum: None,
         }
     }
 }
@@ -41,11 +43,16 @@ impl Observer for Progress {
     fn on_step(&mut self, r: &StepReport) {
         if let Some(bar) = &self.bar {
             bar.inc(1);
-            bar.set_message(format!("epoch {} loss {:.4}", r.epoch + 1, r.loss));
+            let val = self
+                .last_val_rsum
+                .map(|v| format!(" val rsum {v:.1}"))
+                .unwrap_or_default();
+            bar.set_message(format!("epoch {} loss {:.4}{val}", r.epoch + 1, r.loss));
         }
     }
 
     fn on_epoch(&mut self, r: &EpochReport) {
+        self.last_val_rsum = r.val.as_ref().map(|m| m.rsum);
         let val = r
             .val
             .as_ref()
