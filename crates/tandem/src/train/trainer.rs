@@ -165,8 +165,9 @@ pub fn train(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1));
     let mut log = MetricsLog::create(run_dir.join(RunFiles::METRICS))?;
 
-    let steps_per_epoch = batcher.epoch(0).len();
-    observer.on_start(t.epochs, steps_per_epoch);
+    // The first epoch's batches also give the progress total.
+    let mut first_epoch = Some(batcher.epoch(0));
+    observer.on_start(t.epochs, first_epoch.as_ref().map_or(0, Vec::len));
     let mut step = 0;
     let mut best: Option<(usize, Option<RetrievalMetrics>)> = None;
     let mut early_stopping = EarlyStopping::new(t.patience);
@@ -176,7 +177,7 @@ pub fn train(
         let epoch_start = Instant::now();
         let lr = step_decay(t.lr, t.lr_decay_factor, t.lr_decay_epochs, epoch);
         optimizer.set_learning_rate(lr);
-        let batches = batcher.epoch(epoch);
+        let batches = first_epoch.take().unwrap_or_else(|| batcher.epoch(epoch));
         let mut loss_sum = 0.0;
         for (k, batch) in batches.iter().enumerate() {
             step += 1;
