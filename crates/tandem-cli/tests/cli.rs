@@ -212,6 +212,38 @@ fn bad_inputs_fail_with_one_clear_message() {
 }
 
 #[test]
+fn config_file_with_an_unknown_key_names_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("recipe.toml");
+    std::fs::write(&path, "[train]\nepoch = 3\n").unwrap();
+    let out = tandem()
+        .arg("config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("recipe.toml") && err.contains("unknown field `epoch`"),
+        "{err}"
+    );
+
+    // A valid file is applied, and --set wins over it.
+    std::fs::write(&path, "[train]\nepochs = 3\nlr = 0.01\n").unwrap();
+    let out = tandem()
+        .arg("config")
+        .arg("--config")
+        .arg(&path)
+        .args(["--set", "train.lr=0.5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let c = tandem::config::Config::from_toml(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!((c.train.epochs, c.train.lr), (3, 0.5));
+}
+
+#[test]
 fn config_prints_the_resolved_recipe() {
     let out = tandem()
         .args(["config", "--set", "loss.margin=0.2"])
