@@ -48,10 +48,25 @@ pub struct ModelConfig {
     pub batch_norm: bool,
 }
 
-/// The paper's bidirectional ranking loss with top-K negatives and the structure-preserving term.
+/// Which batch-wise ranking objective to train with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// Wang, Li & Lazebnik 2016: top-K hinges both ways plus the text→text structure term.
+    Paper,
+    /// VSE++ (Faghri et al. 2018) summed hinge: every negative, both ways, summed.
+    VseSum,
+    /// VSE++ max-violation: only the hardest negative, both ways, summed.
+    VseMax,
+}
+
+/// The ranking objective. Defaults are the paper's bidirectional loss with top-K negatives and
+/// the structure-preserving term.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossConfig {
+    /// Which objective; `top_k` and the three weights apply to `paper` only.
+    pub kind: LossKind,
     /// How distances between embeddings are measured.
     pub distance: Distance,
     /// Hinge margin.
@@ -137,6 +152,7 @@ impl Default for ModelConfig {
 impl Default for LossConfig {
     fn default() -> Self {
         LossConfig {
+            kind: LossKind::Paper,
             distance: Distance::Euclidean,
             margin: 0.05,
             top_k: 10,

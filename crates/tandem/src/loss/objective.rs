@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use crate::config::LossConfig;
+use crate::config::{LossConfig, LossKind};
 use crate::error::Result;
 use crate::loss::{Embedded, Miner, Modality, Positive, Reducer, Term};
 
@@ -23,6 +23,38 @@ pub struct ObjectiveOutput {
 }
 
 impl Objective {
+    /// The objective `cfg.kind` names.
+    pub fn from_config(cfg: &LossConfig) -> Self {
+        match cfg.kind {
+            LossKind::Paper => Self::paper(cfg),
+            LossKind::VseSum => Self::vse(cfg, Miner::All),
+            LossKind::VseMax => Self::vse(cfg, Miner::Hardest),
+        }
+    }
+
+    /// VSE++ (Faghri et al. 2018): caption→image and image→caption hinges, summed over the
+    /// batch, with every negative (`Miner::All`) or only the hardest (`Miner::Hardest`). VSE++
+    /// scores by cosine similarity with margin 0.2: set `distance = "cosine"` (or `"dot"`) and
+    /// `margin = 0.2`.
+    pub fn vse(cfg: &LossConfig, miner: Miner) -> Self {
+        let term = |name: &str, anchor, reference| Term {
+            name: name.to_string(),
+            anchor,
+            reference,
+            positive: Positive::Each,
+            miner,
+            reducer: Reducer::Sum,
+            distance: cfg.distance,
+            margin: cfg.margin,
+        };
+        Objective {
+            terms: vec![
+                (1.0, term("text_to_image", Modality::Text, Modality::Image)),
+                (1.0, term("image_to_text", Modality::Image, Modality::Text)),
+            ],
+        }
+    }
+
     /// The paper's objective (Wang, Li & Lazebnik 2016): caption→image, image→caption and the
     /// caption→caption structure-preserving term, each keeping its top-K violations, mean over
     /// the kept tuples.

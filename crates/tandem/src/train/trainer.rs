@@ -161,7 +161,7 @@ pub fn train(
         device,
     )?;
     let mut optimizer = Optimizer::new(model.vars(), t)?;
-    let objective = Objective::paper(&config.loss);
+    let objective = Objective::from_config(&config.loss);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1));
     let mut log = MetricsLog::create(run_dir.join(RunFiles::METRICS))?;
 

@@ -3,11 +3,11 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use proptest::prelude::*;
-use tandem::config::LossConfig;
+use tandem::config::{LossConfig, LossKind};
 use tandem::loss::{Distance, Embedded, Objective};
 
 /// One term, computed tuple by tuple: for each (anchor, positive) row, the hinges against every
-/// negative, the `k` largest kept, the mean over all kept values.
+/// negative, the `k` largest kept (all when `k` is `None`); returns the kept values.
 #[allow(clippy::too_many_arguments)]
 fn naive_term(
     anchors: &[Vec<f64>],
@@ -16,10 +16,10 @@ fn naive_term(
     ref_ids: &[u32],
     same_set: bool,
     farthest: bool,
-    k: usize,
+    k: Option<usize>,
     margin: f64,
     d: Distance,
-) -> f64 {
+) -> Vec<f64> {
     let mut kept = Vec::new();
     for (a, anchor) in anchors.iter().enumerate() {
         let positives: Vec<usize> = (0..refs.len())
@@ -45,13 +45,17 @@ fn naive_term(
                 .map(|n| (margin + dp - d.naive(anchor, &refs[n])).max(0.0))
                 .collect();
             hinges.sort_by(|x, y| y.total_cmp(x));
-            kept.extend(hinges.into_iter().take(k));
+            kept.extend(hinges.into_iter().take(k.unwrap_or(usize::MAX)));
         }
     }
-    if kept.is_empty() {
+    kept
+}
+
+fn mean(v: Vec<f64>) -> f64 {
+    if v.is_empty() {
         0.0
     } else {
-        kept.iter().sum::<f64>() / kept.len() as f64
+        v.iter().sum::<f64>() / v.len() as f64
     }
 }
 
@@ -62,10 +66,22 @@ fn naive_objective(
     cfg: &LossConfig,
 ) -> f64 {
     let image_ids: Vec<u32> = (0..images.len() as u32).collect();
-    let (k, m, d) = (cfg.top_k, cfg.margin, cfg.distance);
-    cfg.text_to_image * naive_term(texts, text_ids, images, &image_ids, false, false, k, m, d)
-        + cfg.image_to_text * naive_term(images, &image_ids, texts, text_ids, false, false, k, m, d)
-        + cfg.text_to_text * naive_term(texts, text_ids, texts, text_ids, true, true, k, m, d)
+    let (m, d) = (cfg.margin, cfg.distance);
+    let t2i = |k| naive_term(texts, text_ids, images, &image_ids, false, false, k, m, d);
+    let i2t = |k| naive_term(images, &image_ids, texts, text_ids, false, false, k, m, d);
+    match cfg.kind {
+        LossKind::Paper => {
+            let k = Some(cfg.top_k);
+            cfg.text_to_image * mean(t2i(k))
+                + cfg.image_to_text * mean(i2t(k))
+                + cfg.text_to_text
+                    * mean(naive_term(
+                        texts, text_ids, texts, text_ids, true, true, k, m, d,
+                    ))
+        }
+        LossKind::VseSum => t2i(None).iter().sum::<f64>() + i2t(None).iter().sum::<f64>(),
+        LossKind::VseMax => t2i(Some(1)).iter().sum::<f64>() + i2t(Some(1)).iter().sum::<f64>(),
+    }
 }
 
 /// A random batch: `n_images` images, each with 1..=3 captions.
@@ -100,8 +116,9 @@ fn tensor(rows: &[Vec<f64>]) -> Tensor {
     Tensor::from_vec(flat, (rows.len(), dim), &Device::Cpu).unwrap()
 }
 
-fn config(top_k: usize, distance: Distance) -> LossConfig {
+fn config(kind: LossKind, top_k: usize, distance: Distance) -> LossConfig {
     LossConfig {
+        kind,
         top_k,
         distance,
         margin: 0.3,
@@ -111,7 +128,7 @@ fn config(top_k: usize, distance: Distance) -> LossConfig {
 
 fn loss_of(images: &Tensor, texts: &Tensor, text_ids: &[u32], cfg: &LossConfig) -> Tensor {
     let image_ids: Vec<u32> = (0..images.dim(0).unwrap() as u32).collect();
-    Objective::paper(cfg)
+    Objective::from_config(cfg)
         .forward(&Embedded {
             images,
             texts,
@@ -120,6 +137,14 @@ fn loss_of(images: &Tensor, texts: &Tensor, text_ids: &[u32], cfg: &LossConfig) 
         })
         .unwrap()
         .total
+}
+
+fn kind() -> impl Strategy<Value = LossKind> {
+    prop_oneof![
+        Just(LossKind::Paper),
+        Just(LossKind::VseSum),
+        Just(LossKind::VseMax)
+    ]
 }
 
 fn distance() -> impl Strategy<Value = Distance> {
@@ -134,16 +159,16 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn objective_equals_naive_loop((images, texts, ids) in batch(), k in 1usize..12, d in distance()) {
-        let cfg = config(k, d);
+    fn objective_equals_naive_loop((images, texts, ids) in batch(), kind in kind(), k in 1usize..12, d in distance()) {
+        let cfg = config(kind, k, d);
         let got: f64 = loss_of(&tensor(&images), &tensor(&texts), &ids, &cfg).to_scalar().unwrap();
         let expected = naive_objective(&images, &texts, &ids, &cfg);
         prop_assert!((got - expected).abs() <= 1e-9 * (1.0 + expected.abs()), "got {got}, naive {expected}");
     }
 
     #[test]
-    fn gradient_matches_finite_differences((images, texts, ids) in batch(), k in 1usize..12, d in distance()) {
-        let cfg = config(k, d);
+    fn gradient_matches_finite_differences((images, texts, ids) in batch(), kind in kind(), k in 1usize..12, d in distance()) {
+        let cfg = config(kind, k, d);
         let vi = Var::from_tensor(&tensor(&images)).unwrap();
         let vt = Var::from_tensor(&tensor(&texts)).unwrap();
         let grads = loss_of(vi.as_tensor(), vt.as_tensor(), &ids, &cfg).backward().unwrap();
@@ -208,6 +233,30 @@ fn another_caption_of_the_same_image_is_never_a_negative() {
 }
 
 #[test]
+fn vse_hand_computed() {
+    // Cosine, margin 0.2. Image 0 = (1, 0), image 1 = (0, 1); caption 0 = (1, 0) of image 0,
+    // caption 1 = (0.6, 0.8) of image 1. cos: c0·i0 = 1, c0·i1 = 0, c1·i0 = 0.6, c1·i1 = 0.8.
+    // t2i: c0: 0.2 - 1 + 0 < 0; c1: 0.2 - 0.8 + 0.6 = 0. i2t: i0 (pos c0): 0.2 - 1 + 0.6 < 0;
+    // i1 (pos c1): 0.2 - 0.8 + 0 < 0. Everything is 0 — move caption 1 to (0.8, 0.6):
+    // c1·i0 = 0.8, c1·i1 = 0.6 → t2i c1: 0.2 - 0.6 + 0.8 = 0.4; i2t i0: 0.2 - 1 + 0.8 = 0.0;
+    // i1 (pos c1 0.6, neg c0 0): 0.2 - 0.6 + 0 < 0. Sum = 0.4, max-violation also 0.4.
+    let images = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
+    let texts = vec![vec![1.0, 0.0], vec![0.8, 0.6]];
+    for kind in [LossKind::VseSum, LossKind::VseMax] {
+        let cfg = LossConfig {
+            kind,
+            margin: 0.2,
+            distance: Distance::Cosine,
+            ..LossConfig::default()
+        };
+        let got: f64 = loss_of(&tensor(&images), &tensor(&texts), &[0, 1], &cfg)
+            .to_scalar()
+            .unwrap();
+        assert!((got - 0.4).abs() < 1e-12, "{kind:?}: {got}");
+    }
+}
+
+#[test]
 fn f32_and_f64_agree() {
     let images = vec![
         vec![0.3, -0.2, 0.9],
@@ -221,7 +270,7 @@ fn f32_and_f64_agree() {
         vec![0.0, 0.9, -0.3],
     ];
     let ids = [0, 1, 2, 1];
-    let cfg = config(2, Distance::Euclidean);
+    let cfg = config(LossKind::Paper, 2, Distance::Euclidean);
     let f64v: f64 = loss_of(&tensor(&images), &tensor(&texts), &ids, &cfg)
         .to_scalar()
         .unwrap();
