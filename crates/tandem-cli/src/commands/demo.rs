@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use tandem::config::Config;
+use tandem::config::{Config, LossKind};
 use tandem::data::{PairedDataset, SplitView};
 use tandem::eval::RetrievalMetrics;
 
@@ -31,13 +31,13 @@ pub fn run(
     let dataset = PairedDataset::open(&data)?;
     let started = std::time::Instant::now();
 
-    let (_, paper) = super::train::train_and_test(
-        &dataset,
-        &out.join("paper"),
-        &config,
-        "test",
-        "paper recipe",
-    )?;
+    let label = match config.loss.kind {
+        LossKind::Paper => "paper recipe",
+        LossKind::VseSum => "VSE++ sum",
+        LossKind::VseMax => "VSE++ max",
+    };
+    let (_, model) =
+        super::train::train_and_test(&dataset, &out.join("model"), &config, "test", label)?;
     let linear = if baseline {
         let mut lin = config.clone();
         lin.model.hidden = vec![];
@@ -63,9 +63,10 @@ pub fn run(
 
     match format {
         Format::Table => {
-            print!("{}", paper.table());
+            print!("{}", model.table());
             println!();
-            let mut rows = vec![("tandem (paper recipe)", &paper)];
+            let name = format!("tandem ({label})");
+            let mut rows = vec![(name.as_str(), &model)];
             if let Some(l) = &linear {
                 rows.push(("linear baseline", l));
             }
@@ -73,7 +74,7 @@ pub fn run(
             print!("{}", comparison_table(&rows));
         }
         Format::Json => {
-            let value = serde_json::json!({"paper": paper, "linear": linear, "chance": chance});
+            let value = serde_json::json!({"loss": config.loss.kind, "model": model, "linear": linear, "chance": chance});
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
     }
