@@ -158,51 +158,15 @@ pub fn read_ids(path: &Path) -> Result<Vec<i64>> {
             "save a flat integer array (array.ravel())",
         ));
     }
-    let t = |e| truncated(path, e);
     let ids: Vec<i64> = match (kind, size) {
-        (TypeChar::Int, 1) => npy
-            .into_vec::<i8>()
-            .map_err(t)?
-            .into_iter()
-            .map(i64::from)
-            .collect(),
-        (TypeChar::Int, 2) => npy
-            .into_vec::<i16>()
-            .map_err(t)?
-            .into_iter()
-            .map(i64::from)
-            .collect(),
-        (TypeChar::Int, 4) => npy
-            .into_vec::<i32>()
-            .map_err(t)?
-            .into_iter()
-            .map(i64::from)
-            .collect(),
-        (TypeChar::Int, 8) => npy.into_vec::<i64>().map_err(t)?,
-        (TypeChar::Uint, 1) => npy
-            .into_vec::<u8>()
-            .map_err(t)?
-            .into_iter()
-            .map(i64::from)
-            .collect(),
-        (TypeChar::Uint, 2) => npy
-            .into_vec::<u16>()
-            .map_err(t)?
-            .into_iter()
-            .map(i64::from)
-            .collect(),
-        (TypeChar::Uint, 4) => npy
-            .into_vec::<u32>()
-            .map_err(t)?
-            .into_iter()
-            .map(i64::from)
-            .collect(),
-        (TypeChar::Uint, 8) => npy
-            .into_vec::<u64>()
-            .map_err(t)?
-            .into_iter()
-            .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-            .collect(),
+        (TypeChar::Int, 1) => widen::<i8>(path, npy)?,
+        (TypeChar::Int, 2) => widen::<i16>(path, npy)?,
+        (TypeChar::Int, 4) => widen::<i32>(path, npy)?,
+        (TypeChar::Int, 8) => widen::<i64>(path, npy)?,
+        (TypeChar::Uint, 1) => widen::<u8>(path, npy)?,
+        (TypeChar::Uint, 2) => widen::<u16>(path, npy)?,
+        (TypeChar::Uint, 4) => widen::<u32>(path, npy)?,
+        (TypeChar::Uint, 8) => widen::<u64>(path, npy)?,
         (k, s) => {
             return Err(Error::bad_file(
                 path,
@@ -212,6 +176,21 @@ pub fn read_ids(path: &Path) -> Result<Vec<i64>> {
         }
     };
     Ok(ids)
+}
+
+/// Reads every element as `T` and widens it to `i64`; a `u64` beyond `i64::MAX` saturates (and is
+/// then rejected as out of range by the dataset checks).
+fn widen<T>(path: &Path, npy: NpyFile<std::io::Cursor<Vec<u8>>>) -> Result<Vec<i64>>
+where
+    T: npyz::Deserialize,
+    i64: TryFrom<T>,
+{
+    Ok(npy
+        .into_vec::<T>()
+        .map_err(|e| truncated(path, e))?
+        .into_iter()
+        .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+        .collect())
 }
 
 /// Encodes `data` with the given `shape` (C order) as `.npy` bytes.
@@ -268,6 +247,22 @@ mod tests {
         let p = dir.path().join("ids.npy");
         fsio::write_atomic(&p, &encode_i64(&[0, 5, 2])).unwrap();
         assert_eq!(read_ids(&p).unwrap(), vec![0, 5, 2]);
+    }
+
+    #[test]
+    fn ids_of_every_integer_dtype_widen_to_i64() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ids.npy");
+        let check = |bytes: Vec<u8>, expected: Vec<i64>| {
+            fsio::write_atomic(&p, &bytes).unwrap();
+            assert_eq!(read_ids(&p).unwrap(), expected);
+        };
+        check(encode(&[3], &[0u8, 7, 255]), vec![0, 7, 255]);
+        check(encode(&[2], &[-3i16, 9]), vec![-3, 9]);
+        check(encode(&[2], &[5u32, 6]), vec![5, 6]);
+        check(encode(&[2], &[-1i8, 1]), vec![-1, 1]);
+        check(encode(&[2], &[u64::MAX, 2]), vec![i64::MAX, 2]);
+        check(encode(&[1], &[4i32]), vec![4]);
     }
 
     #[test]
