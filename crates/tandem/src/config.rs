@@ -58,6 +58,8 @@ pub enum LossKind {
     VseSum,
     /// VSE++ max-violation: only the hardest negative, both ways, summed.
     VseMax,
+    /// Summed hinge for the first `warmup_epochs` epochs, then max-violation (as VSE∞ trains).
+    VseWarmup,
 }
 
 /// The ranking objective. Defaults are the paper's bidirectional loss with top-K negatives and
@@ -79,6 +81,8 @@ pub struct LossConfig {
     pub image_to_text: f64,
     /// Weight of the caption→caption structure-preserving term.
     pub text_to_text: f64,
+    /// Epochs of summed hinge before max-violation, for `kind = "vse_warmup"`.
+    pub warmup_epochs: usize,
 }
 
 /// Optimiser choice.
@@ -159,6 +163,7 @@ impl Default for LossConfig {
             text_to_image: 1.5,
             image_to_text: 1.0,
             text_to_text: 0.05,
+            warmup_epochs: 1,
         }
     }
 }

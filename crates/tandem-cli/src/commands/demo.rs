@@ -35,6 +35,7 @@ pub fn run(
         LossKind::Paper => "paper recipe",
         LossKind::VseSum => "VSE++ sum",
         LossKind::VseMax => "VSE++ max",
+        LossKind::VseWarmup => "VSE++ sum→max",
     };
     let (_, model) =
         super::train::train_and_test(&dataset, &out.join("model"), &config, "test", label)?;

@@ -23,12 +23,15 @@ pub struct ObjectiveOutput {
 }
 
 impl Objective {
-    /// The objective `cfg.kind` names.
-    pub fn from_config(cfg: &LossConfig) -> Self {
+    /// The objective `cfg.kind` names, as used in 0-based `epoch` (only `vse_warmup` changes
+    /// with the epoch).
+    pub fn for_epoch(cfg: &LossConfig, epoch: usize) -> Self {
         match cfg.kind {
             LossKind::Paper => Self::paper(cfg),
             LossKind::VseSum => Self::vse(cfg, Miner::All),
             LossKind::VseMax => Self::vse(cfg, Miner::Hardest),
+            LossKind::VseWarmup if epoch < cfg.warmup_epochs => Self::vse(cfg, Miner::All),
+            LossKind::VseWarmup => Self::vse(cfg, Miner::Hardest),
         }
     }
 
@@ -135,5 +138,26 @@ impl Objective {
             None => Tensor::zeros((), batch.texts.dtype(), batch.texts.device())?,
         };
         Ok(ObjectiveOutput { total, terms })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_switches_from_sum_to_max_violation() {
+        let cfg = LossConfig {
+            kind: LossKind::VseWarmup,
+            warmup_epochs: 2,
+            ..LossConfig::default()
+        };
+        let sum = Objective::vse(&cfg, Miner::All);
+        let max = Objective::vse(&cfg, Miner::Hardest);
+        assert_eq!(Objective::for_epoch(&cfg, 0), sum);
+        assert_eq!(Objective::for_epoch(&cfg, 1), sum);
+        assert_eq!(Objective::for_epoch(&cfg, 2), max);
+        assert_eq!(Objective::for_epoch(&cfg, 9), max);
+        assert_ne!(sum, max);
     }
 }

@@ -161,7 +161,6 @@ pub fn train(
         device,
     )?;
     let mut optimizer = Optimizer::new(model.vars(), t)?;
-    let objective = Objective::from_config(&config.loss);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1));
     let mut log = MetricsLog::create(run_dir.join(RunFiles::METRICS))?;
 
@@ -178,6 +177,7 @@ pub fn train(
         let lr = step_decay(t.lr, t.lr_decay_factor, t.lr_decay_epochs, epoch);
         optimizer.set_learning_rate(lr);
         let batches = first_epoch.take().unwrap_or_else(|| batcher.epoch(epoch));
+        let objective = Objective::for_epoch(&config.loss, epoch);
         let mut loss_sum = 0.0;
         for (k, batch) in batches.iter().enumerate() {
             step += 1;

@@ -79,7 +79,9 @@ fn naive_objective(
                         texts, text_ids, texts, text_ids, true, true, k, m, d,
                     ))
         }
-        LossKind::VseSum => t2i(None).iter().sum::<f64>() + i2t(None).iter().sum::<f64>(),
+        LossKind::VseSum | LossKind::VseWarmup => {
+            t2i(None).iter().sum::<f64>() + i2t(None).iter().sum::<f64>()
+        }
         LossKind::VseMax => t2i(Some(1)).iter().sum::<f64>() + i2t(Some(1)).iter().sum::<f64>(),
     }
 }
@@ -128,7 +130,7 @@ fn config(kind: LossKind, top_k: usize, distance: Distance) -> LossConfig {
 
 fn loss_of(images: &Tensor, texts: &Tensor, text_ids: &[u32], cfg: &LossConfig) -> Tensor {
     let image_ids: Vec<u32> = (0..images.dim(0).unwrap() as u32).collect();
-    Objective::from_config(cfg)
+    Objective::for_epoch(cfg, 0)
         .forward(&Embedded {
             images,
             texts,
