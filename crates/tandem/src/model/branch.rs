@@ -84,80 +84,48 @@ impl Branch {
         l2_normalize(&self.out.forward(&h)?)
     }
 
-    /// Named tensors of the branch: trainable ones first flagged `true`, running statistics
-    /// flagged `false`.
-    pub fn named(&self, prefix: &str) -> Vec<(String, Tensor, Option<Var>)> {
+    /// Every tensor of the branch by checkpoint name, with whether the optimiser trains it
+    /// (BatchNorm running statistics are not trained by gradient).
+    pub fn named(&self, prefix: &str) -> Vec<(String, Var, bool)> {
         let mut out = Vec::new();
-        let var = |name: String, v: &Var| (name, v.as_tensor().clone(), Some(v.clone()));
+        let mut push =
+            |name: String, v: &Var, trainable: bool| out.push((name, v.clone(), trainable));
         for (i, b) in self.blocks.iter().enumerate() {
-            out.push(var(format!("{prefix}.{i}.weight"), &b.linear.weight));
-            out.push(var(format!("{prefix}.{i}.bias"), &b.linear.bias));
+            push(format!("{prefix}.{i}.weight"), &b.linear.weight, true);
+            push(format!("{prefix}.{i}.bias"), &b.linear.bias, true);
             if let Some(n) = &b.norm {
-                out.push(var(format!("{prefix}.{i}.bn.weight"), &n.gamma));
-                out.push(var(format!("{prefix}.{i}.bn.bias"), &n.beta));
-                out.push((
+                push(format!("{prefix}.{i}.bn.weight"), &n.gamma, true);
+                push(format!("{prefix}.{i}.bn.bias"), &n.beta, true);
+                push(
                     format!("{prefix}.{i}.bn.running_mean"),
-                    n.running_mean.clone(),
-                    None,
-                ));
-                out.push((
+                    &n.running_mean,
+                    false,
+                );
+                push(
                     format!("{prefix}.{i}.bn.running_var"),
-                    n.running_var.clone(),
-                    None,
-                ));
+                    &n.running_var,
+                    false,
+                );
             }
         }
-        out.push(var(format!("{prefix}.out.weight"), &self.out.weight));
-        out.push(var(format!("{prefix}.out.bias"), &self.out.bias));
+        push(format!("{prefix}.out.weight"), &self.out.weight, true);
+        push(format!("{prefix}.out.bias"), &self.out.bias, true);
         out
     }
 
-    /// Replaces every tensor by the one of the same name in `get`.
+    /// Replaces every tensor of [`Branch::named`] by the one of the same name in `get`.
     ///
     /// # Errors
     /// The name of a missing tensor or a shape mismatch, as a string for the caller to wrap.
     pub fn load(
-        &mut self,
+        &self,
         prefix: &str,
         get: &mut TensorSource<'_>,
     ) -> std::result::Result<(), String> {
-        let set_var = |v: &Var, t: Tensor| v.set(&t).map_err(|e| e.to_string());
-        for (i, b) in self.blocks.iter_mut().enumerate() {
-            set_var(
-                &b.linear.weight,
-                get(&format!("{prefix}.{i}.weight"), b.linear.weight.dims())?,
-            )?;
-            set_var(
-                &b.linear.bias,
-                get(&format!("{prefix}.{i}.bias"), b.linear.bias.dims())?,
-            )?;
-            if let Some(n) = &mut b.norm {
-                set_var(
-                    &n.gamma,
-                    get(&format!("{prefix}.{i}.bn.weight"), n.gamma.dims())?,
-                )?;
-                set_var(
-                    &n.beta,
-                    get(&format!("{prefix}.{i}.bn.bias"), n.beta.dims())?,
-                )?;
-                n.running_mean = get(
-                    &format!("{prefix}.{i}.bn.running_mean"),
-                    n.running_mean.dims(),
-                )?;
-                n.running_var = get(
-                    &format!("{prefix}.{i}.bn.running_var"),
-                    n.running_var.dims(),
-                )?;
-            }
+        for (name, var, _) in self.named(prefix) {
+            let t = get(&name, var.dims())?;
+            var.set(&t).map_err(|e| format!("tensor `{name}`: {e}"))?;
         }
-        set_var(
-            &self.out.weight,
-            get(&format!("{prefix}.out.weight"), self.out.weight.dims())?,
-        )?;
-        set_var(
-            &self.out.bias,
-            get(&format!("{prefix}.out.bias"), self.out.bias.dims())?,
-        )?;
         Ok(())
     }
 }

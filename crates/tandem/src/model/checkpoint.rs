@@ -41,8 +41,11 @@ pub fn save_checkpoint(
         ("d_text".to_string(), model.d_text.to_string()),
         ("epoch".to_string(), epoch.to_string()),
     ]);
-    let tensors: Vec<(String, candle_core::Tensor)> =
-        model.named().into_iter().map(|(n, t, _)| (n, t)).collect();
+    let tensors: Vec<(String, candle_core::Tensor)> = model
+        .named()
+        .into_iter()
+        .map(|(n, v, _)| (n, v.as_tensor().clone()))
+        .collect();
     let bytes = safetensors::serialize(tensors, Some(meta)).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
         problem: e.to_string(),
@@ -84,7 +87,7 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
     let (d_image, d_text, epoch) = (num("d_image")?, num("d_text")?, num("epoch")?);
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .map_err(|e| bad(format!("unreadable tensors: {e}")))?;
-    let mut model = TwoBranch::new(d_image, d_text, &config.model, 0, device)?;
+    let model = TwoBranch::new(d_image, d_text, &config.model, 0, device)?;
     let mut get =
         |name: &str, dims: &[usize]| -> std::result::Result<candle_core::Tensor, String> {
             let t = tensors

@@ -55,10 +55,10 @@ pub struct BatchNorm {
     pub gamma: Var,
     /// Shift, `[features]`.
     pub beta: Var,
-    /// Running mean, `[features]`; not trained by gradient.
-    pub running_mean: Tensor,
-    /// Running variance, `[features]`; not trained by gradient.
-    pub running_var: Tensor,
+    /// Running mean, `[features]`; updated in place by training forwards, not by gradient.
+    pub running_mean: Var,
+    /// Running variance, `[features]`; updated in place by training forwards, not by gradient.
+    pub running_var: Var,
 }
 
 const BN_EPS: f64 = 1e-5;
@@ -73,8 +73,8 @@ impl BatchNorm {
         Ok(BatchNorm {
             gamma: Var::ones(features, DType::F32, device)?,
             beta: Var::zeros(features, DType::F32, device)?,
-            running_mean: Tensor::zeros(features, DType::F32, device)?,
-            running_var: Tensor::ones(features, DType::F32, device)?,
+            running_mean: Var::zeros(features, DType::F32, device)?,
+            running_var: Var::ones(features, DType::F32, device)?,
         })
     }
 
@@ -93,10 +93,14 @@ impl BatchNorm {
             let centered = x.broadcast_sub(&mean)?;
             let var = centered.sqr()?.mean_keepdim(0)?;
             let unbiased = (var.detach() * (n as f64 / (n.max(2) - 1) as f64))?;
-            self.running_mean = ((&self.running_mean * (1.0 - BN_MOMENTUM))?
-                + (mean.detach().squeeze(0)? * BN_MOMENTUM)?)?;
-            self.running_var = ((&self.running_var * (1.0 - BN_MOMENTUM))?
-                + (unbiased.squeeze(0)? * BN_MOMENTUM)?)?;
+            self.running_mean.set(
+                &((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))?
+                    + (mean.detach().squeeze(0)? * BN_MOMENTUM)?)?,
+            )?;
+            self.running_var.set(
+                &((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))?
+                    + (unbiased.squeeze(0)? * BN_MOMENTUM)?)?,
+            )?;
             (mean, var)
         } else {
             (

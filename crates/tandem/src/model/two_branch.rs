@@ -58,11 +58,14 @@ impl TwoBranch {
 
     /// The trainable variables.
     pub fn vars(&self) -> Vec<Var> {
-        self.named().into_iter().filter_map(|(_, _, v)| v).collect()
+        self.named()
+            .into_iter()
+            .filter_map(|(_, v, trainable)| trainable.then_some(v))
+            .collect()
     }
 
-    /// Every tensor by name, with its variable when trainable.
-    pub fn named(&self) -> Vec<(String, Tensor, Option<Var>)> {
+    /// Every tensor by checkpoint name, with whether it is trained by gradient.
+    pub fn named(&self) -> Vec<(String, Var, bool)> {
         let mut all = self.image.named("image");
         all.extend(self.text.named("text"));
         all
