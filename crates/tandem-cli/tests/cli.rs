@@ -38,6 +38,12 @@ fn write_fixture(dir: &Path) {
     tandem::fsio::write_atomic(&dir.join("text_to_image.npy"), &npy::encode_i64(&ids)).unwrap();
 }
 
+/// Asserts the command failed and returns what it printed on stderr.
+fn stderr_of_failure(out: std::process::Output) -> String {
+    assert!(!out.status.success(), "the command succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
 /// `tandem train --data DATA --out OUT` with the tiny settings.
 fn train_cmd(data: &Path, out: &Path) -> Command {
     let mut c = tandem();
@@ -155,8 +161,7 @@ fn train_eval_embed_on_a_tiny_fixture() {
 
     // A second train into the same folder is refused.
     let out = train_cmd(data.path(), &run).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = stderr_of_failure(out);
     assert!(
         err.contains("already holds a run") && err.contains("--overwrite"),
         "{err}"
@@ -182,8 +187,7 @@ fn bad_inputs_fail_with_one_clear_message() {
             .args(args)
             .output()
             .unwrap();
-        assert!(!out.status.success(), "{args:?} succeeded");
-        let err = String::from_utf8(out.stderr).unwrap();
+        let err = stderr_of_failure(out);
         assert!(
             err.starts_with("error: ") && err.contains(expected),
             "{args:?}: {err}"
@@ -222,8 +226,7 @@ fn config_file_with_an_unknown_key_names_the_file_and_key() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = stderr_of_failure(out);
     assert!(
         err.contains("recipe.toml") && err.contains("unknown field `epoch`"),
         "{err}"
@@ -266,8 +269,7 @@ fn eval_without_a_checkpoint_says_what_to_pass() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = stderr_of_failure(out);
     assert!(
         err.contains("no checkpoint here") && err.contains("fix:"),
         "{err}"

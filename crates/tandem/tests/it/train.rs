@@ -7,41 +7,54 @@ use tandem::config::Config;
 use tandem::data::{PairedDataset, SplitView};
 use tandem::eval::RetrievalMetrics;
 use tandem::model::load_checkpoint;
-use tandem::train::{NoopObserver, RunFiles, evaluate_split, train};
+use tandem::train::{NoopObserver, RunFiles, TrainOutcome, evaluate_split, train};
 
 fn demo_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/emoji")
 }
 
-/// Small and quick: a 256-wide hidden layer, 6 epochs.
-fn small_config() -> Config {
+/// Small and quick: a 256-wide hidden layer, 6 epochs; then `overrides`.
+fn small_config(overrides: &[&str]) -> Config {
     let mut c = Config::default();
-    for s in [
+    let base = [
         "model.hidden=[256]",
         "model.dim=128",
         "train.batch_size=200",
         "train.epochs=6",
         "train.lr=2e-3",
         "train.patience=0",
-    ] {
+    ];
+    for s in base.iter().chain(overrides) {
         c.set(s).unwrap();
     }
     c
 }
 
-#[test]
-fn trains_well_above_chance_on_the_demo_data() {
+/// Trains `config` on the demo data into a fresh run folder.
+fn train_demo(
+    config: &Config,
+) -> (
+    PairedDataset,
+    tempfile::TempDir,
+    tandem::Result<TrainOutcome>,
+) {
     let dataset = PairedDataset::open(&demo_data()).unwrap();
     let run = tempfile::tempdir().unwrap();
-    let config = small_config();
     let outcome = train(
         &dataset,
-        &config,
+        config,
         run.path(),
         &Device::Cpu,
         &mut NoopObserver,
-    )
-    .unwrap();
+    );
+    (dataset, run, outcome)
+}
+
+#[test]
+fn trains_well_above_chance_on_the_demo_data() {
+    let config = small_config(&[]);
+    let (dataset, run, outcome) = train_demo(&config);
+    let outcome = outcome.unwrap();
     assert_eq!(outcome.epochs_run, 6);
     for f in [
         RunFiles::CONFIG,
@@ -88,14 +101,11 @@ fn trains_well_above_chance_on_the_demo_data() {
 
 #[test]
 fn same_seed_gives_identical_checkpoints() {
-    let dataset = PairedDataset::open(&demo_data()).unwrap();
-    let mut config = small_config();
-    config.set("train.epochs=1").unwrap();
-    config.set("model.hidden=[64]").unwrap();
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    train(&dataset, &config, a.path(), &Device::Cpu, &mut NoopObserver).unwrap();
-    train(&dataset, &config, b.path(), &Device::Cpu, &mut NoopObserver).unwrap();
+    let config = small_config(&["train.epochs=1", "model.hidden=[64]"]);
+    let (_, a, first) = train_demo(&config);
+    let (_, b, second) = train_demo(&config);
+    first.unwrap();
+    second.unwrap();
     let read = |d: &Path| {
         let c = load_checkpoint(&d.join(RunFiles::LAST), &Device::Cpu).unwrap();
         c.model
@@ -113,19 +123,8 @@ fn same_seed_gives_identical_checkpoints() {
 
 #[test]
 fn checkpoint_from_other_feature_dimension_is_refused() {
-    let dataset = PairedDataset::open(&demo_data()).unwrap();
-    let run = tempfile::tempdir().unwrap();
-    let mut config = small_config();
-    config.set("train.epochs=1").unwrap();
-    config.set("model.hidden=[]").unwrap();
-    train(
-        &dataset,
-        &config,
-        run.path(),
-        &Device::Cpu,
-        &mut NoopObserver,
-    )
-    .unwrap();
+    let (_, run, outcome) = train_demo(&small_config(&["train.epochs=1", "model.hidden=[]"]));
+    outcome.unwrap();
     let mut model = load_checkpoint(&run.path().join(RunFiles::BEST), &Device::Cpu)
         .unwrap()
         .model;
@@ -143,46 +142,23 @@ fn checkpoint_from_other_feature_dimension_is_refused() {
 
 #[test]
 fn batch_larger_than_the_split_is_a_config_error() {
-    let dataset = PairedDataset::open(&demo_data()).unwrap();
-    let run = tempfile::tempdir().unwrap();
-    let mut config = small_config();
-    config.set("train.batch_size=5000").unwrap();
-    let e = train(
-        &dataset,
-        &config,
-        run.path(),
-        &Device::Cpu,
-        &mut NoopObserver,
-    )
-    .unwrap_err()
-    .to_string();
+    let (_, _run, outcome) = train_demo(&small_config(&["train.batch_size=5000"]));
+    let e = outcome.unwrap_err().to_string();
     assert!(e.contains("larger than the 1306 training images"), "{e}");
 }
 
 #[test]
 fn sgd_with_momentum_and_weight_decay_learns() {
-    let dataset = PairedDataset::open(&demo_data()).unwrap();
-    let run = tempfile::tempdir().unwrap();
-    let mut config = small_config();
-    for s in [
+    let config = small_config(&[
         "train.optimizer=sgd",
         "train.lr=0.1",
         "train.momentum=0.9",
         "train.weight_decay=1e-4",
         "train.epochs=3",
         "model.hidden=[]",
-    ] {
-        config.set(s).unwrap();
-    }
-    let outcome = train(
-        &dataset,
-        &config,
-        run.path(),
-        &Device::Cpu,
-        &mut NoopObserver,
-    )
-    .unwrap();
-    let val = outcome.best_val.unwrap();
+    ]);
+    let (_, _run, outcome) = train_demo(&config);
+    let val = outcome.unwrap().best_val.unwrap();
     // Chance rsum on the 200 validation images is about 15.
     assert!(val.rsum > 60.0, "{val:?}");
 }
