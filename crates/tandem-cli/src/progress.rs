@@ -47,8 +47,24 @@ impl Observer for Progress {
                 .last_val_rsum
                 .map(|v| format!(" val rsum {v:.1}"))
                 .unwrap_or_default();
-            bar.set_message(format!("epoch {} loss {:.4}{val}", r.epoch + 1, r.loss));
+            let scale = r
+                .logit_scale
+                .map(|s| format!(" τ {:.4}", 1.0 / s))
+                .unwrap_or_default();
+            let h = &r.health;
+            bar.set_message(format!(
+                "epoch {} loss {:.4} pos {:.2} neg {:.2} spread {:.3}{scale}{val}",
+                r.epoch + 1,
+                r.loss,
+                h.positive_similarity,
+                h.negative_similarity,
+                h.spread
+            ));
         }
+    }
+
+    fn on_warning(&mut self, message: &str) {
+        self.warn(message);
     }
 
     fn on_epoch(&mut self, r: &EpochReport) {
@@ -75,6 +91,15 @@ impl Observer for Progress {
         match &self.bar {
             Some(bar) => bar.println(line),
             None => tracing::info!("{line}"),
+        }
+    }
+}
+
+impl Progress {
+    fn warn(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| tracing::warn!("{message}")),
+            None => tracing::warn!("{message}"),
         }
     }
 }

@@ -56,12 +56,7 @@ fn step(s: &mut Setup) -> f32 {
         .unwrap();
     let out = s
         .objective
-        .forward(&Embedded {
-            images: &ei,
-            texts: &et,
-            image_ids: &s.image_ids,
-            text_ids: &s.text_ids,
-        })
+        .forward(&Embedded::new(&ei, &et, &s.image_ids, &s.text_ids))
         .unwrap();
     let grads = out.total.backward().unwrap();
     s.optimizer.step(&grads).unwrap();

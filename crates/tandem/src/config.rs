@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::loss::Distance;
+use crate::loss::{Distance, Miner, Reducer};
 
 /// Everything a run needs, saved in the run folder and in every checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +60,25 @@ pub enum LossKind {
     VseMax,
     /// Summed hinge for the first `warmup_epochs` epochs, then max-violation (as VSE∞ trains).
     VseWarmup,
+    /// Symmetric InfoNCE as in CLIP (Radford et al. 2021): softmax cross-entropy both ways over
+    /// scaled similarities, with a learnable temperature.
+    InfoNce,
+    /// SigLIP (Zhai et al. 2023): a sigmoid loss on every image–caption pair, with learnable
+    /// temperature and bias.
+    Siglip,
+}
+
+/// The cross-batch memory: embeddings of the previous samples used as extra references.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Whether the memory is used at all.
+    pub enabled: bool,
+    /// Rows kept per modality (the last `capacity` images and the last `capacity` captions).
+    pub capacity: usize,
+    /// Steps trained before the memory starts recording (early embeddings drift fast, so
+    /// XBM starts its memory late).
+    pub warmup_steps: usize,
 }
 
 /// The ranking objective. Defaults are the paper's bidirectional loss with top-K negatives and
@@ -83,6 +102,24 @@ pub struct LossConfig {
     pub text_to_text: f64,
     /// Epochs of summed hinge before max-violation, for `kind = "vse_warmup"`.
     pub warmup_epochs: usize,
+    /// Replaces the miner of every hinge term (e.g. `"semi_hard"` or `{ top_k = 5 }`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub miner: Option<Miner>,
+    /// Replaces the reducer of every hinge term (`"mean"`, `"sum"`, `"mean_non_zero"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reducer: Option<Reducer>,
+    /// Initial temperature of `info_nce` (default 0.07, CLIP) and `siglip` (default 0.1, i.e.
+    /// logit scale 10 as SigLIP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Whether the temperature (and SigLIP's bias) are trained.
+    pub learn_temperature: bool,
+    /// The logit scale (1 / temperature) is clamped to at most this after every step (CLIP: 100).
+    pub max_logit_scale: f64,
+    /// Initial bias of `siglip` (SigLIP: -10).
+    pub bias: f64,
+    /// The cross-batch memory of previous samples.
+    pub memory: MemoryConfig,
 }
 
 /// Optimiser choice.
@@ -164,7 +201,58 @@ impl Default for LossConfig {
             image_to_text: 1.0,
             text_to_text: 0.05,
             warmup_epochs: 1,
+            miner: None,
+            reducer: None,
+            temperature: None,
+            learn_temperature: true,
+            max_logit_scale: 100.0,
+            bias: -10.0,
+            memory: MemoryConfig::default(),
         }
+    }
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            enabled: false,
+            capacity: 1000,
+            warmup_steps: 0,
+        }
+    }
+}
+
+impl LossKind {
+    /// Whether the loss scores by scaled similarities (and so trains a temperature).
+    pub fn uses_temperature(self) -> bool {
+        matches!(self, LossKind::InfoNce | LossKind::Siglip)
+    }
+}
+
+impl LossConfig {
+    /// A short human name of the objective, e.g. `paper recipe + memory 2000`.
+    pub fn label(&self) -> String {
+        let base = match self.kind {
+            LossKind::Paper => "paper recipe",
+            LossKind::VseSum => "VSE++ sum",
+            LossKind::VseMax => "VSE++ max",
+            LossKind::VseWarmup => "VSE++ sum→max",
+            LossKind::InfoNce => "InfoNCE",
+            LossKind::Siglip => "SigLIP",
+        };
+        if self.memory.enabled && self.memory.capacity > 0 {
+            format!("{base} + memory {}", self.memory.capacity)
+        } else {
+            base.to_string()
+        }
+    }
+
+    /// The initial temperature of the softmax and sigmoid losses.
+    pub fn initial_temperature(&self) -> f64 {
+        self.temperature.unwrap_or(match self.kind {
+            LossKind::Siglip => 0.1,
+            _ => 0.07,
+        })
     }
 }
 
@@ -302,6 +390,38 @@ impl Config {
             if !(w >= 0.0 && w.is_finite()) {
                 return bad(k, w.to_string(), "weights must be finite and >= 0");
             }
+        }
+        if l.miner == Some(Miner::TopK(0)) {
+            return bad(
+                "loss.miner",
+                "{ top_k = 0 }".into(),
+                "each anchor must keep at least 1 negative",
+            );
+        }
+        let temperature = l.initial_temperature();
+        if !(temperature > 0.0 && temperature.is_finite()) {
+            return bad(
+                "loss.temperature",
+                temperature.to_string(),
+                "must be a finite number > 0",
+            );
+        }
+        if !(l.max_logit_scale >= 1.0 && l.max_logit_scale.is_finite()) {
+            return bad(
+                "loss.max_logit_scale",
+                l.max_logit_scale.to_string(),
+                "must be a finite number >= 1",
+            );
+        }
+        if 1.0 / temperature > l.max_logit_scale {
+            return bad(
+                "loss.temperature",
+                temperature.to_string(),
+                "1 / temperature must not exceed loss.max_logit_scale",
+            );
+        }
+        if !l.bias.is_finite() {
+            return bad("loss.bias", l.bias.to_string(), "must be finite");
         }
         if l.text_to_image + l.image_to_text + l.text_to_text == 0.0 {
             return bad(

@@ -23,12 +23,7 @@
 //! let images = Tensor::new(&[[1f32, 0.], [0., 1.]], &Device::Cpu)?;
 //! let texts = Tensor::new(&[[1f32, 0.], [0.6, 0.8]], &Device::Cpu)?;
 //! let objective = Objective::paper(&tandem::config::LossConfig::default());
-//! let out = objective.forward(&Embedded {
-//!     images: &images,
-//!     texts: &texts,
-//!     image_ids: &[0, 1],
-//!     text_ids: &[0, 1],
-//! })?;
+//! let out = objective.forward(&Embedded::new(&images, &texts, &[0, 1], &[0, 1]))?;
 //! let loss: f32 = out.total.to_scalar()?;
 //! assert!(loss >= 0.0);
 //! # Ok::<(), tandem::Error>(())

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use tandem::config::{Config, LossKind};
+use tandem::config::Config;
 use tandem::data::{PairedDataset, SplitView};
 use tandem::eval::RetrievalMetrics;
 
@@ -31,14 +31,9 @@ pub fn run(
     let dataset = PairedDataset::open(&data)?;
     let started = std::time::Instant::now();
 
-    let label = match config.loss.kind {
-        LossKind::Paper => "paper recipe",
-        LossKind::VseSum => "VSE++ sum",
-        LossKind::VseMax => "VSE++ max",
-        LossKind::VseWarmup => "VSE++ sum→max",
-    };
+    let label = config.loss.label();
     let (_, model) =
-        super::train::train_and_test(&dataset, &out.join("model"), &config, "test", label)?;
+        super::train::train_and_test(&dataset, &out.join("model"), &config, "test", &label)?;
     let linear = if baseline {
         let mut lin = config.clone();
         lin.model.hidden = vec![];

@@ -7,13 +7,17 @@
 //! negative.
 
 mod distance;
+mod memory;
 mod miner;
 mod objective;
 mod reducer;
+mod temperature;
 mod term;
 
 pub use distance::Distance;
+pub use memory::{Memory, MemoryRows, RingBuffer};
 pub use miner::Miner;
 pub use objective::{Objective, ObjectiveOutput};
 pub use reducer::Reducer;
-pub use term::{Embedded, Modality, Positive, Term, TermOutput};
+pub use temperature::Temperature;
+pub use term::{Criterion, Embedded, Modality, Positive, Term, TermOutput};

@@ -4,7 +4,7 @@ use candle_core::Tensor;
 
 use crate::config::{LossConfig, LossKind};
 use crate::error::Result;
-use crate::loss::{Embedded, Miner, Modality, Positive, Reducer, Term};
+use crate::loss::{Criterion, Distance, Embedded, Miner, Modality, Positive, Reducer, Term};
 
 /// `Σ weight · term`.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,55 @@ impl Objective {
             LossKind::VseMax => Self::vse(cfg, Miner::Hardest),
             LossKind::VseWarmup if epoch < cfg.warmup_epochs => Self::vse(cfg, Miner::All),
             LossKind::VseWarmup => Self::vse(cfg, Miner::Hardest),
+            LossKind::InfoNce => Self::info_nce(cfg),
+            LossKind::Siglip => Self::siglip(cfg),
+        }
+    }
+
+    /// A hinge criterion with `miner` and `reducer`, unless the config overrides them.
+    fn hinge(cfg: &LossConfig, miner: Miner, reducer: Reducer) -> Criterion {
+        Criterion::Hinge {
+            margin: cfg.margin,
+            miner: cfg.miner.unwrap_or(miner),
+            reducer: cfg.reducer.unwrap_or(reducer),
+        }
+    }
+
+    /// Symmetric InfoNCE as CLIP trains: `(L(text→image) + L(image→text)) / 2`, each a softmax
+    /// cross-entropy over `scale · similarity`. The paper-recipe distance (Euclidean) is
+    /// replaced by cosine, as CLIP scores.
+    pub fn info_nce(cfg: &LossConfig) -> Self {
+        let term = |name: &str, anchor, reference| Term {
+            name: name.to_string(),
+            anchor,
+            reference,
+            positive: Positive::Each,
+            criterion: Criterion::Softmax,
+            distance: similarity_distance(cfg),
+        };
+        Objective {
+            terms: vec![
+                (0.5, term("text_to_image", Modality::Text, Modality::Image)),
+                (0.5, term("image_to_text", Modality::Image, Modality::Text)),
+            ],
+        }
+    }
+
+    /// SigLIP: the sigmoid loss over every image–caption pair, images as anchors (the pair set
+    /// is symmetric, so one direction covers it; the memory adds caption references).
+    pub fn siglip(cfg: &LossConfig) -> Self {
+        Objective {
+            terms: vec![(
+                1.0,
+                Term {
+                    name: "image_text_pairs".to_string(),
+                    anchor: Modality::Image,
+                    reference: Modality::Text,
+                    positive: Positive::Each,
+                    criterion: Criterion::Sigmoid,
+                    distance: similarity_distance(cfg),
+                },
+            )],
         }
     }
 
@@ -45,10 +94,8 @@ impl Objective {
             anchor,
             reference,
             positive: Positive::Each,
-            miner,
-            reducer: Reducer::Sum,
+            criterion: Self::hinge(cfg, miner, Reducer::Sum),
             distance: cfg.distance,
-            margin: cfg.margin,
         };
         Objective {
             terms: vec![
@@ -67,10 +114,8 @@ impl Objective {
             anchor,
             reference,
             positive,
-            miner: Miner::TopK(cfg.top_k),
-            reducer: Reducer::Mean,
+            criterion: Self::hinge(cfg, Miner::TopK(cfg.top_k), Reducer::Mean),
             distance: cfg.distance,
-            margin: cfg.margin,
         };
         let terms = [
             (
@@ -138,6 +183,15 @@ impl Objective {
             None => Tensor::zeros((), batch.texts.dtype(), batch.texts.device())?,
         };
         Ok(ObjectiveOutput { total, terms })
+    }
+}
+
+/// The softmax and sigmoid losses score by similarity: CLIP and SigLIP use cosine, so the
+/// hinge recipe's default Euclidean distance becomes cosine (an explicit `dot` is kept).
+fn similarity_distance(cfg: &LossConfig) -> Distance {
+    match cfg.distance {
+        Distance::Euclidean => Distance::Cosine,
+        d => d,
     }
 }
 

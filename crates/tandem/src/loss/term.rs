@@ -3,8 +3,8 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::loss::{Distance, Miner, Reducer};
+use crate::error::{Error, Result};
+use crate::loss::{Distance, Memory, Miner, Reducer, Temperature};
 
 /// Which side of the pair a term's anchors or references come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +27,8 @@ pub enum Positive {
     Farthest,
 }
 
-/// The embeddings of one batch with the image id of every row.
+/// The embeddings of one batch with the image id of every row, and what the loss may use
+/// besides them: the cross-batch memory and the learnable temperature.
 #[derive(Debug, Clone, Copy)]
 pub struct Embedded<'a> {
     /// `[n_images, dim]`.
@@ -38,18 +39,102 @@ pub struct Embedded<'a> {
     pub image_ids: &'a [u32],
     /// Image id of each text row.
     pub text_ids: &'a [u32],
+    /// Sample key (dataset row) of each image and text row. With keys, a memory row of the
+    /// same sample as an anchor is never its positive or negative; without, batch rows are
+    /// taken to be distinct samples.
+    pub keys: Option<(&'a [u32], &'a [u32])>,
+    /// Previous samples, as extra references of every term.
+    pub memory: Option<&'a Memory>,
+    /// Logit scale and bias of the softmax and sigmoid criteria.
+    pub temperature: Option<&'a Temperature>,
 }
 
 impl<'a> Embedded<'a> {
-    fn side(&self, m: Modality) -> (&'a Tensor, &'a [u32]) {
+    /// A batch without memory, keys or temperature.
+    pub fn new(
+        images: &'a Tensor,
+        texts: &'a Tensor,
+        image_ids: &'a [u32],
+        text_ids: &'a [u32],
+    ) -> Self {
+        Embedded {
+            images,
+            texts,
+            image_ids,
+            text_ids,
+            keys: None,
+            memory: None,
+            temperature: None,
+        }
+    }
+
+    /// Adds the cross-batch memory.
+    pub fn with_memory(self, memory: &'a Memory) -> Self {
+        Embedded {
+            memory: Some(memory),
+            ..self
+        }
+    }
+
+    /// Adds sample keys for images and texts.
+    pub fn with_keys(self, image_keys: &'a [u32], text_keys: &'a [u32]) -> Self {
+        Embedded {
+            keys: Some((image_keys, text_keys)),
+            ..self
+        }
+    }
+
+    /// Adds the learnable temperature.
+    pub fn with_temperature(self, temperature: &'a Temperature) -> Self {
+        Embedded {
+            temperature: Some(temperature),
+            ..self
+        }
+    }
+
+    fn side(&self, m: Modality) -> (&'a Tensor, &'a [u32], Option<&'a [u32]>) {
         match m {
-            Modality::Image => (self.images, self.image_ids),
-            Modality::Text => (self.texts, self.text_ids),
+            Modality::Image => (self.images, self.image_ids, self.keys.map(|k| k.0)),
+            Modality::Text => (self.texts, self.text_ids, self.keys.map(|k| k.1)),
         }
     }
 }
 
-/// A triplet hinge term: `Σ reducer over mined (a, p, n) of max(0, margin + d(a,p) - d(a,n))`.
+/// How a term turns the distances of a tuple row into a loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Criterion {
+    /// `max(0, margin + d(a,p) - d(a,n))` over the negatives the miner keeps, reduced.
+    Hinge {
+        /// Hinge margin.
+        margin: f64,
+        /// Which negatives are kept.
+        miner: Miner,
+        /// How kept hinges are combined.
+        reducer: Reducer,
+    },
+    /// `-log softmax` of the positive among itself and every negative, logits
+    /// `scale · similarity`; mean over (anchor, positive) rows. Other positives of the anchor
+    /// are left out of the denominator, so several captions of one image never compete.
+    Softmax,
+    /// `-log σ(z · (scale · similarity + bias))` over every (anchor, reference) pair, `z = +1`
+    /// for the same image and -1 otherwise; summed and divided by the number of anchors
+    /// (SigLIP).
+    Sigmoid,
+}
+
+/// The references of a term: the batch's rows of the reference modality, then the memory's.
+struct References {
+    embeddings: Tensor,
+    ids: Vec<u32>,
+    /// Keys of the memory rows (batch rows are compared by position or by batch keys).
+    memory_keys: Vec<u32>,
+    /// How many leading rows come from the batch.
+    current: usize,
+}
+
+/// Anchors of one modality ranked against references of another (or the same): a hinge over
+/// mined triplets, or a softmax / sigmoid over scaled similarities.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Term {
     /// Name used in logs, e.g. `text_to_image`.
@@ -60,14 +145,11 @@ pub struct Term {
     pub reference: Modality,
     /// How positives form tuple rows.
     pub positive: Positive,
-    /// Which negatives are kept.
-    pub miner: Miner,
-    /// How kept hinges are combined.
-    pub reducer: Reducer,
-    /// Dissimilarity.
+    /// Hinge, softmax or sigmoid.
+    pub criterion: Criterion,
+    /// Dissimilarity; the softmax and sigmoid criteria score by `similarity = -distance`
+    /// (`cos` for cosine).
     pub distance: Distance,
-    /// Hinge margin.
-    pub margin: f64,
 }
 
 /// The value of a term on one batch.
@@ -75,33 +157,76 @@ pub struct Term {
 pub struct TermOutput {
     /// Scalar loss tensor (unweighted), differentiable.
     pub loss: Tensor,
-    /// Number of (anchor, positive, negative) tuples selected.
+    /// Hinge: (anchor, positive, negative) tuples selected. Softmax: (anchor, positive) rows.
+    /// Sigmoid: (anchor, reference) pairs.
     pub selected: usize,
-    /// How many of them had a positive hinge.
+    /// Hinge: how many selected tuples had a positive hinge. Softmax: rows where a negative
+    /// scores at least the positive. Sigmoid: pairs on the wrong side of 0.
     pub active: usize,
 }
 
 impl Term {
-    /// Computes the term on a batch.
+    /// The similarity offset that makes `offset - distance` the natural similarity.
+    fn similarity_offset(&self) -> f64 {
+        match self.distance {
+            Distance::Cosine => 1.0,
+            Distance::Euclidean | Distance::Dot => 0.0,
+        }
+    }
+
+    fn references(&self, batch: &Embedded<'_>) -> Result<References> {
+        let (embeddings, ids, _) = batch.side(self.reference);
+        let mut refs = References {
+            embeddings: embeddings.clone(),
+            ids: ids.to_vec(),
+            memory_keys: Vec::new(),
+            current: ids.len(),
+        };
+        if let Some(memory) = batch.memory
+            && let Some(rows) =
+                memory.references(self.reference, embeddings.dtype(), embeddings.device())?
+        {
+            refs.embeddings = Tensor::cat(&[embeddings, &rows.embeddings], 0)?;
+            refs.ids.extend(rows.ids);
+            refs.memory_keys = rows.keys;
+        }
+        Ok(refs)
+    }
+
+    /// Computes the term on a batch (and the memory, when the batch carries one).
     ///
     /// # Shapes
     /// `images: [n_images, dim]`, `texts: [n_texts, dim]` → scalar.
     ///
     /// # Errors
-    /// A tensor error when shapes disagree.
+    /// A tensor error when shapes disagree; [`Error::Config`] for a softmax or sigmoid term
+    /// without a temperature.
     pub fn forward(&self, batch: &Embedded<'_>) -> Result<TermOutput> {
-        let (anchors, anchor_ids) = batch.side(self.anchor);
-        let (refs, ref_ids) = batch.side(self.reference);
+        let (anchors, anchor_ids, anchor_keys) = batch.side(self.anchor);
+        let refs = self.references(batch)?;
         let same_set = self.anchor == self.reference;
-        let dist = self.distance.matrix(anchors, refs)?;
-        let n_refs = ref_ids.len();
+        let dist = self.distance.matrix(anchors, &refs.embeddings)?;
+        let n_refs = refs.ids.len();
         let values: Vec<f64> = dist.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+        // A sample is never its own positive or negative.
+        let is_self = |a: usize, r: usize| {
+            same_set
+                && if r < refs.current {
+                    r == a || anchor_keys.is_some_and(|k| k[a] == k[r])
+                } else {
+                    anchor_keys.is_some_and(|k| k[a] == refs.memory_keys[r - refs.current])
+                }
+        };
+
+        if self.criterion == Criterion::Sigmoid {
+            return self.sigmoid(batch, &dist, anchor_ids, &refs, &is_self);
+        }
 
         // Tuple rows (anchor, positive), chosen on values only.
         let mut rows: Vec<(u32, u32)> = Vec::new();
         for (a, &id) in anchor_ids.iter().enumerate() {
             let row = &values[a * n_refs..(a + 1) * n_refs];
-            let positives = (0..n_refs).filter(|&r| ref_ids[r] == id && !(same_set && r == a));
+            let positives = (0..n_refs).filter(|&r| refs.ids[r] == id && !is_self(a, r));
             match self.positive {
                 Positive::Each => rows.extend(positives.map(|p| (a as u32, p as u32))),
                 Positive::Farthest => {
@@ -114,48 +239,155 @@ impl Term {
                 }
             }
         }
+        let device = dist.device();
+        if rows.is_empty() {
+            return Ok(TermOutput {
+                loss: Tensor::zeros((), dist.dtype(), device)?,
+                selected: 0,
+                active: 0,
+            });
+        }
+        let negative_of = |a: usize, r: usize| refs.ids[r] != anchor_ids[a] && !is_self(a, r);
 
-        let mut mask = vec![0f32; rows.len() * n_refs];
-        let mut selected = 0;
-        let mut active = 0;
-        let mut hinge = vec![0f64; n_refs];
-        let mut negative = vec![false; n_refs];
-        for (k, &(a, p)) in rows.iter().enumerate() {
-            let (a, p) = (a as usize, p as usize);
-            let row = &values[a * n_refs..(a + 1) * n_refs];
-            for r in 0..n_refs {
-                negative[r] = ref_ids[r] != anchor_ids[a];
-                hinge[r] = (self.margin + row[p] - row[r]).max(0.0);
+        let a_idx = Tensor::from_vec(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            rows.len(),
+            device,
+        )?;
+        let p_idx = Tensor::from_vec(
+            rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            (rows.len(), 1),
+            device,
+        )?;
+        let d_rows = dist.index_select(&a_idx, 0)?;
+        let d_pos = d_rows.gather(&p_idx, 1)?;
+        let mask_tensor = |mask: Vec<f32>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(mask, (rows.len(), n_refs), device)?.to_dtype(dist.dtype())?)
+        };
+
+        match self.criterion {
+            Criterion::Hinge {
+                margin,
+                miner,
+                reducer,
+            } => {
+                let mut mask = vec![0f32; rows.len() * n_refs];
+                let mut selected = 0;
+                let mut active = 0;
+                let mut hinge = vec![0f64; n_refs];
+                let mut negative = vec![false; n_refs];
+                for (k, &(a, p)) in rows.iter().enumerate() {
+                    let (a, p) = (a as usize, p as usize);
+                    let row = &values[a * n_refs..(a + 1) * n_refs];
+                    for r in 0..n_refs {
+                        negative[r] = negative_of(a, r);
+                        hinge[r] = (margin + row[p] - row[r]).max(0.0);
+                    }
+                    for r in miner.select_row(&hinge, &negative, margin) {
+                        mask[k * n_refs + r] = 1.0;
+                        selected += 1;
+                        active += usize::from(hinge[r] > 0.0);
+                    }
+                }
+                let hinges = (d_pos.broadcast_sub(&d_rows)? + margin)?.relu()?;
+                let sum = (hinges * mask_tensor(mask)?)?.sum_all()?;
+                Ok(TermOutput {
+                    loss: reducer.reduce(&sum, selected, active)?,
+                    selected,
+                    active,
+                })
             }
-            for r in self.miner.select_row(&hinge, &negative) {
-                mask[k * n_refs + r] = 1.0;
-                selected += 1;
-                active += usize::from(hinge[r] > 0.0);
+            Criterion::Softmax => {
+                let scale = self.scale(batch, &dist)?;
+                // 0 where the reference takes part (the positive and the negatives), a large
+                // negative number elsewhere: exp of it is exactly 0 in f32 and f64.
+                let mut penalty = vec![-1e9f32; rows.len() * n_refs];
+                let mut active = 0;
+                for (k, &(a, p)) in rows.iter().enumerate() {
+                    let (a, p) = (a as usize, p as usize);
+                    let row = &values[a * n_refs..(a + 1) * n_refs];
+                    penalty[k * n_refs + p] = 0.0;
+                    let mut beaten = false;
+                    for r in (0..n_refs).filter(|&r| negative_of(a, r)) {
+                        penalty[k * n_refs + r] = 0.0;
+                        beaten |= row[r] <= row[p];
+                    }
+                    active += usize::from(beaten);
+                }
+                let logits = (d_rows.neg()? + self.similarity_offset())?.broadcast_mul(&scale)?;
+                let positive = (d_pos.neg()? + self.similarity_offset())?.broadcast_mul(&scale)?;
+                let lse = (logits + mask_tensor(penalty)?)?.log_sum_exp(1)?;
+                let loss = (lse - positive.squeeze(1)?)?.mean_all()?;
+                Ok(TermOutput {
+                    loss,
+                    selected: rows.len(),
+                    active,
+                })
+            }
+            Criterion::Sigmoid => unreachable!("handled above"),
+        }
+    }
+
+    /// `exp(log_scale)` as a scalar tensor of the distances' dtype.
+    fn scale(&self, batch: &Embedded<'_>, dist: &Tensor) -> Result<Tensor> {
+        let t = self.temperature(batch)?;
+        Ok(t.log_scale.as_tensor().to_dtype(dist.dtype())?.exp()?)
+    }
+
+    fn temperature<'b>(&self, batch: &Embedded<'b>) -> Result<&'b Temperature> {
+        batch.temperature.ok_or_else(|| {
+            Error::Config(format!(
+                "loss term `{}` scores by softmax or sigmoid and needs a temperature",
+                self.name
+            ))
+        })
+    }
+
+    fn sigmoid(
+        &self,
+        batch: &Embedded<'_>,
+        dist: &Tensor,
+        anchor_ids: &[u32],
+        refs: &References,
+        is_self: &dyn Fn(usize, usize) -> bool,
+    ) -> Result<TermOutput> {
+        let n_refs = refs.ids.len();
+        let n_anchors = anchor_ids.len();
+        let scale = self.scale(batch, dist)?;
+        let bias = self
+            .temperature(batch)?
+            .bias
+            .as_tensor()
+            .to_dtype(dist.dtype())?;
+        let mut sign = vec![0f32; n_anchors * n_refs];
+        let mut mask = vec![0f32; n_anchors * n_refs];
+        for a in 0..n_anchors {
+            for r in (0..n_refs).filter(|&r| !is_self(a, r)) {
+                sign[a * n_refs + r] = if refs.ids[r] == anchor_ids[a] {
+                    1.0
+                } else {
+                    -1.0
+                };
+                mask[a * n_refs + r] = 1.0;
             }
         }
-
         let device = dist.device();
-        let loss = if rows.is_empty() {
-            Tensor::zeros((), dist.dtype(), device)?
-        } else {
-            let a_idx = Tensor::from_vec(
-                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-                rows.len(),
-                device,
-            )?;
-            let p_idx = Tensor::from_vec(
-                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-                (rows.len(), 1),
-                device,
-            )?;
-            let d_rows = dist.index_select(&a_idx, 0)?;
-            let d_pos = d_rows.gather(&p_idx, 1)?;
-            let hinges = (d_pos.broadcast_sub(&d_rows)? + self.margin)?.relu()?;
-            let mask =
-                Tensor::from_vec(mask, (rows.len(), n_refs), device)?.to_dtype(dist.dtype())?;
-            let sum = (hinges * mask)?.sum_all()?;
-            self.reducer.reduce(&sum, selected, active)?
+        let as_tensor = |v: Vec<f32>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v, (n_anchors, n_refs), device)?.to_dtype(dist.dtype())?)
         };
+        let logits = (dist.neg()? + self.similarity_offset())?
+            .broadcast_mul(&scale)?
+            .broadcast_add(&bias)?;
+        let x = (logits * as_tensor(sign)?)?;
+        // -log σ(x) = softplus(-x) = max(-x, 0) + log(1 + exp(-|x|)), stable for any x.
+        let softplus = (x.neg()?.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+        let mask = as_tensor(mask)?;
+        let active = (x.lt(0.0)?.to_dtype(dist.dtype())? * &mask)?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()? as usize;
+        let selected = mask.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? as usize;
+        let loss = ((softplus * mask)?.sum_all()? / n_anchors.max(1) as f64)?;
         Ok(TermOutput {
             loss,
             selected,

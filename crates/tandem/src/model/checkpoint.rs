@@ -22,9 +22,12 @@ pub struct Checkpoint {
     pub config: Config,
     /// The epoch after which it was written (1-based).
     pub epoch: usize,
+    /// Tensors besides the model's: the loss temperature (`loss.*`) and the cross-batch memory
+    /// (`memory.*`).
+    pub extra: HashMap<String, candle_core::Tensor>,
 }
 
-/// Writes the model and config to `path` atomically.
+/// Writes the model, config and `extra` named tensors to `path` atomically.
 ///
 /// # Errors
 /// [`Error::Io`] naming the file.
@@ -33,6 +36,7 @@ pub fn save_checkpoint(
     model: &TwoBranch,
     config: &Config,
     epoch: usize,
+    extra: &[(String, candle_core::Tensor)],
 ) -> Result<()> {
     let meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
@@ -45,6 +49,7 @@ pub fn save_checkpoint(
         .named()
         .into_iter()
         .map(|(n, v, _)| (n, v.as_tensor().clone()))
+        .chain(extra.iter().cloned())
         .collect();
     let bytes = safetensors::serialize(tensors, Some(meta)).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
@@ -104,9 +109,14 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
         };
     model.image.load("image", &mut get).map_err(bad)?;
     model.text.load("text", &mut get).map_err(bad)?;
+    let extra = tensors
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("loss.") || name.starts_with("memory."))
+        .collect();
     Ok(Checkpoint {
         model,
         config,
         epoch,
+        extra,
     })
 }

@@ -1,12 +1,14 @@
 //! The training loop: batches, optimiser, schedule, validation, checkpoints, metrics log.
 
 mod early_stop;
+mod health;
 mod observer;
 mod optimizer;
 mod schedule;
 mod trainer;
 
 pub use early_stop::{EarlyStopping, Verdict};
+pub use health::{COLLAPSE_SPREAD, Health};
 pub use observer::{EpochReport, NoopObserver, Observer, StepReport};
 pub use optimizer::{Optimizer, SgdMomentum};
 pub use schedule::step_decay;

@@ -1,6 +1,7 @@
 //! How the library reports progress without printing: the caller implements [`Observer`].
 
 use crate::eval::RetrievalMetrics;
+use crate::train::Health;
 
 /// After every optimisation step.
 #[derive(Debug, Clone)]
@@ -19,6 +20,10 @@ pub struct StepReport {
     pub loss: f64,
     /// Per term: name, unweighted value, fraction of active hinges.
     pub terms: Vec<(String, f64, f64)>,
+    /// Similarities and spread of the batch's embeddings.
+    pub health: Health,
+    /// The softmax / sigmoid logit scale (1 / temperature) after the step, when the loss has one.
+    pub logit_scale: Option<f64>,
 }
 
 /// After every epoch's validation.
@@ -46,6 +51,8 @@ pub trait Observer {
     fn on_step(&mut self, _report: &StepReport) {}
     /// After each epoch.
     fn on_epoch(&mut self, _report: &EpochReport) {}
+    /// Something the user should know about, e.g. collapsed embeddings (once per run).
+    fn on_warning(&mut self, _message: &str) {}
 }
 
 /// Ignores everything.

@@ -12,9 +12,11 @@ use crate::data::{Batcher, PairedDataset, SplitView, Splits};
 use crate::error::{Error, Result};
 use crate::eval::{RetrievalMetrics, ranks_from_embeddings};
 use crate::fsio;
-use crate::loss::{Embedded, Objective};
+use crate::loss::{Embedded, Memory, Objective, Temperature};
 use crate::model::{Mode, TwoBranch, save_checkpoint};
-use crate::train::{EarlyStopping, EpochReport, Observer, Optimizer, StepReport, step_decay};
+use crate::train::{
+    EarlyStopping, EpochReport, Health, Observer, Optimizer, StepReport, step_decay,
+};
 
 /// The files of a run folder.
 pub struct RunFiles;
@@ -160,7 +162,19 @@ pub fn train(
         config.seed,
         device,
     )?;
-    let mut optimizer = Optimizer::new(model.vars(), t)?;
+    let temperature = Temperature::new(&config.loss, device)?;
+    let mut memory = Memory::new(&config.loss.memory, config.model.dim);
+    let mut trained = model.vars();
+    if config.loss.kind.uses_temperature() {
+        trained.extend(
+            temperature
+                .named()
+                .into_iter()
+                .filter_map(|(_, v, learnable)| learnable.then_some(v)),
+        );
+    }
+    let mut optimizer = Optimizer::new(trained, t)?;
+    let mut collapse_reported = false;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1));
     let mut log = MetricsLog::create(run_dir.join(RunFiles::METRICS))?;
 
@@ -193,13 +207,21 @@ pub fn train(
                 device,
             )?;
             let (ei, et) = model.forward(&images, &texts, Mode::Train(&mut rng))?;
-            let image_ids: Vec<u32> = (0..b as u32).collect();
-            let out = objective.forward(&Embedded {
-                images: &ei,
-                texts: &et,
-                image_ids: &image_ids,
-                text_ids: &batch.text_image,
-            })?;
+            // Global ids, so the memory can tell images of different batches apart; the
+            // sample keys are the dataset rows.
+            let image_ids = &batch.images;
+            let text_ids: Vec<u32> = batch
+                .text_image
+                .iter()
+                .map(|&l| batch.images[l as usize])
+                .collect();
+            let out = objective.forward(
+                &Embedded::new(&ei, &et, image_ids, &text_ids)
+                    .with_keys(image_ids, &batch.texts)
+                    .with_memory(&memory)
+                    .with_temperature(&temperature),
+            )?;
+            let health = Health::measure(&ei, &et, &batch.text_image)?;
             let loss = out
                 .total
                 .to_dtype(candle_core::DType::F64)?
@@ -215,7 +237,15 @@ pub fn train(
             }
             let grads = out.total.backward()?;
             optimizer.step(&grads)?;
+            temperature.clamp()?;
+            memory.record(&ei, image_ids, image_ids, &et, &text_ids, &batch.texts)?;
             loss_sum += loss;
+            let logit_scale = config
+                .loss
+                .kind
+                .uses_temperature()
+                .then(|| temperature.scale())
+                .transpose()?;
             let report = StepReport {
                 epoch,
                 step,
@@ -224,6 +254,8 @@ pub fn train(
                 lr,
                 loss,
                 terms: out.terms,
+                health,
+                logit_scale,
             };
             let terms: serde_json::Map<String, serde_json::Value> = report
                 .terms
@@ -232,8 +264,16 @@ pub fn train(
                 .collect();
             log.write(serde_json::json!({
                 "kind": "step", "epoch": epoch + 1, "step": step, "lr": lr, "loss": loss, "terms": terms,
+                "health": health, "logit_scale": logit_scale, "memory_rows": memory.texts.len(),
             }))?;
             observer.on_step(&report);
+            if !collapse_reported && let Some(message) = health.collapse_warning(step, epoch) {
+                collapse_reported = true;
+                log.write(
+                    serde_json::json!({"kind": "warning", "step": step, "message": message}),
+                )?;
+                observer.on_warning(&message);
+            }
         }
         epochs_run += 1;
         let val = if val_view.images.is_empty() {
@@ -250,11 +290,29 @@ pub fn train(
         // Without a validation split the latest epoch counts as the best.
         let verdict = early_stopping.update(val.as_ref().map_or(epoch as f64, |m| m.rsum));
         let improved = verdict.improved;
+        let mut extra: Vec<(String, Tensor)> = temperature
+            .named()
+            .into_iter()
+            .map(|(n, v, _)| (n, v.as_tensor().clone()))
+            .collect();
+        extra.extend(memory.to_tensors()?);
         if improved {
-            save_checkpoint(&run_dir.join(RunFiles::BEST), &model, config, epoch + 1)?;
+            save_checkpoint(
+                &run_dir.join(RunFiles::BEST),
+                &model,
+                config,
+                epoch + 1,
+                &extra,
+            )?;
             best = Some((epoch + 1, val.clone()));
         }
-        save_checkpoint(&run_dir.join(RunFiles::LAST), &model, config, epoch + 1)?;
+        save_checkpoint(
+            &run_dir.join(RunFiles::LAST),
+            &model,
+            config,
+            epoch + 1,
+            &extra,
+        )?;
         let train_loss = loss_sum / batches.len().max(1) as f64;
         log.write(serde_json::json!({
             "kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": train_loss,

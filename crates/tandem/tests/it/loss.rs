@@ -1,36 +1,79 @@
-//! The paper's objective against a naive loop over its tuples, and its gradient against
-//! central finite differences in f64.
+//! Every objective against a naive loop over its tuples (with and without the cross-batch
+//! memory), its gradient against central finite differences in f64, and values at fixed inputs
+//! against PyTorch.
 
 use candle_core::{DType, Device, Tensor, Var};
 use proptest::prelude::*;
-use tandem::config::{LossConfig, LossKind};
-use tandem::loss::{Distance, Embedded, Objective};
+use tandem::config::{LossConfig, LossKind, MemoryConfig};
+use tandem::loss::{Distance, Embedded, Memory, Miner, Objective, Reducer, Temperature};
 
-/// One term, computed tuple by tuple: for each (anchor, positive) row, the hinges against every
-/// negative, the `k` largest kept (all when `k` is `None`); returns the kept values.
-#[allow(clippy::too_many_arguments)]
-fn naive_term(
-    anchors: &[Vec<f64>],
-    anchor_ids: &[u32],
-    refs: &[Vec<f64>],
-    ref_ids: &[u32],
+/// The references of one modality: the batch's rows then the memory's, with image ids and
+/// sample keys.
+#[derive(Debug, Clone)]
+struct Side {
+    rows: Vec<Vec<f64>>,
+    ids: Vec<u32>,
+    keys: Vec<u32>,
+}
+
+impl Side {
+    fn then(&self, memory: &Side) -> Side {
+        let mut out = self.clone();
+        out.rows.extend(memory.rows.iter().cloned());
+        out.ids.extend(&memory.ids);
+        out.keys.extend(&memory.keys);
+        out
+    }
+}
+
+/// A batch and a memory, with the temperature of the softmax and sigmoid losses.
+#[derive(Debug, Clone)]
+struct Case {
+    images: Side,
+    texts: Side,
+    memory_images: Side,
+    memory_texts: Side,
+    log_scale: f64,
+    bias: f64,
+}
+
+/// Positives of anchor `a`: same image id, not the anchor itself (same sample key).
+fn positives(anchors: &Side, a: usize, refs: &Side, same_set: bool) -> Vec<usize> {
+    (0..refs.rows.len())
+        .filter(|&r| {
+            refs.ids[r] == anchors.ids[a] && !(same_set && refs.keys[r] == anchors.keys[a])
+        })
+        .collect()
+}
+
+fn negatives(anchors: &Side, a: usize, refs: &Side) -> Vec<usize> {
+    (0..refs.rows.len())
+        .filter(|&r| refs.ids[r] != anchors.ids[a])
+        .collect()
+}
+
+/// One hinge term, tuple by tuple: for each (anchor, positive) row, the hinges against every
+/// negative, mined; returns the kept values.
+fn naive_hinge(
+    anchors: &Side,
+    refs: &Side,
     same_set: bool,
     farthest: bool,
-    k: Option<usize>,
+    miner: Miner,
     margin: f64,
     d: Distance,
 ) -> Vec<f64> {
     let mut kept = Vec::new();
-    for (a, anchor) in anchors.iter().enumerate() {
-        let positives: Vec<usize> = (0..refs.len())
-            .filter(|&r| ref_ids[r] == anchor_ids[a] && !(same_set && r == a))
-            .collect();
+    for (a, anchor) in anchors.rows.iter().enumerate() {
+        let positives = positives(anchors, a, refs, same_set);
         let rows: Vec<usize> = if farthest {
             positives
                 .iter()
                 .copied()
                 .fold(None::<usize>, |best, p| match best {
-                    Some(b) if d.naive(anchor, &refs[b]) >= d.naive(anchor, &refs[p]) => Some(b),
+                    Some(b) if d.naive(anchor, &refs.rows[b]) >= d.naive(anchor, &refs.rows[p]) => {
+                        Some(b)
+                    }
                     _ => Some(p),
                 })
                 .into_iter()
@@ -39,16 +82,87 @@ fn naive_term(
             positives
         };
         for p in rows {
-            let dp = d.naive(anchor, &refs[p]);
-            let mut hinges: Vec<f64> = (0..refs.len())
-                .filter(|&n| ref_ids[n] != anchor_ids[a])
-                .map(|n| (margin + dp - d.naive(anchor, &refs[n])).max(0.0))
+            let dp = d.naive(anchor, &refs.rows[p]);
+            let mut hinges: Vec<f64> = negatives(anchors, a, refs)
+                .into_iter()
+                .map(|n| (margin + dp - d.naive(anchor, &refs.rows[n])).max(0.0))
                 .collect();
             hinges.sort_by(|x, y| y.total_cmp(x));
-            kept.extend(hinges.into_iter().take(k.unwrap_or(usize::MAX)));
+            match miner {
+                Miner::All => kept.extend(hinges),
+                Miner::TopK(k) => kept.extend(hinges.into_iter().take(k)),
+                Miner::Hardest => kept.extend(hinges.into_iter().take(1)),
+                Miner::SemiHard => {
+                    kept.extend(hinges.into_iter().filter(|&h| h > 0.0 && h < margin))
+                }
+            }
         }
     }
     kept
+}
+
+/// Whether some hinge `margin + d(a,p) - d(a,n)` of the hinge terms lies within rounding of
+/// a semi-hard boundary (0 or the margin), where the selection legitimately depends on the
+/// last bit.
+fn near_semi_hard_boundary(case: &Case, cfg: &LossConfig) -> bool {
+    let image_refs = case.images.then(&case.memory_images);
+    let text_refs = case.texts.then(&case.memory_texts);
+    let pairs = [
+        (&case.texts, &image_refs, false),
+        (&case.images, &text_refs, false),
+        (&case.texts, &text_refs, true),
+    ];
+    pairs.into_iter().any(|(anchors, refs, same_set)| {
+        (0..anchors.rows.len()).any(|a| {
+            positives(anchors, a, refs, same_set).into_iter().any(|p| {
+                let dp = cfg.distance.naive(&anchors.rows[a], &refs.rows[p]);
+                negatives(anchors, a, refs).into_iter().any(|n| {
+                    let h = cfg.margin + dp - cfg.distance.naive(&anchors.rows[a], &refs.rows[n]);
+                    h.abs() < 1e-9 || (h - cfg.margin).abs() < 1e-9
+                })
+            })
+        })
+    })
+}
+
+fn similarity(d: Distance, a: &[f64], b: &[f64]) -> f64 {
+    let offset = if d == Distance::Cosine { 1.0 } else { 0.0 };
+    offset - d.naive(a, b)
+}
+
+/// InfoNCE of one direction: per (anchor, positive), `-log(e^{s·p} / (e^{s·p} + Σ_n e^{s·n}))`,
+/// mean over rows.
+fn naive_softmax(anchors: &Side, refs: &Side, scale: f64, d: Distance) -> f64 {
+    let mut losses = Vec::new();
+    for (a, anchor) in anchors.rows.iter().enumerate() {
+        let negs: Vec<f64> = negatives(anchors, a, refs)
+            .into_iter()
+            .map(|n| scale * similarity(d, anchor, &refs.rows[n]))
+            .collect();
+        for p in positives(anchors, a, refs, false) {
+            let lp = scale * similarity(d, anchor, &refs.rows[p]);
+            let denominator: f64 = lp.exp() + negs.iter().map(|l| l.exp()).sum::<f64>();
+            losses.push(-(lp.exp() / denominator).ln());
+        }
+    }
+    mean(losses)
+}
+
+/// SigLIP: `Σ_pairs -log σ(z (s·sim + b)) / anchors`.
+fn naive_sigmoid(anchors: &Side, refs: &Side, scale: f64, bias: f64, d: Distance) -> f64 {
+    let mut sum = 0.0;
+    for (a, anchor) in anchors.rows.iter().enumerate() {
+        for (r, reference) in refs.rows.iter().enumerate() {
+            let z = if refs.ids[r] == anchors.ids[a] {
+                1.0
+            } else {
+                -1.0
+            };
+            let x = z * (scale * similarity(d, anchor, reference) + bias);
+            sum += -(1.0 / (1.0 + (-x).exp())).ln();
+        }
+    }
+    sum / anchors.rows.len() as f64
 }
 
 fn mean(v: Vec<f64>) -> f64 {
@@ -59,56 +173,147 @@ fn mean(v: Vec<f64>) -> f64 {
     }
 }
 
-fn naive_objective(
-    images: &[Vec<f64>],
-    texts: &[Vec<f64>],
-    text_ids: &[u32],
-    cfg: &LossConfig,
-) -> f64 {
-    let image_ids: Vec<u32> = (0..images.len() as u32).collect();
+/// The objective of `cfg`, from the naive terms, on the batch plus memory references.
+fn naive_objective(case: &Case, cfg: &LossConfig) -> f64 {
     let (m, d) = (cfg.margin, cfg.distance);
-    let t2i = |k| naive_term(texts, text_ids, images, &image_ids, false, false, k, m, d);
-    let i2t = |k| naive_term(images, &image_ids, texts, text_ids, false, false, k, m, d);
+    let (images, texts) = (&case.images, &case.texts);
+    let image_refs = images.then(&case.memory_images);
+    let text_refs = texts.then(&case.memory_texts);
+    let scale = case.log_scale.exp();
+    let similarity_distance = if d == Distance::Euclidean {
+        Distance::Cosine
+    } else {
+        d
+    };
+    let sum = |v: Vec<f64>| v.iter().sum::<f64>();
+    let hinge_total = |miner: Miner, reduce: &dyn Fn(Vec<f64>) -> f64, weights: [f64; 3]| {
+        let miner = cfg.miner.unwrap_or(miner);
+        let reduce = |v: Vec<f64>| match cfg.reducer {
+            Some(r) => r.naive(&v),
+            None => reduce(v),
+        };
+        weights[0] * reduce(naive_hinge(texts, &image_refs, false, false, miner, m, d))
+            + weights[1] * reduce(naive_hinge(images, &text_refs, false, false, miner, m, d))
+            + if weights[2] > 0.0 {
+                weights[2] * reduce(naive_hinge(texts, &text_refs, true, true, miner, m, d))
+            } else {
+                0.0
+            }
+    };
     match cfg.kind {
-        LossKind::Paper => {
-            let k = Some(cfg.top_k);
-            cfg.text_to_image * mean(t2i(k))
-                + cfg.image_to_text * mean(i2t(k))
-                + cfg.text_to_text
-                    * mean(naive_term(
-                        texts, text_ids, texts, text_ids, true, true, k, m, d,
-                    ))
+        LossKind::Paper => hinge_total(
+            Miner::TopK(cfg.top_k),
+            &mean,
+            [cfg.text_to_image, cfg.image_to_text, cfg.text_to_text],
+        ),
+        LossKind::VseSum | LossKind::VseWarmup => hinge_total(Miner::All, &sum, [1.0, 1.0, 0.0]),
+        LossKind::VseMax => hinge_total(Miner::Hardest, &sum, [1.0, 1.0, 0.0]),
+        LossKind::InfoNce => {
+            0.5 * naive_softmax(texts, &image_refs, scale, similarity_distance)
+                + 0.5 * naive_softmax(images, &text_refs, scale, similarity_distance)
         }
-        LossKind::VseSum | LossKind::VseWarmup => {
-            t2i(None).iter().sum::<f64>() + i2t(None).iter().sum::<f64>()
+        LossKind::Siglip => {
+            naive_sigmoid(images, &text_refs, scale, case.bias, similarity_distance)
         }
-        LossKind::VseMax => t2i(Some(1)).iter().sum::<f64>() + i2t(Some(1)).iter().sum::<f64>(),
     }
 }
 
-/// A random batch: `n_images` images, each with 1..=3 captions.
-fn batch() -> impl Strategy<Value = (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<u32>)> {
+fn rows(
+    dim: usize,
+    n: impl Into<proptest::sample::SizeRange>,
+) -> impl Strategy<Value = Vec<Vec<f64>>> {
+    proptest::collection::vec(proptest::collection::vec(-1.0f64..1.0, dim), n)
+}
+
+/// A random batch: 2..6 images each with 1..=3 captions, and a memory of 0..4 images and
+/// 0..5 captions whose ids may be batch images or others, and whose caption keys may repeat a
+/// batch caption (the same sample seen in an earlier batch).
+fn case() -> impl Strategy<Value = Case> {
     (2usize..6, 2usize..5).prop_flat_map(|(n_images, dim)| {
         (
-            proptest::collection::vec(proptest::collection::vec(-1.0f64..1.0, dim), n_images),
+            rows(dim, n_images),
             proptest::collection::vec(1usize..4, n_images),
+            rows(dim, 0..4),
+            rows(dim, 0..5),
+            0.0f64..3.0,
+            -3.0f64..3.0,
         )
-            .prop_flat_map(move |(images, counts)| {
-                let text_ids: Vec<u32> = counts
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, &c)| std::iter::repeat_n(i as u32, c))
-                    .collect();
-                let n_texts = text_ids.len();
-                (
-                    Just(images),
-                    proptest::collection::vec(
-                        proptest::collection::vec(-1.0f64..1.0, dim),
-                        n_texts,
-                    ),
-                    Just(text_ids),
-                )
-            })
+            .prop_flat_map(
+                move |(images, counts, memory_images, memory_texts, log_scale, bias)| {
+                    let text_ids: Vec<u32> = counts
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, &c)| std::iter::repeat_n(i as u32, c))
+                        .collect();
+                    let n_texts = text_ids.len();
+                    let (n_mi, n_mt) = (memory_images.len(), memory_texts.len());
+                    (
+                        Just((
+                            images,
+                            text_ids,
+                            memory_images,
+                            memory_texts,
+                            log_scale,
+                            bias,
+                        )),
+                        rows(dim, n_texts),
+                        proptest::collection::vec(0..n_images as u32 + 2, n_mi),
+                        proptest::collection::vec(0..n_texts as u32 + 3, n_mt),
+                    )
+                },
+            )
+            .prop_map(
+                |(
+                    (images, text_ids, memory_images, memory_texts, log_scale, bias),
+                    texts,
+                    mi_ids,
+                    mt_keys,
+                )| {
+                    let n_images = images.len() as u32;
+                    // The memory keeps f32 rows; the naive loop sees the same values.
+                    let f32_rows = |rows: Vec<Vec<f64>>| -> Vec<Vec<f64>> {
+                        rows.into_iter()
+                            .map(|r| r.into_iter().map(|x| f64::from(x as f32)).collect())
+                            .collect()
+                    };
+                    let (memory_images, memory_texts) =
+                        (f32_rows(memory_images), f32_rows(memory_texts));
+                    // A memory caption's image: its key's image when the key is a batch caption.
+                    let mt_ids = mt_keys
+                        .iter()
+                        .map(|&k| {
+                            text_ids
+                                .get(k as usize)
+                                .copied()
+                                .unwrap_or(n_images + k % 2)
+                        })
+                        .collect();
+                    Case {
+                        images: Side {
+                            ids: (0..n_images).collect(),
+                            keys: (0..n_images).collect(),
+                            rows: images,
+                        },
+                        texts: Side {
+                            keys: (0..text_ids.len() as u32).collect(),
+                            ids: text_ids,
+                            rows: texts,
+                        },
+                        memory_images: Side {
+                            keys: mi_ids.clone(),
+                            ids: mi_ids,
+                            rows: memory_images,
+                        },
+                        memory_texts: Side {
+                            ids: mt_ids,
+                            keys: mt_keys,
+                            rows: memory_texts,
+                        },
+                        log_scale,
+                        bias,
+                    }
+                },
+            )
     })
 }
 
@@ -116,6 +321,30 @@ fn tensor(rows: &[Vec<f64>]) -> Tensor {
     let dim = rows[0].len();
     let flat: Vec<f64> = rows.iter().flatten().copied().collect();
     Tensor::from_vec(flat, (rows.len(), dim), &Device::Cpu).unwrap()
+}
+
+fn memory_of(case: &Case, capacity: usize) -> Memory {
+    let dim = case.images.rows[0].len();
+    let mut memory = Memory::new(
+        &MemoryConfig {
+            enabled: true,
+            capacity,
+            warmup_steps: 0,
+        },
+        dim,
+    );
+    let side = |s: &Side| {
+        if s.rows.is_empty() {
+            Tensor::zeros((0, dim), DType::F64, &Device::Cpu).unwrap()
+        } else {
+            tensor(&s.rows)
+        }
+    };
+    let (mi, mt) = (&case.memory_images, &case.memory_texts);
+    memory
+        .record(&side(mi), &mi.ids, &mi.keys, &side(mt), &mt.ids, &mt.keys)
+        .unwrap();
+    memory
 }
 
 fn config(kind: LossKind, top_k: usize, distance: Distance) -> LossConfig {
@@ -128,24 +357,37 @@ fn config(kind: LossKind, top_k: usize, distance: Distance) -> LossConfig {
     }
 }
 
-fn loss_of(images: &Tensor, texts: &Tensor, text_ids: &[u32], cfg: &LossConfig) -> Tensor {
-    let image_ids: Vec<u32> = (0..images.dim(0).unwrap() as u32).collect();
-    Objective::for_epoch(cfg, 0)
-        .forward(&Embedded {
-            images,
-            texts,
-            image_ids: &image_ids,
-            text_ids,
-        })
-        .unwrap()
-        .total
+/// The library's objective on `images`/`texts` (the case's batch rows, possibly moved) with the
+/// case's memory and the given temperature.
+fn loss_of(
+    images: &Tensor,
+    texts: &Tensor,
+    case: &Case,
+    memory: Option<&Memory>,
+    temperature: &Temperature,
+    cfg: &LossConfig,
+) -> Tensor {
+    let batch = Embedded::new(images, texts, &case.images.ids, &case.texts.ids)
+        .with_keys(&case.images.keys, &case.texts.keys)
+        .with_temperature(temperature);
+    let batch = match memory {
+        Some(m) => batch.with_memory(m),
+        None => batch,
+    };
+    Objective::for_epoch(cfg, 0).forward(&batch).unwrap().total
+}
+
+fn temperature(log_scale: f64, bias: f64) -> Temperature {
+    Temperature::with_values(log_scale, bias, true, 100f64.ln(), DType::F64, &Device::Cpu).unwrap()
 }
 
 fn kind() -> impl Strategy<Value = LossKind> {
     prop_oneof![
         Just(LossKind::Paper),
         Just(LossKind::VseSum),
-        Just(LossKind::VseMax)
+        Just(LossKind::VseMax),
+        Just(LossKind::InfoNce),
+        Just(LossKind::Siglip),
     ]
 }
 
@@ -157,47 +399,134 @@ fn distance() -> impl Strategy<Value = Distance> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+/// No override, or a miner that replaces the kind's own.
+fn miner_override() -> impl Strategy<Value = Option<Miner>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Miner::SemiHard)),
+        Just(Some(Miner::All)),
+        (1usize..4).prop_map(|k| Some(Miner::TopK(k))),
+    ]
+}
 
+fn reducer_override() -> impl Strategy<Value = Option<Reducer>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Reducer::MeanNonZero)),
+        Just(Some(Reducer::Sum))
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Every loss, with and without memory, equals the naive loop over its tuples on the
+    /// concatenated (batch + memory) references.
     #[test]
-    fn objective_equals_naive_loop((images, texts, ids) in batch(), kind in kind(), k in 1usize..12, d in distance()) {
-        let cfg = config(kind, k, d);
-        let got: f64 = loss_of(&tensor(&images), &tensor(&texts), &ids, &cfg).to_scalar().unwrap();
-        let expected = naive_objective(&images, &texts, &ids, &cfg);
+    fn objective_equals_naive_loop(
+        case in case(), kind in kind(), k in 1usize..12, d in distance(),
+        miner in miner_override(), reducer in reducer_override(), with_memory in any::<bool>(),
+    ) {
+        let cfg = LossConfig { miner, reducer, ..config(kind, k, d) };
+        prop_assume!(miner != Some(Miner::SemiHard) || !near_semi_hard_boundary(&case, &cfg));
+        let memory = memory_of(&case, 64);
+        let mut expected_case = case.clone();
+        if !with_memory {
+            expected_case.memory_images.rows.clear();
+            expected_case.memory_images.ids.clear();
+            expected_case.memory_images.keys.clear();
+            expected_case.memory_texts = expected_case.memory_images.clone();
+        }
+        let t = temperature(case.log_scale, case.bias);
+        let got: f64 = loss_of(
+            &tensor(&case.images.rows), &tensor(&case.texts.rows), &case,
+            with_memory.then_some(&memory), &t, &cfg,
+        ).to_scalar().unwrap();
+        let expected = naive_objective(&expected_case, &cfg);
         prop_assert!((got - expected).abs() <= 1e-9 * (1.0 + expected.abs()), "got {got}, naive {expected}");
     }
 
+    /// A memory of capacity 0 gives exactly (bit for bit) the loss without memory.
     #[test]
-    fn gradient_matches_finite_differences((images, texts, ids) in batch(), kind in kind(), k in 1usize..12, d in distance()) {
+    fn empty_memory_changes_nothing(case in case(), kind in kind(), d in distance()) {
+        let cfg = config(kind, 3, d);
+        let t = temperature(case.log_scale, case.bias);
+        let (i, x) = (tensor(&case.images.rows), tensor(&case.texts.rows));
+        let without: f64 = loss_of(&i, &x, &case, None, &t, &cfg).to_scalar().unwrap();
+        let empty: f64 = loss_of(&i, &x, &case, Some(&memory_of(&case, 0)), &t, &cfg).to_scalar().unwrap();
+        prop_assert_eq!(without.to_bits(), empty.to_bits());
+    }
+
+    /// Gradients with respect to the batch embeddings and the temperature and bias against
+    /// central finite differences; memory rows are constants.
+    #[test]
+    fn gradient_matches_finite_differences(case in case(), kind in kind(), k in 1usize..12, d in distance()) {
         let cfg = config(kind, k, d);
-        let vi = Var::from_tensor(&tensor(&images)).unwrap();
-        let vt = Var::from_tensor(&tensor(&texts)).unwrap();
-        let grads = loss_of(vi.as_tensor(), vt.as_tensor(), &ids, &cfg).backward().unwrap();
+        let memory = memory_of(&case, 64);
+        let vi = Var::from_tensor(&tensor(&case.images.rows)).unwrap();
+        let vt = Var::from_tensor(&tensor(&case.texts.rows)).unwrap();
+        let t = temperature(case.log_scale, case.bias);
+        let grads = loss_of(vi.as_tensor(), vt.as_tensor(), &case, Some(&memory), &t, &cfg)
+            .backward()
+            .unwrap();
         let h = 1e-6;
-        for (rows, var, is_image) in [(&images, &vi, true), (&texts, &vt, false)] {
+        let close = |numeric: f64, analytic: f64| (numeric - analytic).abs() <= 1e-5 * (1.0 + numeric.abs());
+        for is_image in [true, false] {
+            let rows = if is_image { &case.images.rows } else { &case.texts.rows };
+            let var = if is_image { &vi } else { &vt };
             let analytic: Vec<Vec<f64>> = match grads.get(var.as_tensor()) {
                 Some(g) => g.to_vec2().unwrap(),
                 None => vec![vec![0.0; rows[0].len()]; rows.len()],
             };
-            for r in 0..rows.len() {
-                for c in 0..rows[0].len() {
+            for (r, analytic_row) in analytic.iter().enumerate() {
+                for (c, &analytic_value) in analytic_row.iter().enumerate() {
                     let eval = |delta: f64| {
-                        let mut moved = rows.clone();
-                        moved[r][c] += delta;
-                        let (i, t) = if is_image { (&moved, &texts) } else { (&images, &moved) };
-                        naive_objective(i, t, &ids, &cfg)
+                        let mut moved = case.clone();
+                        let side = if is_image { &mut moved.images } else { &mut moved.texts };
+                        side.rows[r][c] += delta;
+                        naive_objective(&moved, &cfg)
                     };
                     let numeric = (eval(h) - eval(-h)) / (2.0 * h);
                     prop_assert!(
-                        (numeric - analytic[r][c]).abs() <= 1e-5 * (1.0 + numeric.abs()),
-                        "d/d{}[{r}][{c}]: analytic {}, numeric {numeric}",
-                        if is_image { "image" } else { "text" }, analytic[r][c]
+                        close(numeric, analytic_value),
+                        "d/d{}[{r}][{c}]: analytic {analytic_value}, numeric {numeric}",
+                        if is_image { "image" } else { "text" }
                     );
                 }
             }
         }
+        for (name, var) in [("log_scale", &t.log_scale), ("bias", &t.bias)] {
+            let analytic = grads
+                .get(var.as_tensor())
+                .map_or(0.0, |g| g.to_scalar::<f64>().unwrap());
+            let eval = |delta: f64| {
+                let mut moved = case.clone();
+                if name == "bias" { moved.bias += delta } else { moved.log_scale += delta }
+                naive_objective(&moved, &cfg)
+            };
+            let numeric = (eval(h) - eval(-h)) / (2.0 * h);
+            prop_assert!(close(numeric, analytic), "d/d{name}: analytic {analytic}, numeric {numeric}");
+        }
     }
+}
+
+/// The same objective on a batch without memory, keys or temperature (hinge losses only).
+fn plain_loss(
+    images: &[Vec<f64>],
+    texts: &[Vec<f64>],
+    text_ids: &[u32],
+    cfg: &LossConfig,
+) -> Tensor {
+    let image_ids: Vec<u32> = (0..images.len() as u32).collect();
+    Objective::for_epoch(cfg, 0)
+        .forward(&Embedded::new(
+            &tensor(images),
+            &tensor(texts),
+            &image_ids,
+            text_ids,
+        ))
+        .unwrap()
+        .total
 }
 
 #[test]
@@ -210,9 +539,7 @@ fn hand_computed_two_pair_batch() {
         margin: 2.0,
         ..LossConfig::default()
     };
-    let got: f64 = loss_of(&tensor(&e), &tensor(&e), &[0, 1], &cfg)
-        .to_scalar()
-        .unwrap();
+    let got: f64 = plain_loss(&e, &e, &[0, 1], &cfg).to_scalar().unwrap();
     let hinge = 2.0 + 0.01 - 2.0001f64.sqrt();
     assert!((got - 2.5 * hinge).abs() < 1e-12, "{got}");
 }
@@ -228,7 +555,7 @@ fn another_caption_of_the_same_image_is_never_a_negative() {
         text_to_text: 0.0,
         ..LossConfig::default()
     };
-    let got: f64 = loss_of(&tensor(&images), &tensor(&texts), &[0, 0, 1], &cfg)
+    let got: f64 = plain_loss(&images, &texts, &[0, 0, 1], &cfg)
         .to_scalar()
         .unwrap();
     assert_eq!(got, 0.0);
@@ -251,7 +578,7 @@ fn vse_hand_computed() {
             distance: Distance::Cosine,
             ..LossConfig::default()
         };
-        let got: f64 = loss_of(&tensor(&images), &tensor(&texts), &[0, 1], &cfg)
+        let got: f64 = plain_loss(&images, &texts, &[0, 1], &cfg)
             .to_scalar()
             .unwrap();
         assert!((got - 0.4).abs() < 1e-12, "{kind:?}: {got}");
@@ -271,18 +598,29 @@ fn f32_and_f64_agree() {
         vec![-0.6, 0.3, 0.1],
         vec![0.0, 0.9, -0.3],
     ];
-    let ids = [0, 1, 2, 1];
-    let cfg = config(LossKind::Paper, 2, Distance::Euclidean);
-    let f64v: f64 = loss_of(&tensor(&images), &tensor(&texts), &ids, &cfg)
-        .to_scalar()
-        .unwrap();
-    let f32v: f32 = loss_of(
-        &tensor(&images).to_dtype(DType::F32).unwrap(),
-        &tensor(&texts).to_dtype(DType::F32).unwrap(),
-        &ids,
-        &cfg,
-    )
-    .to_scalar()
-    .unwrap();
-    assert!((f64::from(f32v) - f64v).abs() < 1e-5 * (1.0 + f64v.abs()));
+    let (image_ids, text_ids) = ([0, 1, 2], [0, 1, 2, 1]);
+    for kind in [LossKind::Paper, LossKind::InfoNce, LossKind::Siglip] {
+        let cfg = config(kind, 2, Distance::Euclidean);
+        let value = |dtype: DType| -> f64 {
+            let t = Temperature::with_values(2.0, -1.0, true, 100f64.ln(), dtype, &Device::Cpu)
+                .unwrap();
+            let (i, x) = (
+                tensor(&images).to_dtype(dtype).unwrap(),
+                tensor(&texts).to_dtype(dtype).unwrap(),
+            );
+            Objective::for_epoch(&cfg, 0)
+                .forward(&Embedded::new(&i, &x, &image_ids, &text_ids).with_temperature(&t))
+                .unwrap()
+                .total
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        let (f64v, f32v) = (value(DType::F64), value(DType::F32));
+        assert!(
+            (f32v - f64v).abs() < 1e-5 * (1.0 + f64v.abs()),
+            "{kind:?}: {f32v} vs {f64v}"
+        );
+    }
 }
