@@ -316,7 +316,7 @@ pub fn train(
         let train_loss = loss_sum / batches.len().max(1) as f64;
         log.write(serde_json::json!({
             "kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": train_loss,
-            "val": val, "improved": improved,
+            "val": val, "improved": improved, "seconds": epoch_start.elapsed().as_secs_f64(),
         }))?;
         observer.on_epoch(&EpochReport {
             epoch,
