@@ -22,12 +22,14 @@ pub struct Checkpoint {
     pub config: Config,
     /// The epoch after which it was written (1-based).
     pub epoch: usize,
-    /// Tensors besides the model's: the loss temperature (`loss.*`) and the cross-batch memory
-    /// (`memory.*`).
+    /// Tensors besides the model's: the loss temperature (`loss.*`), the cross-batch memory
+    /// (`memory.*`) and, in `last.safetensors`, the optimiser state (`optimizer.*`).
     pub extra: HashMap<String, candle_core::Tensor>,
+    /// Every metadata entry (the training state of a resumable checkpoint among them).
+    pub metadata: HashMap<String, String>,
 }
 
-/// Writes the model, config and `extra` named tensors to `path` atomically.
+/// Writes the model, config, `extra` named tensors and `extra_metadata` to `path` atomically.
 ///
 /// # Errors
 /// [`Error::Io`] naming the file.
@@ -37,14 +39,16 @@ pub fn save_checkpoint(
     config: &Config,
     epoch: usize,
     extra: &[(String, candle_core::Tensor)],
+    extra_metadata: &[(String, String)],
 ) -> Result<()> {
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("config".to_string(), config.to_toml()),
         ("d_image".to_string(), model.d_image.to_string()),
         ("d_text".to_string(), model.d_text.to_string()),
         ("epoch".to_string(), epoch.to_string()),
     ]);
+    meta.extend(extra_metadata.iter().cloned());
     let tensors: Vec<(String, candle_core::Tensor)> = model
         .named()
         .into_iter()
@@ -111,12 +115,17 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
     model.text.load("text", &mut get).map_err(bad)?;
     let extra = tensors
         .into_iter()
-        .filter(|(name, _)| name.starts_with("loss.") || name.starts_with("memory."))
+        .filter(|(name, _)| {
+            ["loss.", "memory.", "optimizer."]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
         .collect();
     Ok(Checkpoint {
         model,
         config,
         epoch,
         extra,
+        metadata: meta,
     })
 }

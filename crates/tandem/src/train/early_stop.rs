@@ -1,7 +1,7 @@
 //! Early stopping on a validation score (higher is better).
 
 /// Tracks the best score and how many epochs have passed without beating it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EarlyStopping {
     patience: usize,
     best: Option<f64>,

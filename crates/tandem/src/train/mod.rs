@@ -10,6 +10,6 @@ mod trainer;
 pub use early_stop::{EarlyStopping, Verdict};
 pub use health::{COLLAPSE_SPREAD, Health};
 pub use observer::{EpochReport, NoopObserver, Observer, StepReport};
-pub use optimizer::{Optimizer, SgdMomentum};
+pub use optimizer::{Adam, Optimizer, SgdMomentum};
 pub use schedule::step_decay;
-pub use trainer::{RunFiles, TrainOutcome, evaluate_split, resolve_splits, train};
+pub use trainer::{RunFiles, TrainOutcome, evaluate_split, resolve_splits, resume, train};

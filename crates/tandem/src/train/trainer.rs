@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::data::{Batcher, PairedDataset, SplitView, Splits};
@@ -13,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::eval::{RetrievalMetrics, ranks_from_embeddings};
 use crate::fsio;
 use crate::loss::{Embedded, Memory, Objective, Temperature};
-use crate::model::{Mode, TwoBranch, save_checkpoint};
+use crate::model::{Checkpoint, Mode, TwoBranch, load_checkpoint, save_checkpoint};
 use crate::train::{
     EarlyStopping, EpochReport, Health, Observer, Optimizer, StepReport, step_decay,
 };
@@ -110,6 +111,8 @@ pub fn evaluate_split(
     Ok(RetrievalMetrics::from_ranks(name, &ranks))
 }
 
+/// An append-only JSON-lines log. A resumed run first cuts it back to the length it had at
+/// the checkpoint, so steps after that checkpoint are not logged twice.
 struct MetricsLog {
     path: PathBuf,
     file: std::fs::File,
@@ -121,10 +124,53 @@ impl MetricsLog {
         Ok(MetricsLog { path, file })
     }
 
+    fn reopen_at(path: PathBuf, length: u64) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        file.set_len(length).map_err(|e| Error::io(&path, e))?;
+        let mut log = MetricsLog { path, file };
+        std::io::Seek::seek(&mut log.file, std::io::SeekFrom::End(0))
+            .map_err(|e| Error::io(&log.path, e))?;
+        Ok(log)
+    }
+
     fn write(&mut self, value: serde_json::Value) -> Result<()> {
         writeln!(self.file, "{value}").map_err(|e| Error::io(&self.path, e))
     }
+
+    fn len(&self) -> Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, e))?
+            .len())
+    }
 }
+
+/// Everything besides the weights that a run needs to continue exactly where it stopped; kept
+/// as JSON in the metadata of `last.safetensors`, next to the optimiser and memory tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainState {
+    /// Epochs completed.
+    epoch: usize,
+    /// Steps taken.
+    step: usize,
+    /// Position of the dropout RNG's stream (u128 as a decimal string: JSON numbers are f64).
+    rng_word_pos: String,
+    optimizer_step: u64,
+    best_epoch: Option<usize>,
+    best_val: Option<RetrievalMetrics>,
+    early_stopping: EarlyStopping,
+    collapse_reported: bool,
+    /// Early stopping ended the run.
+    stopped_early: bool,
+    /// Length of `metrics.jsonl` when the checkpoint was written.
+    metrics_bytes: u64,
+}
+
+const TRAIN_STATE: &str = "train_state";
 
 /// Trains a two-branch model on the training split of `dataset` and writes the run folder:
 /// `config.toml`, `splits.json`, `metrics.jsonl`, `best.safetensors`, `last.safetensors`.
@@ -140,16 +186,68 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
     config.validate()?;
-    let started = Instant::now();
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
     let splits = resolve_splits(dataset, config, None)?;
-    fsio::write_atomic(&run_dir.join(RunFiles::CONFIG), config.to_toml().as_bytes())?;
     fsio::write_atomic(
         &run_dir.join(RunFiles::SPLITS),
         serde_json::to_string(&splits)
             .expect("splits serialise")
             .as_bytes(),
     )?;
+    run(dataset, config, splits, run_dir, device, observer, None)
+}
+
+/// Continues the run in `run_dir` from its `last.safetensors`: weights, optimiser state,
+/// dropout RNG, cross-batch memory, temperature, epoch and step counters, best score and
+/// early-stopping count, so the result equals a run that was never interrupted. `epochs`
+/// extends (or shortens) the planned number of epochs; nothing else of the config may change.
+///
+/// # Errors
+/// [`Error::Checkpoint`] when the folder has no resumable checkpoint or it does not match the
+/// dataset, and every error of [`train`].
+pub fn resume(
+    dataset: &PairedDataset,
+    run_dir: &Path,
+    epochs: Option<usize>,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome> {
+    let path = run_dir.join(RunFiles::LAST);
+    if !path.exists() {
+        return Err(Error::Checkpoint {
+            path,
+            problem: "no checkpoint to resume from (the run never finished an epoch); start it again with --overwrite".into(),
+        });
+    }
+    let checkpoint = load_checkpoint(&path, device)?;
+    let mut config = checkpoint.config.clone();
+    if let Some(e) = epochs {
+        config.train.epochs = e;
+    }
+    config.validate()?;
+    let splits = resolve_splits(dataset, &config, Some(run_dir))?;
+    run(
+        dataset,
+        &config,
+        splits,
+        run_dir,
+        device,
+        observer,
+        Some(checkpoint),
+    )
+}
+
+fn run(
+    dataset: &PairedDataset,
+    config: &Config,
+    splits: Splits,
+    run_dir: &Path,
+    device: &Device,
+    observer: &mut dyn Observer,
+    resume_from: Option<Checkpoint>,
+) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    fsio::write_atomic(&run_dir.join(RunFiles::CONFIG), config.to_toml().as_bytes())?;
     let n_images = dataset.images.rows;
     let train_view = SplitView::new(&splits.train, &dataset.text_to_image, n_images);
     let val_view = SplitView::new(&splits.val, &dataset.text_to_image, n_images);
@@ -174,23 +272,90 @@ pub fn train(
         );
     }
     let mut optimizer = Optimizer::new(trained, t)?;
-    let mut collapse_reported = false;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1));
-    let mut log = MetricsLog::create(run_dir.join(RunFiles::METRICS))?;
-
-    // The first epoch's batches also give the progress total.
-    let mut first_epoch = Some(batcher.epoch(0));
-    observer.on_start(t.epochs, first_epoch.as_ref().map_or(0, Vec::len));
     let mut step = 0;
     let mut best: Option<(usize, Option<RetrievalMetrics>)> = None;
     let mut early_stopping = EarlyStopping::new(t.patience);
-    let mut epochs_run = 0;
+    let mut collapse_reported = false;
+    let mut first_epoch_to_run = 0;
+    let metrics_path = run_dir.join(RunFiles::METRICS);
+    let mut log = match resume_from {
+        None => MetricsLog::create(metrics_path)?,
+        Some(checkpoint) => {
+            let path = run_dir.join(RunFiles::LAST);
+            let bad = |problem: String| Error::Checkpoint {
+                path: path.clone(),
+                problem,
+            };
+            if (checkpoint.model.d_image, checkpoint.model.d_text)
+                != (dataset.images.cols, dataset.texts.cols)
+            {
+                return Err(bad(format!(
+                    "the run was trained on {}-d image and {}-d text features, the data has {} and {}; resume with the run's own dataset",
+                    checkpoint.model.d_image,
+                    checkpoint.model.d_text,
+                    dataset.images.cols,
+                    dataset.texts.cols
+                )));
+            }
+            let state: TrainState = checkpoint
+                .metadata
+                .get(TRAIN_STATE)
+                .and_then(|s| serde_json::from_str(s).ok())
+                .ok_or_else(|| {
+                    bad("no resumable training state (a best.safetensors or an older checkpoint?); resume needs last.safetensors of a run folder".into())
+                })?;
+            if state.stopped_early {
+                return Err(Error::Config(format!(
+                    "the run in {} stopped early after epoch {} (train.patience = {}); there is nothing to resume",
+                    run_dir.display(),
+                    state.epoch,
+                    t.patience
+                )));
+            }
+            for ((name, target, _), (_, source, _)) in
+                model.named().iter().zip(checkpoint.model.named())
+            {
+                target
+                    .set(source.as_tensor())
+                    .map_err(|e| bad(format!("`{name}`: {e}")))?;
+            }
+            let extra = &checkpoint.extra;
+            for (name, var, _) in temperature.named() {
+                let value = extra
+                    .get(&name)
+                    .ok_or_else(|| bad(format!("tensor `{name}` is missing")))?;
+                var.set(&value.to_dtype(var.dtype())?)?;
+            }
+            memory
+                .restore(&mut |name| extra.get(name).cloned())
+                .map_err(bad)?;
+            optimizer
+                .restore(extra, state.optimizer_step)
+                .map_err(bad)?;
+            let word_pos: u128 = state
+                .rng_word_pos
+                .parse()
+                .map_err(|_| bad("train_state.rng_word_pos is not a number".into()))?;
+            rng.set_word_pos(word_pos);
+            step = state.step;
+            best = state.best_epoch.map(|e| (e, state.best_val.clone()));
+            early_stopping = state.early_stopping;
+            collapse_reported = state.collapse_reported;
+            first_epoch_to_run = state.epoch;
+            MetricsLog::reopen_at(metrics_path, state.metrics_bytes)?
+        }
+    };
+
+    let steps_per_epoch = batcher.epoch(first_epoch_to_run).len();
+    observer.on_start(t.epochs, steps_per_epoch);
+    let mut epochs_run = first_epoch_to_run;
     let mut stopped_early = false;
-    for epoch in 0..t.epochs {
+    for epoch in first_epoch_to_run..t.epochs {
         let epoch_start = Instant::now();
         let lr = step_decay(t.lr, t.lr_decay_factor, t.lr_decay_epochs, epoch);
         optimizer.set_learning_rate(lr);
-        let batches = first_epoch.take().unwrap_or_else(|| batcher.epoch(epoch));
+        let batches = batcher.epoch(epoch);
         let objective = Objective::for_epoch(&config.loss, epoch);
         let mut loss_sum = 0.0;
         for (k, batch) in batches.iter().enumerate() {
@@ -290,6 +455,14 @@ pub fn train(
         // Without a validation split the latest epoch counts as the best.
         let verdict = early_stopping.update(val.as_ref().map_or(epoch as f64, |m| m.rsum));
         let improved = verdict.improved;
+        let train_loss = loss_sum / batches.len().max(1) as f64;
+        log.write(serde_json::json!({
+            "kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": train_loss,
+            "val": val, "improved": improved, "seconds": epoch_start.elapsed().as_secs_f64(),
+        }))?;
+        if improved {
+            best = Some((epoch + 1, val.clone()));
+        }
         let mut extra: Vec<(String, Tensor)> = temperature
             .named()
             .into_iter()
@@ -303,21 +476,34 @@ pub fn train(
                 config,
                 epoch + 1,
                 &extra,
+                &[],
             )?;
-            best = Some((epoch + 1, val.clone()));
         }
+        let (optimizer_tensors, optimizer_step) = optimizer.state();
+        extra.extend(optimizer_tensors);
+        let state = TrainState {
+            epoch: epoch + 1,
+            step,
+            rng_word_pos: rng.get_word_pos().to_string(),
+            optimizer_step,
+            best_epoch: best.as_ref().map(|b| b.0),
+            best_val: best.as_ref().and_then(|b| b.1.clone()),
+            early_stopping: early_stopping.clone(),
+            collapse_reported,
+            stopped_early: verdict.stop,
+            metrics_bytes: log.len()?,
+        };
         save_checkpoint(
             &run_dir.join(RunFiles::LAST),
             &model,
             config,
             epoch + 1,
             &extra,
+            &[(
+                TRAIN_STATE.to_string(),
+                serde_json::to_string(&state).expect("state serialises"),
+            )],
         )?;
-        let train_loss = loss_sum / batches.len().max(1) as f64;
-        log.write(serde_json::json!({
-            "kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": train_loss,
-            "val": val, "improved": improved, "seconds": epoch_start.elapsed().as_secs_f64(),
-        }))?;
         observer.on_epoch(&EpochReport {
             epoch,
             epochs: t.epochs,
@@ -331,7 +517,12 @@ pub fn train(
             break;
         }
     }
-    let (best_epoch, best_val) = best.expect("at least one epoch ran");
+    let Some((best_epoch, best_val)) = best else {
+        return Err(Error::Config(format!(
+            "nothing to train: the run already completed {epochs_run} epochs and train.epochs is {}",
+            t.epochs
+        )));
+    };
     Ok(TrainOutcome {
         best_epoch,
         best_val,

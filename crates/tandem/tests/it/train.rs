@@ -7,7 +7,7 @@ use tandem::config::Config;
 use tandem::data::{PairedDataset, SplitView};
 use tandem::eval::RetrievalMetrics;
 use tandem::model::load_checkpoint;
-use tandem::train::{NoopObserver, RunFiles, TrainOutcome, evaluate_split, train};
+use tandem::train::{NoopObserver, RunFiles, TrainOutcome, evaluate_split, resume, train};
 
 fn demo_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/emoji")
@@ -163,4 +163,161 @@ fn sgd_with_momentum_and_weight_decay_learns() {
     let val = outcome.unwrap().best_val.unwrap();
     // Chance rsum on the 200 validation images is about 15.
     assert!(val.rsum > 60.0, "{val:?}");
+}
+
+/// Everything a checkpoint holds, as plain values: model tensors, temperature, memory,
+/// optimiser state, and the metadata (which carries the training state).
+/// Named values of one checkpoint part.
+type Named<T> = Vec<(String, Vec<T>)>;
+
+fn checkpoint_contents(path: &Path) -> (Named<f32>, Named<f64>) {
+    let c = load_checkpoint(path, &Device::Cpu).unwrap();
+    let model = c
+        .model
+        .named()
+        .into_iter()
+        .map(|(n, t, _)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    let mut extra: Named<f64> = c
+        .extra
+        .iter()
+        .map(|(n, t)| {
+            let v = t.to_dtype(candle_core::DType::F64).unwrap();
+            (
+                n.clone(),
+                v.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            )
+        })
+        .collect();
+    extra.sort_by(|a, b| a.0.cmp(&b.0));
+    (model, extra)
+}
+
+/// The metrics log without wall-clock fields.
+fn metrics_without_times(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join(RunFiles::METRICS))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("seconds");
+            v
+        })
+        .collect()
+}
+
+/// Train 3 epochs straight, or 1 epoch, a crash in the middle of the next (its steps already in
+/// the metrics log), and a resume to 3: the same weights, temperature, memory, optimiser state,
+/// metrics and test embeddings, bit for bit.
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let dataset = PairedDataset::open(&demo_data()).unwrap();
+    for overrides in [
+        &[
+            "loss.memory.enabled=true",
+            "loss.memory.capacity=300",
+            "loss.memory.warmup_steps=3",
+        ][..],
+        &[
+            "loss.kind=info_nce",
+            "loss.memory.enabled=true",
+            "loss.memory.capacity=500",
+            "train.optimizer=sgd",
+            "train.lr=0.1",
+            "train.lr_decay_epochs=2",
+        ][..],
+    ] {
+        let mut config = small_config(overrides);
+        config.set("train.epochs=3").unwrap();
+        config.set("model.hidden=[64]").unwrap();
+        let straight = tempfile::tempdir().unwrap();
+        train(
+            &dataset,
+            &config,
+            straight.path(),
+            &Device::Cpu,
+            &mut NoopObserver,
+        )
+        .unwrap();
+
+        let interrupted = tempfile::tempdir().unwrap();
+        let mut first_part = config.clone();
+        first_part.set("train.epochs=1").unwrap();
+        train(
+            &dataset,
+            &first_part,
+            interrupted.path(),
+            &Device::Cpu,
+            &mut NoopObserver,
+        )
+        .unwrap();
+        // What a run killed during epoch 2 leaves behind: step lines past the checkpoint.
+        let metrics = interrupted.path().join(RunFiles::METRICS);
+        let mut log = std::fs::read_to_string(&metrics).unwrap();
+        log.push_str("{\"kind\":\"step\",\"epoch\":2,\"step\":999}\n");
+        std::fs::write(&metrics, log).unwrap();
+        let outcome = resume(
+            &dataset,
+            interrupted.path(),
+            Some(3),
+            &Device::Cpu,
+            &mut NoopObserver,
+        )
+        .unwrap();
+        assert_eq!(outcome.epochs_run, 3, "{overrides:?}");
+
+        for file in [RunFiles::LAST, RunFiles::BEST] {
+            let (model_a, extra_a) = checkpoint_contents(&straight.path().join(file));
+            let (model_b, extra_b) = checkpoint_contents(&interrupted.path().join(file));
+            assert!(model_a == model_b, "{overrides:?}: {file} weights differ");
+            assert_eq!(
+                extra_a.iter().map(|e| &e.0).collect::<Vec<_>>(),
+                extra_b.iter().map(|e| &e.0).collect::<Vec<_>>()
+            );
+            for ((name, a), (_, b)) in extra_a.iter().zip(&extra_b) {
+                assert!(a == b, "{overrides:?}: {file} {name} differs");
+            }
+        }
+        assert!(
+            checkpoint_contents(&straight.path().join(RunFiles::LAST))
+                .1
+                .iter()
+                .any(|(n, v)| n == "memory.texts.rows" && !v.is_empty()),
+            "the memory was never filled"
+        );
+        assert_eq!(
+            metrics_without_times(straight.path()),
+            metrics_without_times(interrupted.path()),
+            "{overrides:?}"
+        );
+        let splits = dataset.splits.clone().unwrap();
+        let test = SplitView::new(&splits.test, &dataset.text_to_image, dataset.images.rows);
+        let embed = |run: &Path| {
+            let mut m = load_checkpoint(&run.join(RunFiles::LAST), &Device::Cpu)
+                .unwrap()
+                .model;
+            m.embed_all(&dataset.texts, &test.texts, false, 256)
+                .unwrap()
+        };
+        assert!(embed(straight.path()) == embed(interrupted.path()));
+    }
+}
+
+#[test]
+fn resume_without_a_checkpoint_says_what_to_do() {
+    let dataset = PairedDataset::open(&demo_data()).unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let e = resume(
+        &dataset,
+        empty.path(),
+        None,
+        &Device::Cpu,
+        &mut NoopObserver,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("last.safetensors") && e.contains("--overwrite"),
+        "{e}"
+    );
 }
