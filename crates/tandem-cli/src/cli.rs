@@ -33,17 +33,22 @@ pub enum Command {
         #[arg(long)]
         data: PathBuf,
         /// Run folder to write (config, split, metrics log, checkpoints).
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "resume")]
+        out: Option<PathBuf>,
         /// TOML config; missing keys take the reference recipe's defaults.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "resume")]
         config: Option<PathBuf>,
-        /// Override one config key, e.g. `--set train.epochs=5` (repeatable).
+        /// Override one config key, e.g. `--set train.epochs=5` (repeatable). With --resume only
+        /// `train.epochs` may change.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// Replace an existing run folder.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "resume")]
         overwrite: bool,
+        /// Continue the run in this folder from its last checkpoint, exactly as if it had never
+        /// stopped (optimiser, RNG, memory, counters and metrics log included).
+        #[arg(long, value_name = "RUN", conflicts_with = "out")]
+        resume: Option<PathBuf>,
         /// Evaluate the best checkpoint on this split after training.
         #[arg(long, default_value = "test")]
         split: String,

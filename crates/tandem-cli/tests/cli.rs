@@ -275,3 +275,46 @@ fn eval_without_a_checkpoint_says_what_to_pass() {
         "{err}"
     );
 }
+
+#[test]
+fn resume_continues_a_run_and_keeps_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixture(dir.path());
+    let run = dir.path().join("run");
+    train_cmd(dir.path(), &run)
+        .args(["--set", "train.epochs=1"])
+        .assert()
+        .success();
+    let epochs = || {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"epoch\""))
+            .count()
+    };
+    assert_eq!(epochs(), 1);
+    let resume = || {
+        let mut c = tandem();
+        c.args(["train", "--data"])
+            .arg(dir.path())
+            .arg("--resume")
+            .arg(&run);
+        c
+    };
+    resume()
+        .args(["--set", "train.epochs=3"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("rsum"));
+    assert_eq!(epochs(), 3);
+    let e = stderr_of_failure(
+        resume()
+            .args(["--set", "loss.margin=0.3"])
+            .output()
+            .unwrap(),
+    );
+    assert!(e.contains("only train.epochs may change"), "{e}");
+    // A second plain train into the folder still refuses.
+    let e = stderr_of_failure(train_cmd(dir.path(), &run).output().unwrap());
+    assert!(e.contains("--overwrite"), "{e}");
+}

@@ -23,12 +23,17 @@ pub fn run(command: Command) -> Result<()> {
             config,
             sets,
             overwrite,
+            resume,
             split,
             format,
-        } => {
-            let config = resolve_config(config.as_deref(), &sets)?;
-            train::run(&data, &out, &config, overwrite, &split, format)
-        }
+        } => match (resume, out) {
+            (Some(run), _) => train::resume(&data, &run, &sets, &split, format),
+            (None, Some(out)) => {
+                let config = resolve_config(config.as_deref(), &sets)?;
+                train::run(&data, &out, &config, overwrite, &split, format)
+            }
+            (None, None) => unreachable!("clap requires --out without --resume"),
+        },
         Command::Config { config, sets } => {
             print!("{}", resolve_config(config.as_deref(), &sets)?.to_toml());
             Ok(())

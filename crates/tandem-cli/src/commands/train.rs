@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tandem::config::Config;
 use tandem::data::{PairedDataset, SplitView};
 use tandem::eval::RetrievalMetrics;
@@ -38,6 +38,18 @@ pub fn train_and_test(
     let mut progress = Progress::new(label);
     let outcome = tandem::train::train(dataset, config, out, &device, &mut progress)?;
     drop(progress);
+    report_and_test(dataset, out, config, outcome, split, label)
+}
+
+/// Logs how training went, then evaluates the best checkpoint on `split`.
+fn report_and_test(
+    dataset: &PairedDataset,
+    out: &Path,
+    config: &Config,
+    outcome: TrainOutcome,
+    split: &str,
+    label: &str,
+) -> Result<(TrainOutcome, RetrievalMetrics)> {
     tracing::info!(
         "{label}: {} epochs, {} steps in {:.1}s; best epoch {}{}",
         outcome.epochs_run,
@@ -80,6 +92,41 @@ pub fn run(
     prepare_run_dir(out, overwrite)?;
     let dataset = PairedDataset::open(data)?;
     let (_, metrics) = train_and_test(&dataset, out, config, split, "train")?;
+    print_metrics(&metrics, format);
+    Ok(())
+}
+
+/// `tandem train --resume RUN`: continues the run; `--set train.epochs=N` may extend it.
+pub fn resume(
+    data: &Path,
+    run_dir: &Path,
+    sets: &[String],
+    split: &str,
+    format: Format,
+) -> Result<()> {
+    let mut epochs = None;
+    for s in sets {
+        match s.split_once('=') {
+            Some((key, value)) if key.trim() == "train.epochs" => {
+                epochs = Some(
+                    value
+                        .trim()
+                        .parse::<usize>()
+                        .with_context(|| format!("`{s}`: train.epochs must be a whole number"))?,
+                );
+            }
+            _ => anyhow::bail!(
+                "`--set {s}` with --resume: a resumed run keeps its config; only train.epochs may change\n  fix: drop the --set, or start a new run with --out"
+            ),
+        }
+    }
+    let dataset = PairedDataset::open(data)?;
+    let device = tandem::default_device()?;
+    let mut progress = Progress::new("resume");
+    let outcome = tandem::train::resume(&dataset, run_dir, epochs, &device, &mut progress)?;
+    drop(progress);
+    let config = tandem::config::Config::read(&run_dir.join(RunFiles::CONFIG))?;
+    let (_, metrics) = report_and_test(&dataset, run_dir, &config, outcome, split, "resume")?;
     print_metrics(&metrics, format);
     Ok(())
 }
