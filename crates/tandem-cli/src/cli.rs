@@ -49,6 +49,10 @@ pub enum Command {
         /// stopped (optimiser, RNG, memory, counters and metrics log included).
         #[arg(long, value_name = "RUN", conflicts_with = "out")]
         resume: Option<PathBuf>,
+        /// Skip (and count) batches whose loss or gradient is not finite instead of stopping
+        /// (sets `train.skip_nonfinite`).
+        #[arg(long, conflicts_with = "resume")]
+        skip_nonfinite: bool,
         /// Evaluate the best checkpoint on this split after training.
         #[arg(long, default_value = "test")]
         split: String,

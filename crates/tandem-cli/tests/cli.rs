@@ -318,3 +318,29 @@ fn resume_continues_a_run_and_keeps_its_config() {
     let e = stderr_of_failure(train_cmd(dir.path(), &run).output().unwrap());
     assert!(e.contains("--overwrite"), "{e}");
 }
+
+#[test]
+fn a_diverging_run_names_the_step_tensor_and_captions() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixture(dir.path());
+    let run = dir.path().join("run");
+    let e = stderr_of_failure(
+        train_cmd(dir.path(), &run)
+            .args(["--set", "train.lr=1e30"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("training diverged at step 2: gradient of")
+            && e.contains("batch captions")
+            && e.contains("--skip-nonfinite"),
+        "{e}"
+    );
+    assert_eq!(
+        e.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{e}"
+    );
+    // Nothing was checkpointed from the diverged run.
+    assert!(!run.join("last.safetensors").exists());
+}

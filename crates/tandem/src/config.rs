@@ -156,6 +156,8 @@ pub struct TrainConfig {
     pub patience: usize,
     /// Rows per forward pass when embedding for evaluation.
     pub eval_batch_size: usize,
+    /// Skip (and count) a batch whose loss or gradient is not finite instead of stopping.
+    pub skip_nonfinite: bool,
 }
 
 impl Default for Config {
@@ -269,6 +271,7 @@ impl Default for TrainConfig {
             lr_decay_factor: 0.1,
             patience: 5,
             eval_batch_size: 1024,
+            skip_nonfinite: false,
         }
     }
 }

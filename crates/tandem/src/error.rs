@@ -40,14 +40,17 @@ pub enum Error {
     #[error("checkpoint {path}: {problem}")]
     Checkpoint { path: PathBuf, problem: String },
 
-    /// Training produced a non-finite loss.
+    /// Training produced a non-finite loss or gradient. The last good checkpoint is untouched.
     #[error(
-        "training diverged at step {step}: {term} loss is {value}\n  fix: lower the learning rate or check the features for extreme values"
+        "training diverged at step {step}: {what} is {value} (batch captions {captions})\n  fix: lower the learning rate, check those captions' and their images' features for extreme values, or pass --skip-nonfinite to skip such batches"
     )]
     NonFinite {
         step: usize,
-        term: String,
+        /// `"<term> loss"` or `"gradient of <tensor>"`.
+        what: String,
         value: f64,
+        /// Dataset rows of the batch's captions, abbreviated.
+        captions: String,
     },
 
     /// An error from the tensor library.

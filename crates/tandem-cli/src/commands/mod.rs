@@ -24,12 +24,14 @@ pub fn run(command: Command) -> Result<()> {
             sets,
             overwrite,
             resume,
+            skip_nonfinite,
             split,
             format,
         } => match (resume, out) {
             (Some(run), _) => train::resume(&data, &run, &sets, &split, format),
             (None, Some(out)) => {
-                let config = resolve_config(config.as_deref(), &sets)?;
+                let mut config = resolve_config(config.as_deref(), &sets)?;
+                config.train.skip_nonfinite |= skip_nonfinite;
                 train::run(&data, &out, &config, overwrite, &split, format)
             }
             (None, None) => unreachable!("clap requires --out without --resume"),

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +48,8 @@ pub struct TrainOutcome {
     pub steps: usize,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// Batches skipped for a non-finite loss or gradient (`train.skip_nonfinite`).
+    pub skipped_batches: usize,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// The split used.
@@ -100,6 +102,11 @@ pub fn evaluate_split(
 ) -> Result<RetrievalMetrics> {
     let images = model.embed_all(&dataset.images, &view.images, true, chunk)?;
     let texts = model.embed_all(&dataset.texts, &view.texts, false, chunk)?;
+    if images.iter().chain(&texts).any(|v| !v.is_finite()) {
+        return Err(Error::Config(format!(
+            "the model maps some {name} features to non-finite embeddings: its weights or BatchNorm statistics are not finite, or the features hold extreme values; retrain with a lower train.lr"
+        )));
+    }
     let ranks = ranks_from_embeddings(
         &images,
         &texts,
@@ -166,6 +173,9 @@ struct TrainState {
     collapse_reported: bool,
     /// Early stopping ended the run.
     stopped_early: bool,
+    /// Batches skipped for a non-finite loss or gradient.
+    #[serde(default)]
+    skipped_batches: usize,
     /// Length of `metrics.jsonl` when the checkpoint was written.
     metrics_bytes: u64,
 }
@@ -237,6 +247,38 @@ pub fn resume(
     )
 }
 
+/// The first trained tensor whose gradient has a non-finite entry, with that entry's largest
+/// magnitude.
+fn first_nonfinite_gradient(
+    grads: &candle_core::backprop::GradStore,
+    named: &[(String, Var)],
+) -> Result<Option<(String, f64)>> {
+    for (name, var) in named {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            let peak = g
+                .abs()?
+                .max_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
+            if !peak.is_finite() {
+                return Ok(Some((format!("gradient of {name}"), peak)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `12, 55, 1034, … (500 in all)`: enough ids to find the rows, not a wall of numbers.
+fn abbreviate(ids: &[u32]) -> String {
+    const SHOWN: usize = 8;
+    let head: Vec<String> = ids.iter().take(SHOWN).map(u32::to_string).collect();
+    if ids.len() > SHOWN {
+        format!("{}, … ({} in all)", head.join(", "), ids.len())
+    } else {
+        head.join(", ")
+    }
+}
+
 fn run(
     dataset: &PairedDataset,
     config: &Config,
@@ -271,7 +313,17 @@ fn run(
                 .filter_map(|(_, v, learnable)| learnable.then_some(v)),
         );
     }
+    // Names of the trained tensors, to say which gradient went bad.
+    let mut named: Vec<(String, Var)> = model
+        .named()
+        .into_iter()
+        .filter_map(|(n, v, trainable)| trainable.then_some((n, v)))
+        .collect();
+    if config.loss.kind.uses_temperature() {
+        named.extend(temperature.named().into_iter().map(|(n, v, _)| (n, v)));
+    }
     let mut optimizer = Optimizer::new(trained, t)?;
+    let mut skipped = 0usize;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1));
     let mut step = 0;
     let mut best: Option<(usize, Option<RetrievalMetrics>)> = None;
@@ -343,6 +395,7 @@ fn run(
             early_stopping = state.early_stopping;
             collapse_reported = state.collapse_reported;
             first_epoch_to_run = state.epoch;
+            skipped = state.skipped_batches;
             MetricsLog::reopen_at(metrics_path, state.metrics_bytes)?
         }
     };
@@ -358,6 +411,7 @@ fn run(
         let batches = batcher.epoch(epoch);
         let objective = Objective::for_epoch(&config.loss, epoch);
         let mut loss_sum = 0.0;
+        let mut skipped_in_epoch = 0;
         for (k, batch) in batches.iter().enumerate() {
             step += 1;
             let b = batch.images.len();
@@ -371,6 +425,21 @@ fn run(
                 (batch.texts.len(), dataset.texts.cols),
                 device,
             )?;
+            // The forward pass updates BatchNorm's running statistics; a skipped batch must not
+            // leave them changed.
+            let running_stats: Vec<(Var, Tensor)> = if t.skip_nonfinite {
+                model
+                    .named()
+                    .into_iter()
+                    .filter(|(_, _, trainable)| !trainable)
+                    .map(|(_, v, _)| {
+                        let saved = v.as_tensor().copy()?;
+                        Ok((v, saved))
+                    })
+                    .collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            };
             let (ei, et) = model.forward(&images, &texts, Mode::Train(&mut rng))?;
             // Global ids, so the memory can tell images of different batches apart; the
             // sample keys are the dataset rows.
@@ -391,16 +460,46 @@ fn run(
                 .total
                 .to_dtype(candle_core::DType::F64)?
                 .to_scalar::<f64>()?;
-            if !loss.is_finite() {
-                let (term, value) = out
-                    .terms
-                    .iter()
-                    .find(|(_, v, _)| !v.is_finite())
-                    .map(|(n, v, _)| (n.clone(), *v))
-                    .unwrap_or(("total".into(), loss));
-                return Err(Error::NonFinite { step, term, value });
+            let mut grads = None;
+            let failure = if loss.is_finite() {
+                let g = out.total.backward()?;
+                let bad = first_nonfinite_gradient(&g, &named)?;
+                grads = Some(g);
+                bad
+            } else {
+                Some(
+                    out.terms
+                        .iter()
+                        .find(|(_, v, _)| !v.is_finite())
+                        .map(|(n, v, _)| (format!("{n} loss"), *v))
+                        .unwrap_or(("total loss".into(), loss)),
+                )
+            };
+            if let Some((what, value)) = failure {
+                if !t.skip_nonfinite {
+                    return Err(Error::NonFinite {
+                        step,
+                        what,
+                        value,
+                        captions: abbreviate(&batch.texts),
+                    });
+                }
+                for (var, saved) in &running_stats {
+                    var.set(saved)?;
+                }
+                skipped += 1;
+                skipped_in_epoch += 1;
+                log.write(serde_json::json!({
+                    "kind": "skipped", "epoch": epoch + 1, "step": step, "what": what,
+                    "value": value.to_string(), "captions": batch.texts,
+                }))?;
+                observer.on_warning(&format!(
+                    "skipped step {step}: {what} is {value} (batch captions {})",
+                    abbreviate(&batch.texts)
+                ));
+                continue;
             }
-            let grads = out.total.backward()?;
+            let grads = grads.expect("finite loss has gradients");
             optimizer.step(&grads)?;
             temperature.clamp()?;
             memory.record(&ei, image_ids, image_ids, &et, &text_ids, &batch.texts)?;
@@ -455,10 +554,11 @@ fn run(
         // Without a validation split the latest epoch counts as the best.
         let verdict = early_stopping.update(val.as_ref().map_or(epoch as f64, |m| m.rsum));
         let improved = verdict.improved;
-        let train_loss = loss_sum / batches.len().max(1) as f64;
+        let train_loss = loss_sum / (batches.len() - skipped_in_epoch).max(1) as f64;
         log.write(serde_json::json!({
             "kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": train_loss,
             "val": val, "improved": improved, "seconds": epoch_start.elapsed().as_secs_f64(),
+            "skipped_batches": skipped_in_epoch,
         }))?;
         if improved {
             best = Some((epoch + 1, val.clone()));
@@ -491,6 +591,7 @@ fn run(
             early_stopping: early_stopping.clone(),
             collapse_reported,
             stopped_early: verdict.stop,
+            skipped_batches: skipped,
             metrics_bytes: log.len()?,
         };
         save_checkpoint(
@@ -529,6 +630,7 @@ fn run(
         epochs_run,
         steps: step,
         stopped_early,
+        skipped_batches: skipped,
         seconds: started.elapsed().as_secs_f64(),
         splits,
     })

@@ -321,3 +321,52 @@ fn resume_without_a_checkpoint_says_what_to_do() {
         "{e}"
     );
 }
+
+/// A training image whose features overflow the first layer: the run stops at its batch and
+/// names the step and the captions; with `skip_nonfinite` the batch is skipped and counted and
+/// every other batch trains.
+#[test]
+fn nonfinite_batches_stop_the_run_or_are_skipped() {
+    let mut dataset = PairedDataset::open(&demo_data()).unwrap();
+    let splits = dataset.splits.clone().unwrap();
+    let poisoned = splits.train[0] as usize;
+    let cols = dataset.images.cols;
+    dataset.images.data[poisoned * cols..(poisoned + 1) * cols].fill(f32::INFINITY);
+    let config = small_config(&["train.epochs=1", "model.hidden=[64]"]);
+    let run = tempfile::tempdir().unwrap();
+    let e = train(
+        &dataset,
+        &config,
+        run.path(),
+        &Device::Cpu,
+        &mut NoopObserver,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("training diverged at step") && e.contains("batch captions"),
+        "{e}"
+    );
+    assert!(!run.path().join(RunFiles::LAST).exists());
+
+    let mut skipping = config.clone();
+    skipping.set("train.skip_nonfinite=true").unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let outcome = train(
+        &dataset,
+        &skipping,
+        run.path(),
+        &Device::Cpu,
+        &mut NoopObserver,
+    )
+    .unwrap();
+    // The poisoned image's captions are anchors in at most a few batches of the epoch.
+    assert!(
+        (1..outcome.steps).contains(&outcome.skipped_batches),
+        "{} of {} skipped",
+        outcome.skipped_batches,
+        outcome.steps
+    );
+    let rsum = outcome.best_val.unwrap().rsum;
+    assert!(rsum > 20.0, "val rsum {rsum}");
+}
