@@ -344,3 +344,102 @@ fn a_diverging_run_names_the_step_tensor_and_captions() {
     // Nothing was checkpointed from the diverged run.
     assert!(!run.join("last.safetensors").exists());
 }
+
+/// Weights, temperature, memory and optimiser state of a checkpoint, by name.
+fn checkpoint_values(path: &Path) -> Vec<(String, Vec<f64>)> {
+    let c = tandem::model::load_checkpoint(path, &candle_core::Device::Cpu).unwrap();
+    let mut all: Vec<(String, Vec<f64>)> = c
+        .model
+        .named()
+        .into_iter()
+        .map(|(n, v, _)| (n, v.as_tensor().clone()))
+        .chain(c.extra)
+        .map(|(n, t)| {
+            let t = t.to_dtype(candle_core::DType::F64).unwrap();
+            (n, t.flatten_all().unwrap().to_vec1().unwrap())
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+#[test]
+fn sigkill_then_resume_equals_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixture(dir.path());
+    let settings = [
+        "--set",
+        "train.epochs=300",
+        "--set",
+        "train.patience=0",
+        "--set",
+        "loss.memory.enabled=true",
+        "--set",
+        "loss.memory.capacity=20",
+    ];
+    let train = |out: &Path| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandem"));
+        c.env("NO_COLOR", "1")
+            .env("TANDEM_LOG", "warn")
+            .env("RAYON_NUM_THREADS", "2")
+            .args(["train", "--data"])
+            .arg(dir.path())
+            .arg("--out")
+            .arg(out)
+            .args(TINY)
+            .args(settings)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let straight = dir.path().join("straight");
+    assert!(train(&straight).status().unwrap().success());
+
+    // Kill at a point that varies from run to run: after the first checkpoint, 0–600 ms (from
+    // the clock) into a run of about two seconds.
+    let killed = dir.path().join("killed");
+    let mut child = train(&killed).spawn().unwrap();
+    while !killed.join("last.safetensors").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        % 600;
+    std::thread::sleep(std::time::Duration::from_millis(u64::from(jitter)));
+    child.kill().unwrap(); // SIGKILL on Unix
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run finished before the kill; lengthen it"
+    );
+
+    let mut resume = tandem();
+    resume
+        .env("RAYON_NUM_THREADS", "2")
+        .args(["train", "--data"])
+        .arg(dir.path())
+        .arg("--resume")
+        .arg(&killed)
+        .assert()
+        .success();
+    for file in ["last.safetensors", "best.safetensors"] {
+        assert!(
+            checkpoint_values(&straight.join(file)) == checkpoint_values(&killed.join(file)),
+            "{file} differs after kill at +{jitter} ms and resume"
+        );
+    }
+    let without_times = |run: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("seconds");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(without_times(&straight), without_times(&killed));
+}
