@@ -1,4 +1,8 @@
-//! The `tandem` binary: help text, a tiny train → eval → embed, and error messages.
+//! The `tandem` binary: help text, a tiny train → eval → embed, error messages, and the
+//! malformed-input corpus (`cli/corpus.rs`).
+
+#[path = "cli/corpus.rs"]
+mod corpus;
 
 use std::path::Path;
 
