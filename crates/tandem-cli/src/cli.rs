@@ -23,6 +23,8 @@ pub enum Format {
     Table,
     /// One JSON object.
     Json,
+    /// Comma-separated values with a header line.
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +82,23 @@ pub enum Command {
         /// Split to evaluate: train, val or test.
         #[arg(long, default_value = "test")]
         split: String,
+        /// Which images are ranked together: full (the whole split), flickr-1k (its first 1000
+        /// images), coco-1k (its first 5000 in 5 folds of 1000, averaged), coco-5k (its first
+        /// 5000 at once).
+        #[arg(long, default_value = "full")]
+        protocol: String,
+        /// Hit-rate recall at these K as well, e.g. `--ks 20,50,100`.
+        #[arg(long, value_delimiter = ',')]
+        ks: Vec<usize>,
+        /// Report format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Print several runs side by side: loss, best epoch, validation metrics, time per epoch.
+    Compare {
+        /// Run folders.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
         /// Report format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,

@@ -4,7 +4,7 @@ use tandem::eval::RetrievalMetrics;
 
 use crate::cli::Format;
 
-/// Prints one report as a table or JSON.
+/// Prints one report as a table, JSON or CSV.
 pub fn print_metrics(m: &RetrievalMetrics, format: Format) {
     match format {
         Format::Table => print!("{}", m.table()),
@@ -12,6 +12,7 @@ pub fn print_metrics(m: &RetrievalMetrics, format: Format) {
             "{}",
             serde_json::to_string_pretty(m).expect("metrics serialise")
         ),
+        Format::Csv => print!("{}", m.csv()),
     }
 }
 
@@ -28,4 +29,28 @@ pub fn comparison_table(rows: &[(&str, &RetrievalMetrics)]) -> String {
         ));
     }
     s
+}
+
+/// The same comparison as CSV.
+pub fn comparison_csv(rows: &[(&str, &RetrievalMetrics)]) -> String {
+    let mut s = String::from("model,i2t_R@1,i2t_R@5,i2t_R@10,t2i_R@1,t2i_R@5,t2i_R@10,rsum\n");
+    for (name, m) in rows {
+        let [a, b, c] = m.image_to_text;
+        let [d, e, f] = m.text_to_image;
+        s.push_str(&format!(
+            "{},{a:.4},{b:.4},{c:.4},{d:.4},{e:.4},{f:.4},{:.4}\n",
+            csv_field(name),
+            m.rsum
+        ));
+    }
+    s
+}
+
+/// Quotes a CSV field when it needs it.
+pub fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
 }

@@ -9,7 +9,7 @@ use tandem::data::{PairedDataset, SplitView};
 use tandem::eval::RetrievalMetrics;
 
 use crate::cli::Format;
-use crate::output::comparison_table;
+use crate::output::{comparison_csv, comparison_table};
 
 /// The demo's settings: the reference recipe scaled to a small dataset (see the file's comments).
 const DEMO_CONFIG: &str = include_str!("../../../../data/emoji/demo.toml");
@@ -68,6 +68,15 @@ pub fn run(
             }
             rows.push(("chance", &chance));
             print!("{}", comparison_table(&rows));
+        }
+        Format::Csv => {
+            let name = format!("tandem ({label})");
+            let mut rows = vec![(name.as_str(), &model)];
+            if let Some(l) = &linear {
+                rows.push(("linear baseline", l));
+            }
+            rows.push(("chance", &chance));
+            print!("{}", comparison_csv(&rows));
         }
         Format::Json => {
             let value = serde_json::json!({"loss": config.loss.kind, "model": model, "linear": linear, "chance": chance});

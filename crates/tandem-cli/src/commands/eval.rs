@@ -3,13 +3,25 @@
 use std::path::Path;
 
 use anyhow::Result;
-use tandem::data::{PairedDataset, SplitView};
-use tandem::train::{evaluate_split, resolve_splits};
+use tandem::data::PairedDataset;
+use tandem::eval::Protocol;
+use tandem::train::{evaluate_protocol, resolve_splits};
 
 use crate::cli::Format;
 use crate::output::print_metrics;
 
-pub fn run(model: &Path, data: &Path, split: &str, format: Format) -> Result<()> {
+pub fn run(
+    model: &Path,
+    data: &Path,
+    split: &str,
+    protocol: &str,
+    ks: &[usize],
+    format: Format,
+) -> Result<()> {
+    let protocol = Protocol::parse(protocol)?;
+    if ks.contains(&0) {
+        anyhow::bail!("--ks: K must be at least 1");
+    }
     let (checkpoint, run_dir) = super::open_model(model)?;
     let dataset = PairedDataset::open(data)?;
     let splits = resolve_splits(&dataset, &checkpoint.config, Some(&run_dir))?;
@@ -17,13 +29,14 @@ pub fn run(model: &Path, data: &Path, split: &str, format: Format) -> Result<()>
     if ids.is_empty() {
         anyhow::bail!("split `{split}` is empty in this dataset; choose train, val or test");
     }
-    let view = SplitView::new(ids, &dataset.text_to_image, dataset.images.rows);
     let mut m = checkpoint.model;
-    let metrics = evaluate_split(
+    let metrics = evaluate_protocol(
         &mut m,
         &dataset,
-        &view,
+        ids,
         split,
+        protocol,
+        ks,
         checkpoint.config.train.eval_batch_size,
     )?;
     print_metrics(&metrics, format);

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod compare;
 mod demo;
 mod embed;
 mod eval;
@@ -44,8 +45,11 @@ pub fn run(command: Command) -> Result<()> {
             model,
             data,
             split,
+            protocol,
+            ks,
             format,
-        } => eval::run(&model, &data, &split, format),
+        } => eval::run(&model, &data, &split, &protocol, &ks, format),
+        Command::Compare { runs, format } => compare::run(&runs, format),
         Command::Embed { model, data, out } => embed::run(&model, &data, &out),
         Command::Demo {
             data,

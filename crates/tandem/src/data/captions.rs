@@ -20,7 +20,14 @@ struct CaptionLine {
 /// [`Error::BadFile`] naming the file and line for invalid JSON, invalid UTF-8, a wrong number of
 /// lines, or an `image` that disagrees with `text_to_image.npy`.
 pub fn read_captions(path: &Path, text_to_image: &[u32]) -> Result<Vec<String>> {
-    let bytes = fsio::read(path)?;
+    parse_captions(path, fsio::read(path)?, text_to_image)
+}
+
+/// [`read_captions`] on the bytes of a file; `path` only names it in errors.
+///
+/// # Errors
+/// As [`read_captions`].
+pub fn parse_captions(path: &Path, bytes: Vec<u8>, text_to_image: &[u32]) -> Result<Vec<String>> {
     let text = String::from_utf8(bytes).map_err(|e| {
         Error::bad_file(
             path,

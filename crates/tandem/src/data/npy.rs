@@ -9,8 +9,7 @@ use crate::data::Matrix;
 use crate::error::{Error, Result};
 use crate::fsio;
 
-fn open(path: &Path) -> Result<NpyFile<std::io::Cursor<Vec<u8>>>> {
-    let bytes = fsio::read(path)?;
+fn open(path: &Path, bytes: Vec<u8>) -> Result<NpyFile<std::io::Cursor<Vec<u8>>>> {
     if bytes.is_empty() {
         return Err(Error::bad_file(
             path,
@@ -65,7 +64,15 @@ fn truncated(path: &Path, e: std::io::Error) -> Error {
 /// that is not 2-D, zero rows or columns, truncated data, or a non-finite value (with its row and
 /// column).
 pub fn read_features(path: &Path) -> Result<Matrix> {
-    let npy = open(path)?;
+    parse_features(path, fsio::read(path)?)
+}
+
+/// [`read_features`] on the bytes of a file; `path` only names it in errors.
+///
+/// # Errors
+/// As [`read_features`].
+pub fn parse_features(path: &Path, bytes: Vec<u8>) -> Result<Matrix> {
+    let npy = open(path, bytes)?;
     let shape = shape_of(path, &npy);
     let (kind, size) = type_of(path, &npy.dtype())?;
     if kind != TypeChar::Float {
@@ -148,7 +155,15 @@ fn transpose(data: &[f32], outer: usize, inner: usize) -> Vec<f32> {
 /// # Errors
 /// [`Error::BadFile`] naming `path` for a bad file, a non-integer dtype or a shape that is not 1-D.
 pub fn read_ids(path: &Path) -> Result<Vec<i64>> {
-    let npy = open(path)?;
+    parse_ids(path, fsio::read(path)?)
+}
+
+/// [`read_ids`] on the bytes of a file; `path` only names it in errors.
+///
+/// # Errors
+/// As [`read_ids`].
+pub fn parse_ids(path: &Path, bytes: Vec<u8>) -> Result<Vec<i64>> {
+    let npy = open(path, bytes)?;
     let shape = shape_of(path, &npy);
     let (kind, size) = type_of(path, &npy.dtype())?;
     if shape.len() != 1 {

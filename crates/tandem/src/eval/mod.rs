@@ -1,7 +1,10 @@
-//! Cross-modal retrieval evaluation: Recall@K both ways, median and mean rank, rsum.
+//! Cross-modal retrieval evaluation: Recall@K both ways, median and mean rank, rsum, mAP@R and
+//! NDCG@10, under a named protocol (full, Flickr 1K, COCO 1K in five folds, COCO 5K).
 
+mod protocol;
 mod recall;
 mod report;
 
+pub use protocol::Protocol;
 pub use recall::{Ranks, ranks_from_embeddings, ranks_from_scores};
-pub use report::RetrievalMetrics;
+pub use report::{RecallAt, RetrievalMetrics, average_precision_at_r, ndcg_at};

@@ -3,7 +3,8 @@
 //!
 //! Tie rule: the gallery is ordered by score, higher first, and equal scores by lower index
 //! first (a stable sort). The rank of a query is the 1-based position of its first relevant item
-//! in that order.
+//! in that order; for image queries the positions of all their captions are kept too (for
+//! mAP@R and NDCG).
 
 use candle_core::{Device, Tensor};
 
@@ -14,6 +15,8 @@ use crate::error::Result;
 pub struct Ranks {
     /// Image→text: for each image, the rank of its best-placed caption among all captions.
     pub image_to_text: Vec<usize>,
+    /// Image→text: for each image, the ranks of all its captions, ascending.
+    pub image_to_text_all: Vec<Vec<usize>>,
     /// Text→image: for each caption, the rank of its image among all images.
     pub text_to_image: Vec<usize>,
 }
@@ -37,20 +40,30 @@ pub fn ranks_from_scores(scores: &[Vec<f32>], text_image: &[u32], n_images: usiz
                 .count()
         })
         .collect();
-    let image_to_text = (0..n_images)
+    let image_to_text_all: Vec<Vec<usize>> = (0..n_images)
         .map(|i| {
             let mut order: Vec<usize> = (0..scores.len()).collect();
             order.sort_by(|&a, &b| scores[b][i].total_cmp(&scores[a][i]).then(a.cmp(&b)));
-            1 + order
+            order
                 .iter()
-                .position(|&t| text_image[t] as usize == i)
-                .unwrap_or(scores.len())
+                .enumerate()
+                .filter(|&(_, &t)| text_image[t] as usize == i)
+                .map(|(position, _)| position + 1)
+                .collect()
         })
         .collect();
     Ranks {
-        image_to_text,
+        image_to_text: first_ranks(&image_to_text_all, scores.len()),
+        image_to_text_all,
         text_to_image,
     }
+}
+
+/// The first rank of each image; an image without captions ranks after every caption.
+fn first_ranks(all: &[Vec<usize>], n_texts: usize) -> Vec<usize> {
+    all.iter()
+        .map(|r| r.first().copied().unwrap_or(n_texts + 1))
+        .collect()
 }
 
 /// Ranks from L2-normalised embeddings, scoring by inner product, `block` captions at a time.
@@ -78,10 +91,8 @@ pub fn ranks_from_embeddings(
         let q = Tensor::from_slice(&texts[start * dim..end * dim], (end - start, dim), device)?;
         Ok(q.matmul(&gallery)?.flatten_all()?.to_vec1::<f32>()?)
     };
-    // Pass 1: the score of each caption's own image, and each image's best caption (ties to
-    // the lower caption index).
+    // Pass 1: the score of each caption with its own image, and text→image ranks.
     let mut positive = vec![0f32; n_texts];
-    let mut best: Vec<Option<(f32, usize)>> = vec![None; n_images];
     let mut text_to_image = vec![0usize; n_texts];
     for start in (0..n_texts).step_by(block) {
         let end = (start + block).min(n_texts);
@@ -91,9 +102,6 @@ pub fn ranks_from_embeddings(
             let img = text_image[t] as usize;
             let p = row[img];
             positive[t] = p;
-            if best[img].is_none_or(|(b, _)| p > b) {
-                best[img] = Some((p, t));
-            }
             text_to_image[t] = 1 + row
                 .iter()
                 .enumerate()
@@ -101,8 +109,18 @@ pub fn ranks_from_embeddings(
                 .count();
         }
     }
-    // Pass 2: for each image, how many captions of other images come before its best caption.
-    let mut image_to_text = vec![1usize; n_images];
+    // Each image's captions in ranking order (score descending, index ascending).
+    let mut relevant: Vec<Vec<(f32, usize)>> = vec![Vec::new(); n_images];
+    for (t, &img) in text_image.iter().enumerate() {
+        relevant[img as usize].push((positive[t], t));
+    }
+    for r in &mut relevant {
+        r.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
+    // Pass 2: each foreign caption that comes before some of an image's captions pushes all
+    // later ones down by one; `pushed[i][k]` counts the captions that first come before the
+    // k-th (and so before every later one).
+    let mut pushed: Vec<Vec<usize>> = relevant.iter().map(|r| vec![0; r.len()]).collect();
     for start in (0..n_texts).step_by(block) {
         let end = (start + block).min(n_texts);
         let s = scores_of(start, end)?;
@@ -110,17 +128,36 @@ pub fn ranks_from_embeddings(
             let row = &s[(t - start) * n_images..(t - start + 1) * n_images];
             let own = text_image[t] as usize;
             for (i, &v) in row.iter().enumerate() {
-                if i != own
-                    && let Some((b, bt)) = best[i]
-                    && before(v, t, b, bt)
-                {
-                    image_to_text[i] += 1;
+                if i == own {
+                    continue;
+                }
+                let r = &relevant[i];
+                // The first of image i's captions that (v, t) comes before.
+                let k = r.partition_point(|&(p, c)| !before(v, t, p, c));
+                if k < r.len() {
+                    pushed[i][k] += 1;
                 }
             }
         }
     }
+    let image_to_text_all: Vec<Vec<usize>> = pushed
+        .iter()
+        .map(|counts| {
+            let mut ahead = 0;
+            counts
+                .iter()
+                .enumerate()
+                .map(|(k, &c)| {
+                    ahead += c;
+                    // k relevant captions and `ahead` foreign ones come first.
+                    1 + k + ahead
+                })
+                .collect()
+        })
+        .collect();
     Ok(Ranks {
-        image_to_text,
+        image_to_text: first_ranks(&image_to_text_all, n_texts),
+        image_to_text_all,
         text_to_image,
     })
 }

@@ -12,4 +12,6 @@ pub use health::{COLLAPSE_SPREAD, Health};
 pub use observer::{EpochReport, NoopObserver, Observer, StepReport};
 pub use optimizer::{Adam, Optimizer, SgdMomentum};
 pub use schedule::step_decay;
-pub use trainer::{RunFiles, TrainOutcome, evaluate_split, resolve_splits, resume, train};
+pub use trainer::{
+    RunFiles, TrainOutcome, evaluate_protocol, evaluate_split, resolve_splits, resume, train,
+};

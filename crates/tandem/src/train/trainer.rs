@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::data::{Batcher, PairedDataset, SplitView, Splits};
 use crate::error::{Error, Result};
-use crate::eval::{RetrievalMetrics, ranks_from_embeddings};
+use crate::eval::{Protocol, RetrievalMetrics, ranks_from_embeddings};
 use crate::fsio;
 use crate::loss::{Embedded, Memory, Objective, Temperature};
 use crate::model::{Checkpoint, Mode, TwoBranch, load_checkpoint, save_checkpoint};
@@ -102,11 +102,7 @@ pub fn evaluate_split(
 ) -> Result<RetrievalMetrics> {
     let images = model.embed_all(&dataset.images, &view.images, true, chunk)?;
     let texts = model.embed_all(&dataset.texts, &view.texts, false, chunk)?;
-    if images.iter().chain(&texts).any(|v| !v.is_finite()) {
-        return Err(Error::Config(format!(
-            "the model maps some {name} features to non-finite embeddings: its weights or BatchNorm statistics are not finite, or the features hold extreme values; retrain with a lower train.lr"
-        )));
-    }
+    check_finite(&images, &texts, name)?;
     let ranks = ranks_from_embeddings(
         &images,
         &texts,
@@ -120,6 +116,49 @@ pub fn evaluate_split(
 
 /// An append-only JSON-lines log. A resumed run first cuts it back to the length it had at
 /// the checkpoint, so steps after that checkpoint are not logged twice.
+/// Evaluates one split under `protocol`: each fold of images (with all their captions) is
+/// embedded and ranked on its own, and the folds' metrics are averaged.
+///
+/// # Errors
+/// [`Error::Config`] when the split is too small for the protocol or the features do not fit
+/// the model.
+pub fn evaluate_protocol(
+    model: &mut TwoBranch,
+    dataset: &PairedDataset,
+    split_images: &[u32],
+    name: &str,
+    protocol: Protocol,
+    extra_ks: &[usize],
+    chunk: usize,
+) -> Result<RetrievalMetrics> {
+    let mut folds = Vec::new();
+    for images in protocol.folds(split_images)? {
+        let view = SplitView::new(&images, &dataset.text_to_image, dataset.images.rows);
+        let embedded_images = model.embed_all(&dataset.images, &view.images, true, chunk)?;
+        let embedded_texts = model.embed_all(&dataset.texts, &view.texts, false, chunk)?;
+        check_finite(&embedded_images, &embedded_texts, name)?;
+        let ranks = ranks_from_embeddings(
+            &embedded_images,
+            &embedded_texts,
+            model.config.dim,
+            &view.text_image,
+            chunk,
+            &model.device.clone(),
+        )?;
+        folds.push(RetrievalMetrics::from_ranks_at(name, &ranks, extra_ks));
+    }
+    Ok(RetrievalMetrics::mean_of_folds(protocol.name(), &folds))
+}
+
+fn check_finite(images: &[f32], texts: &[f32], name: &str) -> Result<()> {
+    if images.iter().chain(texts).any(|v| !v.is_finite()) {
+        return Err(Error::Config(format!(
+            "the model maps some {name} features to non-finite embeddings: its weights or BatchNorm statistics are not finite, or the features hold extreme values; retrain with a lower train.lr"
+        )));
+    }
+    Ok(())
+}
+
 struct MetricsLog {
     path: PathBuf,
     file: std::fs::File,
@@ -147,7 +186,11 @@ impl MetricsLog {
         writeln!(self.file, "{value}").map_err(|e| Error::io(&self.path, e))
     }
 
+    /// The log's length once its lines are on disk.
     fn len(&self) -> Result<u64> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(&self.path, e))?;
         Ok(self
             .file
             .metadata()
