@@ -96,7 +96,7 @@ fn train_eval_embed_on_a_tiny_fixture() {
     );
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(
-        table.starts_with("split test: 5 images, 10 captions"),
+        table.starts_with("split test, protocol full: 5 images, 10 captions"),
         "{table}"
     );
     assert!(
@@ -138,6 +138,58 @@ fn train_eval_embed_on_a_tiny_fixture() {
         table.contains(&format!("rsum {rsum:.1}")),
         "{table} vs {rsum}"
     );
+    assert_eq!(json["protocol"], "full");
+    assert!(json["image_to_text_map_at_r"].is_number());
+
+    // CSV: a header and one line per direction, extra K as columns; a named protocol that
+    // needs more images than the split has is refused.
+    let out = tandem()
+        .args(["eval", "--model"])
+        .arg(&run)
+        .arg("--data")
+        .arg(data.path())
+        .args(["--format", "csv", "--ks", "2,3"])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines[0].contains(",R@2,R@3,") && lines[1].starts_with("test,full,1,image_to_text,5,10,")
+    );
+    let e = stderr_of_failure(
+        tandem()
+            .args(["eval", "--model"])
+            .arg(&run)
+            .arg("--data")
+            .arg(data.path())
+            .args(["--protocol", "coco-1k"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("coco-1k needs 5000 images") && e.contains("--protocol full"),
+        "{e}"
+    );
+
+    // compare reads run folders alone.
+    let out = tandem()
+        .arg("compare")
+        .arg(&run)
+        .arg(&run)
+        .output()
+        .unwrap();
+    let compared = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert_eq!(compared.lines().count(), 4, "{compared}");
+    assert!(compared.contains("paper recipe"), "{compared}");
+    let out = tandem()
+        .args(["compare", "--format", "json"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["epochs"], 2);
 
     let emb = work.path().join("emb");
     let out = tandem()

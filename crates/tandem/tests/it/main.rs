@@ -1,5 +1,6 @@
 //! Integration tests of the tandem library: one binary, a module per area.
 
 mod data;
+mod eval;
 mod loss;
 mod train;
