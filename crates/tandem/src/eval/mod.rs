@@ -6,5 +6,7 @@ mod recall;
 mod report;
 
 pub use protocol::Protocol;
-pub use recall::{Ranks, ranks_from_embeddings, ranks_from_scores};
+pub use recall::{
+    Ranks, SCORE_CACHE_BYTES, ranks_from_embeddings, ranks_from_scores, ranks_streamed,
+};
 pub use report::{RecallAt, RetrievalMetrics, average_precision_at_r, ndcg_at};

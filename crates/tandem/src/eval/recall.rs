@@ -66,7 +66,13 @@ fn first_ranks(all: &[Vec<usize>], n_texts: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Ranks from L2-normalised embeddings, scoring by inner product, `block` captions at a time.
+/// Score blocks kept between the two passes of [`ranks_from_embeddings`], at most this many
+/// bytes (1 GiB); blocks beyond it are recomputed in the second pass, so memory stays bounded
+/// by this plus one block whatever the gallery size.
+pub const SCORE_CACHE_BYTES: usize = 1 << 30;
+
+/// Ranks from L2-normalised embeddings, scoring by inner product, `block` captions at a time,
+/// the scans spread over every core.
 ///
 /// # Shapes
 /// `images: [n_images * dim]`, `texts: [n_texts * dim]`, row-major.
@@ -81,75 +87,149 @@ pub fn ranks_from_embeddings(
     block: usize,
     device: &Device,
 ) -> Result<Ranks> {
+    ranks_streamed(
+        images,
+        texts,
+        dim,
+        text_image,
+        block,
+        SCORE_CACHE_BYTES,
+        device,
+    )
+}
+
+/// [`ranks_from_embeddings`] with an explicit score-cache budget in bytes (0: recompute every
+/// block in the second pass).
+///
+/// # Errors
+/// A tensor error from the matrix products.
+pub fn ranks_streamed(
+    images: &[f32],
+    texts: &[f32],
+    dim: usize,
+    text_image: &[u32],
+    block: usize,
+    cache_bytes: usize,
+    device: &Device,
+) -> Result<Ranks> {
     let n_images = images.len() / dim;
     let n_texts = texts.len() / dim;
     let gallery = Tensor::from_slice(images, (n_images, dim), device)?
         .t()?
         .contiguous()?;
     let block = block.max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let scores_of = |start: usize, end: usize| -> Result<Vec<f32>> {
         let q = Tensor::from_slice(&texts[start * dim..end * dim], (end - start, dim), device)?;
         Ok(q.matmul(&gallery)?.flatten_all()?.to_vec1::<f32>()?)
     };
+    let starts: Vec<usize> = (0..n_texts).step_by(block).collect();
+    let mut cache: Vec<Option<Vec<f32>>> = vec![None; starts.len()];
+    let mut cached = 0usize;
+
     // Pass 1: the score of each caption with its own image, and text→image ranks.
     let mut positive = vec![0f32; n_texts];
     let mut text_to_image = vec![0usize; n_texts];
-    for start in (0..n_texts).step_by(block) {
+    for (b, &start) in starts.iter().enumerate() {
         let end = (start + block).min(n_texts);
         let s = scores_of(start, end)?;
-        for t in start..end {
-            let row = &s[(t - start) * n_images..(t - start + 1) * n_images];
-            let img = text_image[t] as usize;
-            let p = row[img];
-            positive[t] = p;
-            text_to_image[t] = 1 + row
-                .iter()
+        let per_thread = (end - start).div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (chunk, (ranks, positives)) in text_to_image[start..end]
+                .chunks_mut(per_thread)
+                .zip(positive[start..end].chunks_mut(per_thread))
                 .enumerate()
-                .filter(|&(j, &v)| j != img && before(v, j, p, img))
-                .count();
-        }
-    }
-    // Each image's captions in ranking order (score descending, index ascending).
-    let mut relevant: Vec<Vec<(f32, usize)>> = vec![Vec::new(); n_images];
-    for (t, &img) in text_image.iter().enumerate() {
-        relevant[img as usize].push((positive[t], t));
-    }
-    for r in &mut relevant {
-        r.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    }
-    // Pass 2: each foreign caption that comes before some of an image's captions pushes all
-    // later ones down by one; `pushed[i][k]` counts the captions that first come before the
-    // k-th (and so before every later one).
-    let mut pushed: Vec<Vec<usize>> = relevant.iter().map(|r| vec![0; r.len()]).collect();
-    for start in (0..n_texts).step_by(block) {
-        let end = (start + block).min(n_texts);
-        let s = scores_of(start, end)?;
-        for t in start..end {
-            let row = &s[(t - start) * n_images..(t - start + 1) * n_images];
-            let own = text_image[t] as usize;
-            for (i, &v) in row.iter().enumerate() {
-                if i == own {
-                    continue;
-                }
-                let r = &relevant[i];
-                // The first of image i's captions that (v, t) comes before.
-                let k = r.partition_point(|&(p, c)| !before(v, t, p, c));
-                if k < r.len() {
-                    pushed[i][k] += 1;
-                }
+            {
+                let first = start + chunk * per_thread;
+                let s = &s;
+                scope.spawn(move || {
+                    for (k, (rank, p_out)) in ranks.iter_mut().zip(positives).enumerate() {
+                        let t = first + k;
+                        let row = &s[(t - start) * n_images..(t - start + 1) * n_images];
+                        let img = text_image[t] as usize;
+                        let p = row[img];
+                        *p_out = p;
+                        *rank = 1 + row
+                            .iter()
+                            .enumerate()
+                            .filter(|&(j, &v)| j != img && before(v, j, p, img))
+                            .count();
+                    }
+                });
             }
+        });
+        if cached + s.len() * 4 <= cache_bytes {
+            cached += s.len() * 4;
+            cache[b] = Some(s);
         }
     }
-    let image_to_text_all: Vec<Vec<usize>> = pushed
-        .iter()
-        .map(|counts| {
-            let mut ahead = 0;
-            counts
-                .iter()
+
+    // Each image's captions in ranking order (score descending, index ascending), flattened:
+    // image i's list is `relevant[offsets[i]..offsets[i + 1]]`.
+    let mut offsets = vec![0usize; n_images + 1];
+    for &img in text_image {
+        offsets[img as usize + 1] += 1;
+    }
+    for i in 0..n_images {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut relevant = vec![(0f32, 0usize); n_texts];
+    let mut fill = offsets.clone();
+    for (t, &img) in text_image.iter().enumerate() {
+        relevant[fill[img as usize]] = (positive[t], t);
+        fill[img as usize] += 1;
+    }
+    for i in 0..n_images {
+        relevant[offsets[i]..offsets[i + 1]]
+            .sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
+
+    // Pass 2: each foreign caption that comes before some of an image's captions pushes all
+    // later ones down by one; `pushed[offsets[i] + k]` counts the captions that first come
+    // before image i's k-th caption (and so before every later one). One counter array per
+    // thread, summed at the end.
+    let mut pushed: Vec<Vec<u32>> = vec![vec![0u32; n_texts]; threads];
+    for (b, &start) in starts.iter().enumerate() {
+        let end = (start + block).min(n_texts);
+        let s = match cache[b].take() {
+            Some(s) => s,
+            None => scores_of(start, end)?,
+        };
+        let per_thread = (end - start).div_ceil(threads);
+        let (relevant, offsets) = (&relevant, &offsets);
+        std::thread::scope(|scope| {
+            for (chunk, counts) in pushed.iter_mut().enumerate() {
+                let first = start + chunk * per_thread;
+                let last = (first + per_thread).min(end);
+                let s = &s;
+                scope.spawn(move || {
+                    for t in first..last {
+                        let row = &s[(t - start) * n_images..(t - start + 1) * n_images];
+                        let own = text_image[t] as usize;
+                        for (i, &v) in row.iter().enumerate() {
+                            if i == own {
+                                continue;
+                            }
+                            let r = &relevant[offsets[i]..offsets[i + 1]];
+                            // The first of image i's captions that (v, t) comes before.
+                            let k = r.partition_point(|&(p, c)| !before(v, t, p, c));
+                            if k < r.len() {
+                                counts[offsets[i] + k] += 1;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let image_to_text_all: Vec<Vec<usize>> = (0..n_images)
+        .map(|i| {
+            let mut ahead = 0usize;
+            (offsets[i]..offsets[i + 1])
                 .enumerate()
-                .map(|(k, &c)| {
-                    ahead += c;
-                    // k relevant captions and `ahead` foreign ones come first.
+                .map(|(k, slot)| {
+                    ahead += pushed.iter().map(|c| c[slot] as usize).sum::<usize>();
+                    // k of the image's own captions and `ahead` foreign ones come first.
                     1 + k + ahead
                 })
                 .collect()
@@ -210,7 +290,10 @@ mod tests {
             let scores: Vec<Vec<f32>> = q.matmul(&gallery.t().unwrap()).unwrap().to_vec2().unwrap();
             let expected = ranks_from_scores(&scores, &text_image, n_images);
             let got = ranks_from_embeddings(&images, &texts, dim, &text_image, block, &Device::Cpu).unwrap();
-            prop_assert_eq!(got, expected);
+            prop_assert_eq!(&got, &expected);
+            // Recomputing every block in the second pass (no cache) gives the same ranks.
+            let uncached = ranks_streamed(&images, &texts, dim, &text_image, block, 0, &Device::Cpu).unwrap();
+            prop_assert_eq!(uncached, expected);
         }
     }
 }
