@@ -1,10 +1,12 @@
 //! Cross-modal retrieval evaluation: Recall@K both ways, median and mean rank, rsum, mAP@R and
 //! NDCG@10, under a named protocol (full, Flickr 1K, COCO 1K in five folds, COCO 5K).
 
+mod hubness;
 mod protocol;
 mod recall;
 mod report;
 
+pub use hubness::{Hubness, hubness, top_k_images};
 pub use protocol::Protocol;
 pub use recall::{
     Ranks, SCORE_CACHE_BYTES, ranks_from_embeddings, ranks_from_scores, ranks_streamed,

@@ -43,7 +43,13 @@ pub fn ranks_from_scores(scores: &[Vec<f32>], text_image: &[u32], n_images: usiz
     let image_to_text_all: Vec<Vec<usize>> = (0..n_images)
         .map(|i| {
             let mut order: Vec<usize> = (0..scores.len()).collect();
-            order.sort_by(|&a, &b| scores[b][i].total_cmp(&scores[a][i]).then(a.cmp(&b)));
+            // IEEE comparison, as `before`: 0.0 and -0.0 are equal scores.
+            order.sort_by(|&a, &b| {
+                scores[b][i]
+                    .partial_cmp(&scores[a][i])
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(a.cmp(&b))
+            });
             order
                 .iter()
                 .enumerate()
@@ -180,8 +186,11 @@ pub fn ranks_streamed(
         fill[img as usize] += 1;
     }
     for i in 0..n_images {
-        relevant[offsets[i]..offsets[i + 1]]
-            .sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        relevant[offsets[i]..offsets[i + 1]].sort_by(|a, b| {
+            b.0.partial_cmp(&a.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.1.cmp(&b.1))
+        });
     }
 
     // Pass 2: each foreign caption that comes before some of an image's captions pushes all
