@@ -103,6 +103,25 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Plots (training curves, Recall@K for K = 1..100) and a markdown summary with hubs and
+    /// the worst queries, for one run or several side by side.
+    Report {
+        /// Run folders.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Dataset folder the runs were trained on.
+        #[arg(long)]
+        data: PathBuf,
+        /// Folder for summary.md, training.png/svg and recall.png/svg.
+        #[arg(long)]
+        out: PathBuf,
+        /// Split to evaluate.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Protocol of the reported metrics (see `tandem eval --help`).
+        #[arg(long, default_value = "full")]
+        protocol: String,
+    },
     /// Write the embeddings of every image and caption as .npy files.
     Embed {
         /// Run folder or checkpoint file.

@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod output;
+mod plots;
 mod progress;
 
 use std::io::IsTerminal;

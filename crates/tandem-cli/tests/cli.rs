@@ -191,6 +191,34 @@ fn train_eval_embed_on_a_tiny_fixture() {
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs[0]["epochs"], 2);
 
+    // report: plots in both formats and a summary with hubs and worst queries.
+    let report = work.path().join("report");
+    tandem()
+        .arg("report")
+        .arg(&run)
+        .arg("--data")
+        .arg(data.path())
+        .arg("--out")
+        .arg(&report)
+        .assert()
+        .success();
+    for f in ["training.png", "training.svg", "recall.png", "recall.svg"] {
+        let bytes = std::fs::read(report.join(f)).unwrap();
+        assert!(bytes.len() > 1000, "{f} is {} bytes", bytes.len());
+    }
+    assert!(
+        std::fs::read(report.join("recall.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG")
+    );
+    let svg = std::fs::read_to_string(report.join("recall.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("Recall@K"));
+    let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("Hubs") && summary.contains("ranks worst") && summary.contains("mAP@R"),
+        "{summary}"
+    );
+
     let emb = work.path().join("emb");
     let out = tandem()
         .args(["embed", "--model"])

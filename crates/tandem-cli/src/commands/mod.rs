@@ -4,6 +4,7 @@ mod compare;
 mod demo;
 mod embed;
 mod eval;
+mod report;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,13 @@ pub fn run(command: Command) -> Result<()> {
             format,
         } => eval::run(&model, &data, &split, &protocol, &ks, format),
         Command::Compare { runs, format } => compare::run(&runs, format),
+        Command::Report {
+            runs,
+            data,
+            out,
+            split,
+            protocol,
+        } => report::run(&runs, &data, &out, &split, &protocol),
         Command::Embed { model, data, out } => embed::run(&model, &data, &out),
         Command::Demo {
             data,

@@ -24,6 +24,7 @@ fn open(path: &Path, bytes: Vec<u8>) -> Result<NpyFile<std::io::Cursor<Vec<u8>>>
             "save the array with numpy.save(path, array)",
         ));
     }
+    check_header_nesting(path, &bytes)?;
     NpyFile::new(std::io::Cursor::new(bytes)).map_err(|e| {
         Error::bad_file(
             path,
@@ -31,6 +32,47 @@ fn open(path: &Path, bytes: Vec<u8>) -> Result<NpyFile<std::io::Cursor<Vec<u8>>>
             "save the array again with numpy.save; the file may be truncated or from an unsupported format version",
         )
     })
+}
+
+/// numpy writes a header like `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`:
+/// brackets nest two deep. npyz's header parser backtracks exponentially on deeply nested
+/// brackets (found by fuzzing: 120 bytes of `((([[[` took over 10 s), so such headers are
+/// refused before it sees them.
+fn check_header_nesting(path: &Path, bytes: &[u8]) -> Result<()> {
+    const MAX_DEPTH: usize = 4;
+    let (len_at, len_size) = match bytes.get(6) {
+        Some(1) => (8, 2),
+        _ => (8, 4),
+    };
+    let Some(len) = bytes.get(len_at..len_at + len_size) else {
+        return Ok(()); // too short: npyz reports the truncated header
+    };
+    let len = len
+        .iter()
+        .rev()
+        .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+    let start = len_at + len_size;
+    let header = &bytes[start.min(bytes.len())..(start + len).min(bytes.len())];
+    let mut depth = 0usize;
+    for &b in header {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(Error::bad_file(
+                        path,
+                        format!(
+                            "unreadable .npy header: brackets nested more than {MAX_DEPTH} deep"
+                        ),
+                        "save the array again with numpy.save",
+                    ));
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn type_of(path: &Path, dtype: &DType) -> Result<(TypeChar, u64)> {
@@ -245,6 +287,20 @@ pub fn write_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deeply_nested_header_is_refused_quickly() {
+        // The shape of a fuzzer finding: a v1 header of nested brackets.
+        let header = format!("{}{}{}", "(".repeat(19), "[".repeat(60), "(".repeat(17));
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        let e = parse_features(Path::new("deep.npy"), bytes.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("deep.npy") && e.contains("nested"), "{e}");
+        assert!(parse_ids(Path::new("deep.npy"), bytes).is_err());
+    }
 
     #[test]
     fn float_round_trip() {
