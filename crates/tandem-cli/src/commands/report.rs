@@ -76,7 +76,10 @@ fn smooth(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
 struct Evaluated {
     name: String,
     metrics: RetrievalMetrics,
-    recall_curve: (Vec<(f64, f64)>, Vec<(f64, f64)>),
+    /// Image→text R@K against K.
+    i2t_curve: Vec<(f64, f64)>,
+    /// Text→image R@K against K.
+    t2i_curve: Vec<(f64, f64)>,
     curves: Curves,
     hubs: Vec<(usize, u32)>,
     hub_skewness: f64,
@@ -135,7 +138,8 @@ fn evaluate(
     Ok(Evaluated {
         name: run.display().to_string(),
         metrics,
-        recall_curve: (i2t, t2i),
+        i2t_curve: i2t,
+        t2i_curve: t2i,
         curves: read_curves(&run_dir)?,
         hubs,
         hub_skewness: hub.skewness,
@@ -233,7 +237,7 @@ pub fn run(runs: &[PathBuf], data: &Path, out: &Path, split: &str, protocol: &st
                 title: format!("image→text Recall@K (hit rate), {split} split"),
                 x: "K".into(),
                 y: "R@K (%)".into(),
-                series: curve(&|e| e.recall_curve.0.clone()),
+                series: curve(&|e| e.i2t_curve.clone()),
                 log_x: true,
                 legend: SeriesLabelPosition::LowerRight,
             },
@@ -241,7 +245,7 @@ pub fn run(runs: &[PathBuf], data: &Path, out: &Path, split: &str, protocol: &st
                 title: format!("text→image Recall@K, {split} split"),
                 x: "K".into(),
                 y: "R@K (%)".into(),
-                series: curve(&|e| e.recall_curve.1.clone()),
+                series: curve(&|e| e.t2i_curve.clone()),
                 log_x: true,
                 legend: SeriesLabelPosition::LowerRight,
             },
