@@ -37,17 +37,40 @@ pub struct Panel {
     pub legend: SeriesLabelPosition,
 }
 
-/// Writes `panels` stacked vertically to `stem.png` and `stem.svg`.
+/// Writes `panels` stacked vertically to `stem.png` and `stem.svg`, each atomically (drawn to a
+/// temporary file in the same folder, then renamed), so a killed report leaves no half image.
 pub fn write(stem: &Path, panels: &[Panel]) -> Result<()> {
     register_font();
     let size = (1000, 380 * panels.len() as u32);
-    let png = stem.with_extension("png");
-    let svg = stem.with_extension("svg");
-    draw(BitMapBackend::new(&png, size).into_drawing_area(), panels)
-        .map_err(|e| anyhow!("{}: {e}", png.display()))?;
-    draw(SVGBackend::new(&svg, size).into_drawing_area(), panels)
-        .map_err(|e| anyhow!("{}: {e}", svg.display()))?;
-    Ok(())
+    let temporary = |ext: &str| {
+        let name = stem
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // The backend picks the image format from the extension, so it stays last.
+        stem.with_file_name(format!(".{name}.{}.tmp.{ext}", std::process::id()))
+    };
+    let (png, png_tmp) = (stem.with_extension("png"), temporary("png"));
+    let (svg, svg_tmp) = (stem.with_extension("svg"), temporary("svg"));
+    let drawn = draw(
+        BitMapBackend::new(&png_tmp, size).into_drawing_area(),
+        panels,
+    )
+    .map_err(|e| anyhow!("{}: {e}", png.display()))
+    .and_then(|()| {
+        draw(SVGBackend::new(&svg_tmp, size).into_drawing_area(), panels)
+            .map_err(|e| anyhow!("{}: {e}", svg.display()))
+    })
+    .and_then(|()| {
+        std::fs::rename(&png_tmp, &png)?;
+        std::fs::rename(&svg_tmp, &svg)?;
+        Ok(())
+    });
+    if drawn.is_err() {
+        let _ = std::fs::remove_file(&png_tmp);
+        let _ = std::fs::remove_file(&svg_tmp);
+    }
+    drawn
 }
 
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> Result<()>
