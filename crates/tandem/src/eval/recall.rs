@@ -74,7 +74,7 @@ fn first_ranks(all: &[Vec<usize>], n_texts: usize) -> Vec<usize> {
 
 /// Score blocks kept between the two passes of [`ranks_from_embeddings`], at most this many
 /// bytes (1 GiB); blocks beyond it are recomputed in the second pass, so memory stays bounded
-/// by this plus one block whatever the gallery size.
+/// by this plus one block (at most 64 MiB) whatever the gallery size.
 pub const SCORE_CACHE_BYTES: usize = 1 << 30;
 
 /// Ranks from L2-normalised embeddings, scoring by inner product, `block` captions at a time,
@@ -123,7 +123,8 @@ pub fn ranks_streamed(
     let gallery = Tensor::from_slice(images, (n_images, dim), device)?
         .t()?
         .contiguous()?;
-    let block = block.max(1);
+    // A block of scores stays within 64 MiB however wide the gallery is.
+    let block = block.min((64 << 20) / (4 * n_images.max(1))).max(1);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let scores_of = |start: usize, end: usize| -> Result<Vec<f32>> {
         let q = Tensor::from_slice(&texts[start * dim..end * dim], (end - start, dim), device)?;
