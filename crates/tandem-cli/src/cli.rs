@@ -28,6 +28,23 @@ pub enum Format {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum IndexAction {
+    /// Embed every image and caption of a dataset with a trained model and store them, with the
+    /// model and caption text, in one folder.
+    Build {
+        /// Run folder (its best.safetensors) or a checkpoint file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Dataset folder to index.
+        #[arg(long)]
+        data: PathBuf,
+        /// Index folder to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a two-branch model on a dataset folder.
     Train {
@@ -121,6 +138,37 @@ pub enum Command {
         /// Protocol of the reported metrics (see `tandem eval --help`).
         #[arg(long, default_value = "full")]
         protocol: String,
+    },
+    /// Build a searchable index of a trained model's space.
+    Index {
+        #[command(subcommand)]
+        action: IndexAction,
+    },
+    /// Search an index: the images for a caption, or the captions for an image.
+    #[command(group(
+        clap::ArgGroup::new("query")
+            .required(true)
+            .args(["text_id", "image_id", "text_features"])
+    ))]
+    Search {
+        /// Index folder written by `tandem index build`.
+        #[arg(long)]
+        index: PathBuf,
+        /// Query with caption N of the index (text→image).
+        #[arg(long)]
+        text_id: Option<usize>,
+        /// Query with image N of the index (image→text).
+        #[arg(long)]
+        image_id: Option<usize>,
+        /// Query with raw text features, one row per query (text→image).
+        #[arg(long)]
+        text_features: Option<PathBuf>,
+        /// Results per query.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Report format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
     },
     /// Write the embeddings of every image and caption as .npy files.
     Embed {

@@ -527,3 +527,66 @@ fn sigkill_then_resume_equals_an_uninterrupted_run() {
     };
     assert_eq!(without_times(&straight), without_times(&killed));
 }
+
+#[test]
+fn index_build_then_search_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixture(dir.path());
+    let run = dir.path().join("run");
+    train_cmd(dir.path(), &run).assert().success();
+    let index = dir.path().join("index");
+    tandem()
+        .args(["index", "build", "--model"])
+        .arg(&run)
+        .arg("--data")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&index)
+        .assert()
+        .success();
+    let search = |args: &[&str]| {
+        let mut c = tandem();
+        c.arg("search").arg("--index").arg(&index).args(args);
+        c.output().unwrap()
+    };
+    let out = search(&["--text-id", "3", "--k", "4", "--format", "json"]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["direction"], "text_to_image");
+    let hits = json["results"][0].as_array().unwrap();
+    assert_eq!(hits.len(), 4);
+    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    let out = search(&["--image-id", "0"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.starts_with("rank   score  caption") && table.lines().count() == 11,
+        "{table}"
+    );
+    // Raw text features: the fixture's own caption rows.
+    let out = search(&["--text-features"]);
+    assert!(!out.status.success());
+    let features = dir.path().join("texts.npy");
+    let out = search(&[
+        "--text-features",
+        features.to_str().unwrap(),
+        "--format",
+        "csv",
+    ]);
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 60 * 10,
+        "one line per hit of 60 queries"
+    );
+    let e = stderr_of_failure(search(&["--text-id", "60"]));
+    assert!(e.contains("caption 60 is out of range"), "{e}");
+    let e = stderr_of_failure(search(&["--text-id", "1", "--image-id", "2"]));
+    assert!(e.contains("cannot be used with"), "{e}");
+    let wrong = dir.path().join("images.npy");
+    let e = stderr_of_failure(search(&["--text-features", wrong.to_str().unwrap()]));
+    assert!(
+        e.contains("6 text features per row") && e.contains("expects 4"),
+        "{e}"
+    );
+}

@@ -34,6 +34,7 @@ pub mod data;
 mod error;
 pub mod eval;
 pub mod fsio;
+pub mod index;
 pub mod loss;
 pub mod model;
 pub mod train;

@@ -5,6 +5,7 @@ mod demo;
 mod embed;
 mod eval;
 mod report;
+mod search;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use tandem::config::Config;
 use tandem::model::{Checkpoint, load_checkpoint};
 use tandem::train::RunFiles;
 
-use crate::cli::Command;
+use crate::cli::{Command, IndexAction};
 
 /// Runs one subcommand.
 pub fn run(command: Command) -> Result<()> {
@@ -51,6 +52,25 @@ pub fn run(command: Command) -> Result<()> {
             format,
         } => eval::run(&model, &data, &split, &protocol, &ks, format),
         Command::Compare { runs, format } => compare::run(&runs, format),
+        Command::Index {
+            action: IndexAction::Build { model, data, out },
+        } => search::build(&model, &data, &out),
+        Command::Search {
+            index,
+            text_id,
+            image_id,
+            text_features,
+            k,
+            format,
+        } => {
+            let query = match (text_id, image_id, &text_features) {
+                (Some(t), _, _) => search::Query::TextId(t),
+                (_, Some(i), _) => search::Query::ImageId(i),
+                (_, _, Some(path)) => search::Query::TextFeatures(path),
+                _ => unreachable!("clap requires one query"),
+            };
+            search::run(&index, query, k, format)
+        }
         Command::Report {
             runs,
             data,

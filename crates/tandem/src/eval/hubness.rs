@@ -36,15 +36,16 @@ impl Hubness {
     }
 }
 
-/// The top `k` images of each caption query, ordered as [`crate::eval::Ranks`] orders them
-/// (score descending, lower index first on ties).
+/// The top `k` gallery rows (`images`) of each query row (`texts`) by inner product, ordered
+/// as [`crate::eval::Ranks`] orders them (score descending, lower index first on ties). Any
+/// gallery works: the index also searches captions with image queries.
 ///
 /// # Shapes
-/// `images: [n_images * dim]`, `texts: [n_texts * dim]`, row-major.
+/// `images: [n_gallery * dim]`, `texts: [n_queries * dim]`, row-major.
 ///
 /// # Errors
 /// A tensor error from the matrix products.
-pub fn top_k_images(
+pub fn top_k(
     images: &[f32],
     texts: &[f32],
     dim: usize,
@@ -104,7 +105,7 @@ pub fn hubness(
 ) -> Result<Hubness> {
     let n_images = images.len() / dim;
     let mut occurrences = vec![0u32; n_images];
-    for list in top_k_images(images, texts, dim, k, block, device)? {
+    for list in top_k(images, texts, dim, k, block, device)? {
         for i in list {
             occurrences[i as usize] += 1;
         }
@@ -167,7 +168,7 @@ mod tests {
         ) {
             let images: Vec<f32> = raw[..n_images * 3].iter().map(|&v| f32::from(v)).collect();
             let texts: Vec<f32> = raw[27..27 + n_texts * 3].iter().map(|&v| f32::from(v)).collect();
-            let got = top_k_images(&images, &texts, 3, k, block, &Device::Cpu).unwrap();
+            let got = top_k(&images, &texts, 3, k, block, &Device::Cpu).unwrap();
             for (t, list) in got.iter().enumerate() {
                 let scores: Vec<f32> = (0..n_images)
                     .map(|i| (0..3).map(|d| texts[t * 3 + d] * images[i * 3 + d]).sum())

@@ -6,7 +6,7 @@ mod protocol;
 mod recall;
 mod report;
 
-pub use hubness::{Hubness, hubness, top_k_images};
+pub use hubness::{Hubness, hubness, top_k};
 pub use protocol::Protocol;
 pub use recall::{
     Ranks, SCORE_CACHE_BYTES, ranks_from_embeddings, ranks_from_scores, ranks_streamed,

@@ -2,5 +2,6 @@
 
 mod data;
 mod eval;
+mod index;
 mod loss;
 mod train;

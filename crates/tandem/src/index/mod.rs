@@ -1,0 +1,7 @@
+//! A searchable index of a trained model's embedding space: every image and caption embedded
+//! once, stored with ids, caption text and the model, so that search needs neither the original
+//! data nor the run folder.
+
+mod store;
+
+pub use store::{Direction, Hit, Index};
