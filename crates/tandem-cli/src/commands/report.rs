@@ -101,8 +101,7 @@ fn evaluate(
     }
     let mut model = checkpoint.model;
     let chunk = config.train.eval_batch_size;
-    let metrics = evaluate_protocol(&mut model, dataset, ids, split, protocol, &[], chunk)?;
-    // Curves, hubs and worst queries over the whole split.
+    // Curves, hubs and worst queries over the whole split (and the metrics, under `full`).
     let view = SplitView::new(ids, &dataset.text_to_image, dataset.images.rows);
     let images = model.embed_all(&dataset.images, &view.images, true, chunk)?;
     let texts = model.embed_all(&dataset.texts, &view.texts, false, chunk)?;
@@ -111,6 +110,12 @@ fn evaluate(
     let ranks = ranks_from_embeddings(&images, &texts, dim, &view.text_image, chunk, &device)?;
     let ks: Vec<usize> = (1..=MAX_K).collect();
     let full = RetrievalMetrics::from_ranks_at(split, &ranks, &ks);
+    // The whole split's ranks are the `full` protocol's; other protocols rank their folds.
+    let metrics = if protocol == Protocol::Full {
+        RetrievalMetrics::from_ranks(split, &ranks)
+    } else {
+        evaluate_protocol(&mut model, dataset, ids, split, protocol, &[], chunk)?
+    };
     let i2t = full
         .recall_at
         .iter()

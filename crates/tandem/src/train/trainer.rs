@@ -100,22 +100,17 @@ pub fn evaluate_split(
     name: &str,
     chunk: usize,
 ) -> Result<RetrievalMetrics> {
-    let images = model.embed_all(&dataset.images, &view.images, true, chunk)?;
-    let texts = model.embed_all(&dataset.texts, &view.texts, false, chunk)?;
-    check_finite(&images, &texts, name)?;
-    let ranks = ranks_from_embeddings(
-        &images,
-        &texts,
-        model.config.dim,
-        &view.text_image,
+    evaluate_protocol(
+        model,
+        dataset,
+        &view.images,
+        name,
+        Protocol::Full,
+        &[],
         chunk,
-        &model.device.clone(),
-    )?;
-    Ok(RetrievalMetrics::from_ranks(name, &ranks))
+    )
 }
 
-/// An append-only JSON-lines log. A resumed run first cuts it back to the length it had at
-/// the checkpoint, so steps after that checkpoint are not logged twice.
 /// Evaluates one split under `protocol`: each fold of images (with all their captions) is
 /// embedded and ranked on its own, and the folds' metrics are averaged.
 ///
@@ -159,6 +154,8 @@ fn check_finite(images: &[f32], texts: &[f32], name: &str) -> Result<()> {
     Ok(())
 }
 
+/// An append-only JSON-lines log. A resumed run first cuts it back to the length it had at
+/// the checkpoint, so steps after that checkpoint are not logged twice.
 struct MetricsLog {
     path: PathBuf,
     file: std::fs::File,
@@ -347,24 +344,21 @@ fn run(
     )?;
     let temperature = Temperature::new(&config.loss, device)?;
     let mut memory = Memory::new(&config.loss.memory, config.model.dim);
-    let mut trained = model.vars();
-    if config.loss.kind.uses_temperature() {
-        trained.extend(
-            temperature
-                .named()
-                .into_iter()
-                .filter_map(|(_, v, learnable)| learnable.then_some(v)),
-        );
-    }
-    // Names of the trained tensors, to say which gradient went bad.
+    // The trained tensors by name (the names say which gradient went bad).
     let mut named: Vec<(String, Var)> = model
         .named()
         .into_iter()
         .filter_map(|(n, v, trainable)| trainable.then_some((n, v)))
         .collect();
     if config.loss.kind.uses_temperature() {
-        named.extend(temperature.named().into_iter().map(|(n, v, _)| (n, v)));
+        named.extend(
+            temperature
+                .named()
+                .into_iter()
+                .filter_map(|(n, v, learnable)| learnable.then_some((n, v))),
+        );
     }
+    let trained: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
     let mut optimizer = Optimizer::new(trained, t)?;
     let mut skipped = 0usize;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1));
