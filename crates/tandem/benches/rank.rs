@@ -5,11 +5,10 @@
 //! `DIR/images.npy`, `DIR/texts.npy`, `DIR/text_to_image.npy` (as `bench/rank_numpy.py` writes
 //! them), so tandem and numpy rank the same arrays: `bench/rank_vs_numpy.sh`.
 
-use candle_core::Device;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 use tandem::data::npy;
-use tandem::eval::{ranks_from_embeddings, ranks_streamed};
+use tandem::eval::{ranks_from_embeddings, ranks_on_threads};
 
 fn arrays() -> (Vec<f32>, Vec<f32>, Vec<u32>, usize) {
     if let Ok(dir) = std::env::var("TANDEM_RANK_DATA") {
@@ -48,11 +47,11 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("rank");
     group.sample_size(10);
     group.bench_function(&name, |b| {
-        b.iter(|| ranks_from_embeddings(&images, &texts, dim, &ids, 4096, &Device::Cpu).unwrap())
+        b.iter(|| ranks_from_embeddings(&images, &texts, dim, &ids))
     });
-    // Without the score cache: both passes compute the products (the bounded-memory path).
-    group.bench_function(format!("{name}, no cache"), |b| {
-        b.iter(|| ranks_streamed(&images, &texts, dim, &ids, 4096, 0, &Device::Cpu).unwrap())
+    // One thread: how the ranking scales with cores.
+    group.bench_function(format!("{name}, 1 thread"), |b| {
+        b.iter(|| ranks_on_threads(&images, &texts, dim, &ids, 1))
     });
     group.finish();
 }

@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use tandem::eval::{RetrievalMetrics, ranks_from_embeddings};
 
@@ -40,7 +39,7 @@ fn main() {
     let ids: Vec<u32> = (0..n_texts).map(|t| (t % n_images) as u32).collect();
     let before = peak_rss_mib().unwrap_or(f64::NAN);
     let started = Instant::now();
-    let ranks = ranks_from_embeddings(&images, &texts, dim, &ids, 1024, &Device::Cpu).unwrap();
+    let ranks = ranks_from_embeddings(&images, &texts, dim, &ids);
     let seconds = started.elapsed().as_secs_f64();
     let m = RetrievalMetrics::from_ranks("scale", &ranks);
     println!(

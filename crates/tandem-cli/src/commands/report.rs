@@ -107,7 +107,7 @@ fn evaluate(
     let texts = model.embed_all(&dataset.texts, &view.texts, false, chunk)?;
     let device = model.device.clone();
     let dim = model.config.dim;
-    let ranks = ranks_from_embeddings(&images, &texts, dim, &view.text_image, chunk, &device)?;
+    let ranks = ranks_from_embeddings(&images, &texts, dim, &view.text_image);
     let ks: Vec<usize> = (1..=MAX_K).collect();
     let full = RetrievalMetrics::from_ranks_at(split, &ranks, &ks);
     // The whole split's ranks are the `full` protocol's; other protocols rank their folds.

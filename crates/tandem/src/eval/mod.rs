@@ -5,10 +5,10 @@ mod hubness;
 mod protocol;
 mod recall;
 mod report;
+mod score;
 
 pub use hubness::{Hubness, hubness, top_k};
 pub use protocol::Protocol;
-pub use recall::{
-    Ranks, SCORE_CACHE_BYTES, ranks_from_embeddings, ranks_from_scores, ranks_streamed,
-};
+pub use recall::{Ranks, ranks_from_embeddings, ranks_from_scores, ranks_on_threads};
 pub use report::{RecallAt, RetrievalMetrics, average_precision_at_r, ndcg_at};
+pub use score::{GALLERY_GROUP, Packed, QUERY_GROUP, dot, tile};

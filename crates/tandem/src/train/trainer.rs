@@ -137,9 +137,7 @@ pub fn evaluate_protocol(
             &embedded_texts,
             model.config.dim,
             &view.text_image,
-            chunk,
-            &model.device.clone(),
-        )?;
+        );
         folds.push(RetrievalMetrics::from_ranks_at(name, &ranks, extra_ks));
     }
     Ok(RetrievalMetrics::mean_of_folds(protocol.name(), &folds))
