@@ -37,6 +37,7 @@ pub mod fsio;
 pub mod index;
 pub mod loss;
 pub mod model;
+pub mod text;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -28,6 +28,54 @@ pub fn read_captions(path: &Path, text_to_image: &[u32]) -> Result<Vec<String>> 
 /// # Errors
 /// As [`read_captions`].
 pub fn parse_captions(path: &Path, bytes: Vec<u8>, text_to_image: &[u32]) -> Result<Vec<String>> {
+    let lines = parse_lines(path, bytes)?;
+    for (i, (n, image)) in lines.iter().map(|l| (l.0, l.1)).enumerate() {
+        if let Some(&expected) = text_to_image.get(i)
+            && image != i64::from(expected)
+        {
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "line {n}: caption {i} says image {image} but text_to_image says {expected}"
+                ),
+                "write captions.jsonl in the same order as texts.npy and text_to_image.npy",
+            ));
+        }
+    }
+    if lines.len() != text_to_image.len() {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "{} captions but texts.npy has {} rows",
+                lines.len(),
+                text_to_image.len()
+            ),
+            "write one line per row of texts.npy, in the same order",
+        ));
+    }
+    Ok(lines.into_iter().map(|l| l.2).collect())
+}
+
+/// The caption texts of a `captions.jsonl`, in order, without a dataset to check them
+/// against (what `tandem encode-text` reads).
+///
+/// # Errors
+/// [`Error::BadFile`] naming the file and line for invalid JSON or invalid UTF-8, or when the
+/// file holds no caption.
+pub fn read_caption_texts(path: &Path) -> Result<Vec<String>> {
+    let lines = parse_lines(path, fsio::read(path)?)?;
+    if lines.is_empty() {
+        return Err(Error::bad_file(
+            path,
+            "no captions",
+            r#"write one JSON object {"image": <index>, "text": "<caption>"} per line"#,
+        ));
+    }
+    Ok(lines.into_iter().map(|l| l.2).collect())
+}
+
+/// (1-based line number, image, text) of every non-blank line.
+fn parse_lines(path: &Path, bytes: Vec<u8>) -> Result<Vec<(usize, i64, String)>> {
     let text = String::from_utf8(bytes).map_err(|e| {
         Error::bad_file(
             path,
@@ -35,7 +83,7 @@ pub fn parse_captions(path: &Path, bytes: Vec<u8>, text_to_image: &[u32]) -> Res
             "save the file as UTF-8",
         )
     })?;
-    let mut out = Vec::with_capacity(text_to_image.len());
+    let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -47,32 +95,7 @@ pub fn parse_captions(path: &Path, bytes: Vec<u8>, text_to_image: &[u32]) -> Res
                 r#"each line must be a JSON object {"image": <index>, "text": "<caption>"}"#,
             )
         })?;
-        let i = out.len();
-        if let Some(&expected) = text_to_image.get(i)
-            && parsed.image != i64::from(expected)
-        {
-            return Err(Error::bad_file(
-                path,
-                format!(
-                    "line {}: caption {i} says image {} but text_to_image says {expected}",
-                    n + 1,
-                    parsed.image
-                ),
-                "write captions.jsonl in the same order as texts.npy and text_to_image.npy",
-            ));
-        }
-        out.push(parsed.text);
-    }
-    if out.len() != text_to_image.len() {
-        return Err(Error::bad_file(
-            path,
-            format!(
-                "{} captions but texts.npy has {} rows",
-                out.len(),
-                text_to_image.len()
-            ),
-            "write one line per row of texts.npy, in the same order",
-        ));
+        out.push((n + 1, parsed.image, parsed.text));
     }
     Ok(out)
 }

@@ -9,7 +9,7 @@ mod split;
 
 pub use self::safetensors::read_dataset as parse_safetensors_dataset;
 pub use batcher::{Batch, Batcher};
-pub use captions::{parse_captions, read_captions};
+pub use captions::{parse_captions, read_caption_texts, read_captions};
 pub use dataset::PairedDataset;
 pub use split::{SplitView, Splits};
 

@@ -4,4 +4,5 @@ mod data;
 mod eval;
 mod index;
 mod loss;
+mod text;
 mod train;
