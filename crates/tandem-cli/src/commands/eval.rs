@@ -23,6 +23,7 @@ pub fn run(
         anyhow::bail!("--ks: K must be at least 1");
     }
     let (checkpoint, run_dir) = super::open_model(model)?;
+    tandem::text::TextEncoderRecord::check_same(&run_dir, data)?;
     let dataset = PairedDataset::open(data)?;
     let splits = resolve_splits(&dataset, &checkpoint.config, Some(&run_dir))?;
     let ids = splits.get(split)?;

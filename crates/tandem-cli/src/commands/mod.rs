@@ -3,6 +3,7 @@
 mod compare;
 mod demo;
 mod embed;
+mod encode_text;
 mod eval;
 mod report;
 mod search;
@@ -60,6 +61,8 @@ pub fn run(command: Command) -> Result<()> {
             text_id,
             image_id,
             text_features,
+            text,
+            encoder,
             k,
             format,
         } => {
@@ -67,6 +70,10 @@ pub fn run(command: Command) -> Result<()> {
                 (Some(t), _, _) => search::Query::TextId(t),
                 (_, Some(i), _) => search::Query::ImageId(i),
                 (_, _, Some(path)) => search::Query::TextFeatures(path),
+                _ if !text.is_empty() => search::Query::Text {
+                    texts: &text,
+                    encoder: encoder.as_deref(),
+                },
                 _ => unreachable!("clap requires one query"),
             };
             search::run(&index, query, k, format)
@@ -79,6 +86,20 @@ pub fn run(command: Command) -> Result<()> {
             protocol,
         } => report::run(&runs, &data, &out, &split, &protocol),
         Command::Embed { model, data, out } => embed::run(&model, &data, &out),
+        Command::EncodeText {
+            captions,
+            out,
+            encoder,
+            tfidf: _,
+            max_features,
+            batch_size,
+        } => {
+            let encoder = match &encoder {
+                Some(folder) => encode_text::Encoder::Sentence { folder, batch_size },
+                None => encode_text::Encoder::Tfidf { max_features },
+            };
+            encode_text::run(&captions, &out, encoder)
+        }
         Command::Demo {
             data,
             out,

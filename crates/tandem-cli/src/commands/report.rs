@@ -169,6 +169,10 @@ pub fn run(runs: &[PathBuf], data: &Path, out: &Path, split: &str, protocol: &st
     let protocol = Protocol::parse(protocol)?;
     let dataset = PairedDataset::open(data)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for run in runs {
+        let (_, run_dir) = super::open_model(run)?;
+        tandem::text::TextEncoderRecord::check_same(&run_dir, data)?;
+    }
     let evaluated: Vec<Evaluated> = runs
         .iter()
         .map(|r| evaluate(r, &dataset, split, protocol))

@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use tandem::data::{PairedDataset, npy};
+use tandem::data::{Matrix, PairedDataset, npy};
 use tandem::index::{Direction, Hit, Index};
+use tandem::text::{SentenceEncoder, TextEncoderRecord};
 
 use crate::cli::Format;
 use crate::output::csv_field;
@@ -16,9 +17,18 @@ pub fn build(model: &Path, data: &Path, out: &Path) -> Result<()> {
     } else {
         model.to_path_buf()
     };
+    TextEncoderRecord::check_same(&run_dir, data)?;
     let dataset = PairedDataset::open(data)?;
     let index = Index::build(&checkpoint, &dataset)?;
     index.save(out, &checkpoint_path)?;
+    // The encoder of the model's text features, so `search --text` can encode queries.
+    let record = match TextEncoderRecord::read_from(&run_dir)? {
+        Some(r) => Some(r),
+        None => TextEncoderRecord::read_from(data)?,
+    };
+    if let Some(record) = record {
+        record.write_to(out)?;
+    }
     tracing::info!(
         "indexed {} images and {} captions (dimension {}) in {}",
         index.n_images(),
@@ -34,6 +44,45 @@ pub enum Query<'a> {
     TextId(usize),
     ImageId(usize),
     TextFeatures(&'a Path),
+    /// Captions in words, and where the sentence encoder is when it moved.
+    Text {
+        texts: &'a [String],
+        encoder: Option<&'a Path>,
+    },
+}
+
+/// Text features of `texts` from the encoder recorded in the index folder.
+fn encode_queries(index_dir: &Path, texts: &[String], moved_to: Option<&Path>) -> Result<Matrix> {
+    let Some(record) = TextEncoderRecord::read_from(index_dir)? else {
+        anyhow::bail!(
+            "{}: the index does not record which encoder made its text features, so --text cannot encode a query\n  fix: encode the dataset's captions with `tandem encode-text`, train on those features and build the index again; or pass --text-features",
+            index_dir.display()
+        );
+    };
+    let data = match &record {
+        TextEncoderRecord::Tfidf(tfidf) => tfidf.transform(texts),
+        TextEncoderRecord::Sentence { path, .. } => {
+            let folder = moved_to.unwrap_or(path);
+            let encoder =
+                SentenceEncoder::open(folder, &tandem::default_device()?).with_context(|| {
+                    format!("opening the index's sentence encoder {}", folder.display())
+                })?;
+            if !encoder.record().same_encoder(&record) {
+                anyhow::bail!(
+                    "{}: this is {}, but the index's text features were made by {}\n  fix: pass --encoder with the folder the features were encoded with",
+                    folder.display(),
+                    encoder.record().describe(),
+                    record.describe()
+                );
+            }
+            encoder.encode(texts, 64, |_| {})?
+        }
+    };
+    Ok(Matrix {
+        rows: texts.len(),
+        cols: record.dim(),
+        data,
+    })
 }
 
 pub fn run(index_dir: &Path, query: Query<'_>, k: usize, format: Format) -> Result<()> {
@@ -50,8 +99,15 @@ pub fn run(index_dir: &Path, query: Query<'_>, k: usize, format: Format) -> Resu
             Direction::ImageToText,
             index.embedding_of(Direction::ImageToText, id)?,
         ),
-        Query::TextFeatures(path) => {
-            let features = npy::read_features(path)?;
+        Query::TextFeatures(_) | Query::Text { .. } => {
+            let (features, path) = match query {
+                Query::TextFeatures(path) => (npy::read_features(path)?, path),
+                Query::Text { texts, encoder } => (
+                    encode_queries(index_dir, texts, encoder)?,
+                    Path::new("--text"),
+                ),
+                _ => unreachable!(),
+            };
             if features.cols != index.model.d_text {
                 anyhow::bail!(
                     "{}: {} text features per row, the index's model expects {}\n  fix: encode the queries with the encoder the model was trained on",

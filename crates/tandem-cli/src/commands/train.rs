@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use tandem::config::Config;
 use tandem::data::{PairedDataset, SplitView};
 use tandem::eval::RetrievalMetrics;
+use tandem::text::TextEncoderRecord;
 use tandem::train::{RunFiles, TrainOutcome, evaluate_split};
 
 use crate::cli::Format;
@@ -22,6 +23,17 @@ pub fn prepare_run_dir(out: &Path, overwrite: bool) -> Result<()> {
             "{}: this folder already holds a run\n  fix: choose another --out, or pass --overwrite to replace it",
             out.display()
         );
+    }
+    Ok(())
+}
+
+/// Copies the dataset's `text_encoder.json` into the run, so queries in words can be encoded
+/// like the training captions and other encoders' features are refused.
+pub fn record_text_encoder(data: &Path, out: &Path) -> Result<()> {
+    if let Some(record) = TextEncoderRecord::read_from(data)? {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("{}: cannot create the run folder", out.display()))?;
+        record.write_to(out)?;
     }
     Ok(())
 }
@@ -91,6 +103,7 @@ pub fn run(
 ) -> Result<()> {
     prepare_run_dir(out, overwrite)?;
     let dataset = PairedDataset::open(data)?;
+    record_text_encoder(data, out)?;
     let (_, metrics) = train_and_test(&dataset, out, config, split, "train")?;
     print_metrics(&metrics, format);
     Ok(())
@@ -120,6 +133,7 @@ pub fn resume(
             ),
         }
     }
+    TextEncoderRecord::check_same(run_dir, data)?;
     let dataset = PairedDataset::open(data)?;
     let device = tandem::default_device()?;
     let mut progress = Progress::new("resume");

