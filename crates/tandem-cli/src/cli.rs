@@ -205,6 +205,19 @@ pub enum Command {
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
     },
+    /// Serve an index over HTTP: POST /search, GET /health, GET /metrics, and a page at /.
+    Serve {
+        /// Index folder written by `tandem index build`.
+        #[arg(long)]
+        index: PathBuf,
+        /// Address to listen on (port 0: any free port; the bound address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Sentence encoder folder for queries in words, when it moved since the features
+        /// were encoded (checked against the recorded one).
+        #[arg(long)]
+        encoder: Option<PathBuf>,
+    },
     /// Write the embeddings of every image and caption as .npy files.
     Embed {
         /// Run folder or checkpoint file.

@@ -7,6 +7,7 @@ mod commands;
 mod output;
 mod plots;
 mod progress;
+mod server;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

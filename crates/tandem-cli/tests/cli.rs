@@ -777,3 +777,242 @@ fn searching_in_words_needs_a_recorded_encoder_and_encoding_needs_a_model() {
     );
     assert!(e.contains("--encoder") && e.contains("--tfidf"), "{e}");
 }
+
+/// A running `tandem serve` on an ephemeral loopback port, stopped with SIGTERM on drop.
+struct Server {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(index: &Path) -> Server {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandem"))
+            .env("TANDEM_LOG", "warn")
+            .args(["serve", "--addr", "127.0.0.1:0", "--index"])
+            .arg(index)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Server { child, addr }
+    }
+
+    /// One HTTP/1.1 request; returns the status and the body.
+    fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let response = String::from_utf8(response).unwrap();
+        let status = response[9..12].parse().unwrap();
+        let (_, body) = response.split_once("\r\n\r\n").unwrap();
+        (status, body.to_string())
+    }
+
+    fn search(&self, body: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.request("POST", "/search", body);
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+        )
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+    }
+}
+
+#[test]
+fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    write_worded_fixture(data);
+    tandem()
+        .args(["encode-text", "--tfidf", "--captions"])
+        .arg(data.join("captions.jsonl"))
+        .arg("--out")
+        .arg(data.join("texts.npy"))
+        .assert()
+        .success();
+    let run = data.join("run");
+    train_cmd(data, &run).assert().success();
+    let index = data.join("index");
+    tandem()
+        .args(["index", "build", "--model"])
+        .arg(&run)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(&index)
+        .assert()
+        .success();
+    let mut server = Server::start(&index);
+
+    let (status, health) = server.request("GET", "/health", "");
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        (health["images"].as_u64(), health["captions"].as_u64()),
+        (Some(30), Some(60))
+    );
+
+    // The server's answer equals the CLI's for the same query.
+    let (status, answer) = server.search(r#"{"id": 7, "direction": "text_to_image", "k": 5}"#);
+    assert_eq!(status, 200);
+    let cli = tandem()
+        .args(["search", "--index"])
+        .arg(&index)
+        .args(["--text-id", "7", "--k", "5", "--format", "json"])
+        .output()
+        .unwrap();
+    let cli: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    // Scores compared as the f32 they are (the CLI prints them widened to f64).
+    let hits = |v: &serde_json::Value| -> Vec<(u64, u64, f32, String)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["id"].as_u64().unwrap(),
+                    h["rank"].as_u64().unwrap(),
+                    h["score"].as_f64().unwrap() as f32,
+                    h["text"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(hits(&answer["results"]), hits(&cli["results"][0]));
+    let (status, answer) = server.search(r#"{"id": 3, "direction": "image_to_text"}"#);
+    assert_eq!(
+        (status, answer["results"].as_array().unwrap().len()),
+        (200, 10)
+    );
+    let (status, answer) = server.search(r#"{"text": "a red dog", "k": 3}"#);
+    assert_eq!(
+        (status, answer["direction"].as_str()),
+        (200, Some("text_to_image"))
+    );
+    let features = npy::read_features(&data.join("texts.npy")).unwrap();
+    let row: Vec<f32> = features.data[..features.cols].to_vec();
+    let (status, answer) = server.search(
+        &serde_json::json!({"features": row, "direction": "text_to_image", "k": 2}).to_string(),
+    );
+    assert_eq!(
+        (status, answer["results"].as_array().unwrap().len()),
+        (200, 2)
+    );
+
+    // Bad requests: 400 (413 when too large) with one JSON error that says what is wrong.
+    let too_large = format!(r#"{{"text": "{}"}}"#, "x".repeat(2 << 20));
+    let bad: [(&str, u16, &str); 10] = [
+        (
+            r#"{"id": 1, "direction": "text_to_image", "k": 0}"#,
+            400,
+            "k is 0",
+        ),
+        (
+            r#"{"id": 1, "direction": "text_to_image", "k": 1001}"#,
+            400,
+            "between 1 and 1000",
+        ),
+        (
+            r#"{"id": 60, "direction": "text_to_image"}"#,
+            400,
+            "caption 60 is out of range",
+        ),
+        (r#"{"id": 1}"#, 400, "`direction` is required"),
+        (
+            r#"{"features": [1, 2], "direction": "text_to_image"}"#,
+            400,
+            "2 values in `features`",
+        ),
+        (
+            r#"{"features": [1e999], "direction": "text_to_image"}"#,
+            400,
+            "not a search request",
+        ),
+        (
+            r#"{"id": 1, "text": "dog", "direction": "text_to_image"}"#,
+            400,
+            "exactly one of",
+        ),
+        (r#"{"idx": 1}"#, 400, "unknown field `idx`"),
+        ("not json", 400, "not a search request"),
+        (&too_large, 413, "length limit exceeded"),
+    ];
+    for (body, expected_status, message) in bad {
+        let (status, answer) = server.search(body);
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert_eq!(status, expected_status, "{error}");
+        assert!(error.contains(message), "expected {message:?} in {error:?}");
+    }
+
+    // Concurrent clients get the same answers as one client alone.
+    let alone = server
+        .search(r#"{"id": 11, "direction": "image_to_text", "k": 4}"#)
+        .1;
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..25 {
+                    let (status, answer) =
+                        server.search(r#"{"id": 11, "direction": "image_to_text", "k": 4}"#);
+                    assert_eq!(status, 200);
+                    assert_eq!(answer, alone);
+                }
+            });
+        }
+    });
+
+    // The metrics count what was asked: 205 good searches, 10 errors.
+    let (status, metrics) = server.request("GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"tandem_requests_total{route="/search",status="200"} 205"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tandem_errors_total{route="/search"} 10"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("tandem_request_duration_seconds_bucket{route=\"/search\",le=\"+Inf\"} 215"),
+        "{metrics}"
+    );
+    let (status, page) = server.request("GET", "/", "");
+    assert!(
+        status == 200 && page.contains("30 images · 60 captions"),
+        "{page}"
+    );
+
+    // SIGTERM: a clean exit.
+    let exit = server.terminate();
+    assert!(exit.success(), "{exit:?}");
+}

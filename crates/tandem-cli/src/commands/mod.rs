@@ -86,6 +86,24 @@ pub fn run(command: Command) -> Result<()> {
             protocol,
         } => report::run(&runs, &data, &out, &split, &protocol),
         Command::Embed { model, data, out } => embed::run(&model, &data, &out),
+        Command::Serve {
+            index,
+            addr,
+            encoder,
+        } => {
+            let text = search::open_text_encoder(&index, encoder.as_deref())?;
+            let opened = tandem::index::Index::open(&index)?;
+            tracing::info!(
+                "serving {} images and {} captions from {}{}",
+                opened.n_images(),
+                opened.n_texts(),
+                index.display(),
+                text.as_ref()
+                    .map(|t| format!("; words encoded by {}", t.describe()))
+                    .unwrap_or_default()
+            );
+            crate::server::serve(crate::server::AppState::new(opened, text), addr)
+        }
         Command::EncodeText {
             captions,
             out,

@@ -7,6 +7,8 @@ use tandem::data::{Matrix, PairedDataset, npy};
 use tandem::index::{Direction, Hit, Index};
 use tandem::text::{SentenceEncoder, TextEncoderRecord};
 
+use crate::server::QueryText;
+
 use crate::cli::Format;
 use crate::output::csv_field;
 
@@ -51,17 +53,16 @@ pub enum Query<'a> {
     },
 }
 
-/// Text features of `texts` from the encoder recorded in the index folder.
-fn encode_queries(index_dir: &Path, texts: &[String], moved_to: Option<&Path>) -> Result<Matrix> {
+/// The encoder recorded in the index folder, loaded (`None` when the index records none);
+/// a sentence encoder from `moved_to` when given, else from its recorded folder, and checked
+/// against the record.
+pub fn open_text_encoder(index_dir: &Path, moved_to: Option<&Path>) -> Result<Option<QueryText>> {
     let Some(record) = TextEncoderRecord::read_from(index_dir)? else {
-        anyhow::bail!(
-            "{}: the index does not record which encoder made its text features, so --text cannot encode a query\n  fix: encode the dataset's captions with `tandem encode-text`, train on those features and build the index again; or pass --text-features",
-            index_dir.display()
-        );
+        return Ok(None);
     };
-    let data = match &record {
-        TextEncoderRecord::Tfidf(tfidf) => tfidf.transform(texts),
-        TextEncoderRecord::Sentence { path, .. } => {
+    Ok(Some(match record {
+        TextEncoderRecord::Tfidf(tfidf) => QueryText::Tfidf(tfidf),
+        TextEncoderRecord::Sentence { ref path, .. } => {
             let folder = moved_to.unwrap_or(path);
             let encoder =
                 SentenceEncoder::open(folder, &tandem::default_device()?).with_context(|| {
@@ -75,12 +76,23 @@ fn encode_queries(index_dir: &Path, texts: &[String], moved_to: Option<&Path>) -
                     record.describe()
                 );
             }
-            encoder.encode(texts, 64, |_| {})?
+            QueryText::Sentence(Box::new(encoder))
         }
+    }))
+}
+
+/// Text features of `texts` from the encoder recorded in the index folder.
+fn encode_queries(index_dir: &Path, texts: &[String], moved_to: Option<&Path>) -> Result<Matrix> {
+    let Some(encoder) = open_text_encoder(index_dir, moved_to)? else {
+        anyhow::bail!(
+            "{}: the index does not record which encoder made its text features, so --text cannot encode a query\n  fix: encode the dataset's captions with `tandem encode-text`, train on those features and build the index again; or pass --text-features",
+            index_dir.display()
+        );
     };
+    let data = encoder.encode_all(texts)?;
     Ok(Matrix {
         rows: texts.len(),
-        cols: record.dim(),
+        cols: data.len() / texts.len().max(1),
         data,
     })
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{PairedDataset, read_captions};
 use crate::error::{Error, Result};
@@ -20,7 +20,7 @@ const MODEL: &str = "model.safetensors";
 const CAPTIONS: &str = "captions.jsonl";
 
 /// Which way a query goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// A caption (or text features) against the images.

@@ -1,0 +1,75 @@
+//! Prometheus metrics of the server: requests and latency by route and status.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    errors: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("tandem_requests_total", "HTTP requests by route and status"),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "tandem_errors_total",
+                "HTTP requests answered 4xx or 5xx, by route",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "tandem_request_duration_seconds",
+                "Time from request to response, by route",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        for m in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(latency.clone()),
+        ] {
+            registry.register(m).expect("registered once");
+        }
+        Metrics {
+            registry,
+            requests,
+            errors,
+            latency,
+        }
+    }
+
+    pub fn record(&self, route: &str, status: StatusCode, took: Duration) {
+        self.requests
+            .with_label_values(&[route, status.as_str()])
+            .inc();
+        if status.is_client_error() || status.is_server_error() {
+            self.errors.with_label_values(&[route]).inc();
+        }
+        self.latency
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .expect("text encoding of gathered metrics")
+    }
+}

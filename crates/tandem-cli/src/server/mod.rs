@@ -1,0 +1,194 @@
+//! `tandem serve`: an index over HTTP (axum). One read-only index shared by every request;
+//! queries by id, by raw feature vector or in words; Prometheus metrics; graceful shutdown.
+
+mod metrics;
+mod query;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tandem::index::Index;
+
+pub use query::{Embedder, QueryText, SearchRequest};
+
+/// Largest request body accepted (a 1M-float feature vector would not fit; 512-d ones do
+/// many times over).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What every handler shares.
+pub struct AppState {
+    pub index: Index,
+    pub embedder: Embedder,
+    pub text: Option<QueryText>,
+    pub metrics: metrics::Metrics,
+}
+
+impl AppState {
+    /// The state for `index`; `text` encodes word queries when the index records an encoder.
+    pub fn new(index: Index, text: Option<QueryText>) -> Self {
+        let embedder = Embedder(std::sync::Mutex::new(index.model.clone()));
+        AppState {
+            index,
+            embedder,
+            text,
+            metrics: metrics::Metrics::new(),
+        }
+    }
+}
+
+/// The router: `/`, `POST /search`, `GET /health`, `GET /metrics`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/search", post(search))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight. Prints
+/// `listening on http://ADDR` on stdout once the port is bound (port 0: any free one).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn serve(state: AppState, addr: SocketAddr) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}\n  fix: choose another --addr"))?;
+        let bound = listener.local_addr()?;
+        println!("listening on http://{bound}");
+        use std::io::Write;
+        std::io::stdout().flush().ok();
+        axum::serve(listener, router(Arc::new(state)))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving")?;
+        tracing::info!("shut down");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Counts every request and times it, by route and status.
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .record(&route, response.status(), started.elapsed());
+    response
+}
+
+/// A 4xx/5xx answer with a JSON body `{"error": "..."}`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({"error": message.into()}))).into_response()
+}
+
+async fn search(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        // Over MAX_BODY_BYTES (413) or an unreadable body: a JSON error like every other.
+        Err(rejection) => {
+            return error(
+                rejection.status(),
+                format!("{} (at most {MAX_BODY_BYTES} bytes)", rejection.body_text()),
+            );
+        }
+    };
+    let request: SearchRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a search request: {e}"),
+            );
+        }
+    };
+    // Embedding and ranking are CPU work: off the async threads.
+    let worker = state.clone();
+    match tokio::task::spawn_blocking(move || query::run(&worker, request)).await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(query::Rejected(message))) => error(StatusCode::BAD_REQUEST, message),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("search failed: {e}"),
+        ),
+    }
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let index = &state.index;
+    Json(serde_json::json!({
+        "status": "ok",
+        "images": index.n_images(),
+        "captions": index.n_texts(),
+        "dim": index.dim,
+        "text_queries": state.text.as_ref().map(QueryText::describe),
+    }))
+    .into_response()
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn page(State(state): State<Arc<AppState>>) -> Html<String> {
+    Html(
+        include_str!("page.html")
+            .replace("{{images}}", &state.index.n_images().to_string())
+            .replace("{{captions}}", &state.index.n_texts().to_string())
+            .replace(
+                "{{words}}",
+                if state.text.is_some() { "" } else { "disabled" },
+            ),
+    )
+}

@@ -1,0 +1,181 @@
+//! `POST /search`: what a request may ask and how it is answered.
+
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tandem::data::Matrix;
+use tandem::index::{Direction, Hit};
+use tandem::model::TwoBranch;
+use tandem::text::{SentenceEncoder, TfIdf};
+
+use super::AppState;
+
+/// Results per query at most.
+pub const MAX_K: usize = 1000;
+
+/// A search: exactly one of `id`, `features` or `text`.
+///
+/// - `{"id": 3, "direction": "text_to_image"}`: caption 3 of the index finds images;
+///   `"image_to_text"`: image 3 finds captions.
+/// - `{"features": [...], "direction": ...}`: raw text features (text→image) or raw image
+///   features (image→text), embedded by the index's model.
+/// - `{"text": "a dog on a beach"}`: words, encoded as the training captions were (text→image).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    #[serde(default)]
+    pub id: Option<usize>,
+    #[serde(default)]
+    pub features: Option<Vec<f32>>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    #[serde(default = "default_k")]
+    pub k: usize,
+}
+
+fn default_k() -> usize {
+    10
+}
+
+#[derive(Serialize)]
+pub struct Answer {
+    direction: Direction,
+    results: Vec<Hit>,
+}
+
+/// A request the index cannot answer, with the reason (a 400).
+pub struct Rejected(pub String);
+
+/// How words become text features for this index.
+pub enum QueryText {
+    Sentence(Box<SentenceEncoder>),
+    Tfidf(TfIdf),
+}
+
+impl QueryText {
+    pub fn describe(&self) -> String {
+        match self {
+            QueryText::Sentence(e) => e.record().describe(),
+            QueryText::Tfidf(t) => format!("TF-IDF with {} terms", t.dim()),
+        }
+    }
+
+    /// Text features of `texts`, one row each.
+    ///
+    /// # Errors
+    /// A tokenizer or tensor error of the sentence encoder.
+    pub fn encode_all(&self, texts: &[String]) -> tandem::Result<Vec<f32>> {
+        match self {
+            QueryText::Sentence(e) => e.encode(texts, 64, |_| {}),
+            QueryText::Tfidf(t) => Ok(t.transform(texts)),
+        }
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<f32>, Rejected> {
+        self.encode_all(&[text.to_string()])
+            .map_err(|e| Rejected(format!("encoding the text failed: {e}")))
+    }
+}
+
+/// The model, behind a lock: embedding a feature query uses its branches.
+pub struct Embedder(pub Mutex<TwoBranch>);
+
+pub fn run(state: &AppState, request: SearchRequest) -> Result<Answer, Rejected> {
+    if request.k == 0 || request.k > MAX_K {
+        return Err(Rejected(format!(
+            "k is {}; it must be between 1 and {MAX_K}",
+            request.k
+        )));
+    }
+    let index = &state.index;
+    let asked = [
+        request.id.is_some(),
+        request.features.is_some(),
+        request.text.is_some(),
+    ];
+    if asked.iter().filter(|&&a| a).count() != 1 {
+        return Err(Rejected(
+            "give exactly one of `id`, `features` or `text`".to_string(),
+        ));
+    }
+    let (direction, query) = if let Some(text) = &request.text {
+        if request.direction == Some(Direction::ImageToText) {
+            return Err(Rejected(
+                "a `text` query searches images: direction must be text_to_image".to_string(),
+            ));
+        }
+        let Some(encoder) = &state.text else {
+            return Err(Rejected(
+                "this index does not record which encoder made its text features, so it cannot encode words; query by `id` or `features`".to_string(),
+            ));
+        };
+        let features = encoder.encode(text)?;
+        (Direction::TextToImage, embed(state, features, false)?)
+    } else {
+        let Some(direction) = request.direction else {
+            return Err(Rejected(
+                "`direction` is required with `id` and `features`: text_to_image or image_to_text"
+                    .to_string(),
+            ));
+        };
+        if let Some(id) = request.id {
+            let (count, what) = match direction {
+                Direction::TextToImage => (index.n_texts(), "caption"),
+                Direction::ImageToText => (index.n_images(), "image"),
+            };
+            if id >= count {
+                return Err(Rejected(format!(
+                    "{what} {id} is out of range: the index has {count} {what}s (0..{})",
+                    count.saturating_sub(1)
+                )));
+            }
+            let query = index
+                .embedding_of(direction, id)
+                .map_err(|e| Rejected(e.to_string()))?;
+            (direction, query)
+        } else {
+            let features = request.features.expect("one of the three");
+            if let Some(bad) = features.iter().position(|v| !v.is_finite()) {
+                return Err(Rejected(format!("features[{bad}] is not a finite number")));
+            }
+            (
+                direction,
+                embed(state, features, direction == Direction::ImageToText)?,
+            )
+        }
+    };
+    let mut results = index
+        .search(&query, direction, request.k)
+        .map_err(|e| Rejected(format!("search failed: {e}")))?;
+    Ok(Answer {
+        direction,
+        results: results.pop().unwrap_or_default(),
+    })
+}
+
+/// Raw features of one query → its embedding, by the image or the text branch.
+fn embed(state: &AppState, features: Vec<f32>, image_side: bool) -> Result<Vec<f32>, Rejected> {
+    let mut model = state.embedder.0.lock().unwrap_or_else(|p| p.into_inner());
+    let expected = if image_side {
+        model.d_image
+    } else {
+        model.d_text
+    };
+    if features.len() != expected {
+        return Err(Rejected(format!(
+            "{} values in `features`; the model's {} branch takes {expected}",
+            features.len(),
+            if image_side { "image" } else { "text" }
+        )));
+    }
+    let matrix = Matrix {
+        rows: 1,
+        cols: expected,
+        data: features,
+    };
+    model
+        .embed_all(&matrix, &[0], image_side, 1)
+        .map_err(|e| Rejected(format!("embedding the features failed: {e}")))
+}
