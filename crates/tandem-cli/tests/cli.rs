@@ -776,6 +776,25 @@ fn searching_in_words_needs_a_recorded_encoder_and_encoding_needs_a_model() {
             .unwrap(),
     );
     assert!(e.contains("--encoder") && e.contains("--tfidf"), "{e}");
+    // Invalid UTF-8 in the captions: the file and the byte.
+    std::fs::write(
+        dir.path().join("captions.jsonl"),
+        b"{\"image\": 0, \"text\": \"a \xff dog\"}\n",
+    )
+    .unwrap();
+    let e = stderr_of_failure(
+        tandem()
+            .args(["encode-text", "--tfidf", "--captions"])
+            .arg(dir.path().join("captions.jsonl"))
+            .arg("--out")
+            .arg(dir.path().join("t.npy"))
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("captions.jsonl: invalid UTF-8 at byte 24") && e.contains("fix:"),
+        "{e}"
+    );
 }
 
 /// A running `tandem serve` on an ephemeral loopback port, stopped with SIGTERM on drop.
