@@ -59,6 +59,19 @@ fn train_cmd(data: &Path, out: &Path) -> Command {
     c
 }
 
+/// `tandem index build --model RUN --data DATA --out INDEX`, which must succeed.
+fn build_index(run: &Path, data: &Path, index: &Path) {
+    tandem()
+        .args(["index", "build", "--model"])
+        .arg(run)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(index)
+        .assert()
+        .success();
+}
+
 const TINY: [&str; 12] = [
     "--set",
     "model.hidden=[16]",
@@ -535,15 +548,7 @@ fn index_build_then_search_both_ways() {
     let run = dir.path().join("run");
     train_cmd(dir.path(), &run).assert().success();
     let index = dir.path().join("index");
-    tandem()
-        .args(["index", "build", "--model"])
-        .arg(&run)
-        .arg("--data")
-        .arg(dir.path())
-        .arg("--out")
-        .arg(&index)
-        .assert()
-        .success();
+    build_index(&run, dir.path(), &index);
     let search = |args: &[&str]| {
         let mut c = tandem();
         c.arg("search").arg("--index").arg(&index).args(args);
@@ -653,15 +658,7 @@ fn tfidf_encode_train_index_and_search_in_words() {
         "the run records its encoder"
     );
     let index = data.join("index");
-    tandem()
-        .args(["index", "build", "--model"])
-        .arg(&run)
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(&index)
-        .assert()
-        .success();
+    build_index(&run, data, &index);
     let out = tandem()
         .args(["search", "--index"])
         .arg(&index)
@@ -726,15 +723,7 @@ fn searching_in_words_needs_a_recorded_encoder_and_encoding_needs_a_model() {
     let run = dir.path().join("run");
     train_cmd(dir.path(), &run).assert().success();
     let index = dir.path().join("index");
-    tandem()
-        .args(["index", "build", "--model"])
-        .arg(&run)
-        .arg("--data")
-        .arg(dir.path())
-        .arg("--out")
-        .arg(&index)
-        .assert()
-        .success();
+    build_index(&run, dir.path(), &index);
     let e = stderr_of_failure(
         tandem()
             .args(["search", "--index"])
@@ -882,15 +871,7 @@ fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
     let run = data.join("run");
     train_cmd(data, &run).assert().success();
     let index = data.join("index");
-    tandem()
-        .args(["index", "build", "--model"])
-        .arg(&run)
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(&index)
-        .assert()
-        .success();
+    build_index(&run, data, &index);
     let mut server = Server::start(&index);
 
     let (status, health) = server.request("GET", "/health", "");
