@@ -105,7 +105,6 @@ fn evaluate(
     let view = SplitView::new(ids, &dataset.text_to_image, dataset.images.rows);
     let images = model.embed_all(&dataset.images, &view.images, true, chunk)?;
     let texts = model.embed_all(&dataset.texts, &view.texts, false, chunk)?;
-    let device = model.device.clone();
     let dim = model.config.dim;
     let ranks = ranks_from_embeddings(&images, &texts, dim, &view.text_image);
     let ks: Vec<usize> = (1..=MAX_K).collect();
@@ -126,7 +125,7 @@ fn evaluate(
         .iter()
         .map(|r| (r.k as f64, r.text_to_image))
         .collect();
-    let hub = hubness(&images, &texts, dim, 10, chunk, &device)?;
+    let hub = hubness(&images, &texts, dim, 10);
     let hubs = hub
         .hubs(LISTED)
         .into_iter()

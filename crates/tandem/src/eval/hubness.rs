@@ -2,10 +2,11 @@
 //! spaces a few "hub" images sit near everything and are retrieved for unrelated captions; the
 //! k-occurrence counts and their skewness (Radovanović et al. 2010) show it.
 
-use candle_core::{Device, Tensor};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde::Serialize;
 
-use crate::error::Result;
+use super::score::{GALLERY_GROUP, Packed, QUERY_GROUP, tile};
 
 /// k-occurrence of every image over all caption queries.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -36,85 +37,123 @@ impl Hubness {
     }
 }
 
-/// The top `k` gallery rows (`images`) of each query row (`texts`) by inner product, ordered
-/// as [`crate::eval::Ranks`] orders them (score descending, lower index first on ties). Any
-/// gallery works: the index also searches captions with image queries.
+/// The top `k` gallery rows (`images`) of each query row (`texts`) by inner product ([`crate::eval::dot`]),
+/// ordered as [`crate::eval::Ranks`] orders them (score descending, lower index first on
+/// ties). Any gallery works: the index also searches captions with image queries. Blocks of
+/// queries are scored against cache-sized gallery chunks by the tiled kernel on every core,
+/// keeping each query's best `k` so far; no score matrix is held.
 ///
 /// # Shapes
 /// `images: [n_gallery * dim]`, `texts: [n_queries * dim]`, row-major.
-///
-/// # Errors
-/// A tensor error from the matrix products.
-pub fn top_k(
+pub fn top_k(images: &[f32], texts: &[f32], dim: usize, k: usize) -> Vec<Vec<u32>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk_groups = (GALLERY_CHUNK_BYTES / (dim.max(1) * 4 * GALLERY_GROUP)).max(1);
+    top_k_tiled(
+        images,
+        texts,
+        dim,
+        k,
+        8 * QUERY_GROUP,
+        chunk_groups,
+        threads,
+    )
+}
+
+/// Bytes of packed gallery per tile of [`top_k`].
+const GALLERY_CHUNK_BYTES: usize = 128 << 10;
+
+/// [`top_k`] with explicit tiling (queries per work item, a multiple of [`QUERY_GROUP`];
+/// gallery groups per tile) and thread count; tests use tiny ones.
+fn top_k_tiled(
     images: &[f32],
     texts: &[f32],
     dim: usize,
     k: usize,
-    block: usize,
-    device: &Device,
-) -> Result<Vec<Vec<u32>>> {
+    query_block: usize,
+    chunk_groups: usize,
+    threads: usize,
+) -> Vec<Vec<u32>> {
+    let dim = dim.max(1);
     let n_images = images.len() / dim;
     let n_texts = texts.len() / dim;
     let k = k.min(n_images);
-    let gallery = Tensor::from_slice(images, (n_images, dim), device)?
-        .t()?
-        .contiguous()?;
-    let mut out = Vec::with_capacity(n_texts);
-    for start in (0..n_texts).step_by(block.max(1)) {
-        let end = (start + block.max(1)).min(n_texts);
-        let q = Tensor::from_slice(&texts[start * dim..end * dim], (end - start, dim), device)?;
-        let scores: Vec<f32> = q.matmul(&gallery)?.flatten_all()?.to_vec1()?;
-        for row in scores.chunks(n_images) {
-            let order = |a: &u32, b: &u32| by_score_then_index(row, *a, *b);
-            let mut idx: Vec<u32> = (0..n_images as u32).collect();
-            if k < n_images && k > 0 {
-                idx.select_nth_unstable_by(k - 1, order);
+    let gallery = Packed::<GALLERY_GROUP>::pack(images, dim);
+    let n_blocks = n_texts.div_ceil(query_block);
+    let next_block = AtomicUsize::new(0);
+    let (gallery, next_block) = (&gallery, &next_block);
+    // `a` comes before `b`: higher score, or equal score and lower index.
+    let before = |a: (f32, u32), b: (f32, u32)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
+    let work = move || {
+        let mut queries = Packed::<QUERY_GROUP>::pack(&[], dim);
+        let mut scores = vec![0f32; query_block * chunk_groups * GALLERY_GROUP];
+        let mut done: Vec<(usize, Vec<Vec<u32>>)> = Vec::new();
+        loop {
+            let block = next_block.fetch_add(1, Ordering::Relaxed);
+            if block >= n_blocks {
+                break;
             }
-            idx.truncate(k);
-            idx.sort_by(order);
-            out.push(idx);
+            let start = block * query_block;
+            let end = (start + query_block).min(n_texts);
+            queries.repack(&texts[start * dim..end * dim]);
+            // Each query's best so far, in order; full lists admit only what beats the last.
+            let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::with_capacity(k + 1); end - start];
+            for g0 in (0..gallery.groups()).step_by(chunk_groups) {
+                let g1 = (g0 + chunk_groups).min(gallery.groups());
+                let width = (g1 - g0) * GALLERY_GROUP;
+                let scores = &mut scores[..queries.groups() * QUERY_GROUP * width];
+                tile(&queries, 0..queries.groups(), gallery, g0..g1, scores);
+                let first = g0 * GALLERY_GROUP;
+                let columns = (g1 * GALLERY_GROUP).min(n_images) - first;
+                for (r, list) in best.iter_mut().enumerate() {
+                    for (c, &v) in scores[r * width..r * width + columns].iter().enumerate() {
+                        let candidate = (v, (first + c) as u32);
+                        if k == 0 || (list.len() == k && !before(candidate, list[k - 1])) {
+                            continue;
+                        }
+                        let at = list.partition_point(|&e| before(e, candidate));
+                        list.insert(at, candidate);
+                        list.truncate(k);
+                    }
+                }
+            }
+            let lists = best
+                .into_iter()
+                .map(|l| l.into_iter().map(|(_, i)| i).collect())
+                .collect();
+            done.push((start, lists));
         }
-    }
-    Ok(out)
-}
-
-/// Higher score first, lower index on equal scores (IEEE equality, so 0.0 and -0.0 tie), the
-/// tie rule of [`crate::eval::Ranks`].
-fn by_score_then_index(row: &[f32], a: u32, b: u32) -> std::cmp::Ordering {
-    let (x, y) = (row[a as usize], row[b as usize]);
-    if x > y {
-        std::cmp::Ordering::Less
-    } else if x < y {
-        std::cmp::Ordering::Greater
-    } else {
-        a.cmp(&b)
-    }
+        done
+    };
+    let mut out = vec![Vec::new(); n_texts];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.clamp(1, n_blocks.max(1)))
+            .map(|_| scope.spawn(work))
+            .collect();
+        for handle in handles {
+            for (start, lists) in handle.join().expect("a top-k thread panicked") {
+                for (r, list) in lists.into_iter().enumerate() {
+                    out[start + r] = list;
+                }
+            }
+        }
+    });
+    out
 }
 
 /// k-occurrence counts and their skewness.
-///
-/// # Errors
-/// A tensor error from the matrix products.
-pub fn hubness(
-    images: &[f32],
-    texts: &[f32],
-    dim: usize,
-    k: usize,
-    block: usize,
-    device: &Device,
-) -> Result<Hubness> {
-    let n_images = images.len() / dim;
+pub fn hubness(images: &[f32], texts: &[f32], dim: usize, k: usize) -> Hubness {
+    let n_images = images.len() / dim.max(1);
     let mut occurrences = vec![0u32; n_images];
-    for list in top_k(images, texts, dim, k, block, device)? {
+    for list in top_k(images, texts, dim, k) {
         for i in list {
             occurrences[i as usize] += 1;
         }
     }
-    Ok(Hubness {
+    Hubness {
         k,
         skewness: skewness(&occurrences),
         occurrences,
-    })
+    }
 }
 
 /// Sample skewness `E[(x − μ)³] / σ³` (0 when all counts are equal).
@@ -142,6 +181,7 @@ fn skewness(values: &[u32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::dot;
     use proptest::prelude::*;
 
     #[test]
@@ -149,7 +189,7 @@ mod tests {
         // Image 0 = (1, 0) is closest to every caption; images 1, 2 point away.
         let images = [1.0, 0.0, -1.0, 0.0, 0.0, -1.0];
         let texts = [0.9, 0.1, 0.8, 0.3, 0.7, -0.2];
-        let h = hubness(&images, &texts, 2, 1, 2, &Device::Cpu).unwrap();
+        let h = hubness(&images, &texts, 2, 1);
         assert_eq!(h.occurrences, vec![3, 0, 0]);
         assert_eq!(h.hubs(2), vec![(0, 3), (1, 0)]);
         // Counts 3, 0, 0: mean 1, central moments m2 = 2, m3 = 2 → 2 / 2^1.5.
@@ -157,21 +197,26 @@ mod tests {
     }
 
     proptest! {
-        /// The streamed top k equals a full stable sort of each query's scores, ties included.
+        /// The tiled top k equals a full stable sort of each query's scores, ties included,
+        /// whatever the tiling and threads.
         #[test]
         fn top_k_equals_full_sort(
-            n_images in 1usize..9,
-            n_texts in 1usize..9,
-            raw in proptest::collection::vec(-3i8..3, 9 * 3 * 2),
-            k in 1usize..10,
-            block in 1usize..4,
+            n_images in 1usize..40,
+            n_texts in 1usize..30,
+            raw in proptest::collection::vec(-3i8..3, 70 * 3),
+            k in 0usize..12,
+            query_groups in 1usize..3,
+            chunk_groups in 1usize..3,
+            threads in 1usize..4,
         ) {
             let images: Vec<f32> = raw[..n_images * 3].iter().map(|&v| f32::from(v)).collect();
-            let texts: Vec<f32> = raw[27..27 + n_texts * 3].iter().map(|&v| f32::from(v)).collect();
-            let got = top_k(&images, &texts, 3, k, block, &Device::Cpu).unwrap();
+            let texts: Vec<f32> = raw[40 * 3..40 * 3 + n_texts * 3].iter().map(|&v| f32::from(v)).collect();
+            let got = top_k_tiled(&images, &texts, 3, k, query_groups * QUERY_GROUP, chunk_groups, threads);
+            prop_assert_eq!(&got, &top_k(&images, &texts, 3, k));
+            prop_assert_eq!(got.len(), n_texts);
             for (t, list) in got.iter().enumerate() {
                 let scores: Vec<f32> = (0..n_images)
-                    .map(|i| (0..3).map(|d| texts[t * 3 + d] * images[i * 3 + d]).sum())
+                    .map(|i| dot(&texts[t * 3..t * 3 + 3], &images[i * 3..i * 3 + 3]))
                     .collect();
                 let mut order: Vec<u32> = (0..n_images as u32).collect();
                 // A full sort under the ranking's tie rule (0.0 and -0.0 are equal scores).

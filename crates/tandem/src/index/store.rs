@@ -213,7 +213,7 @@ impl Index {
             Direction::TextToImage => &self.images,
             Direction::ImageToText => &self.texts,
         };
-        let lists = top_k(gallery, queries, self.dim, k, 1024, &Device::Cpu)?;
+        let lists = top_k(gallery, queries, self.dim, k);
         Ok(lists
             .into_iter()
             .enumerate()
