@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use super::score::{GALLERY_GROUP, Packed, QUERY_GROUP, tile};
+use super::score::{BlockScorer, GALLERY_GROUP, Packed, QUERY_GROUP, chunk_groups_for};
 
 /// k-occurrence of every image over all caption queries.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -47,7 +47,7 @@ impl Hubness {
 /// `images: [n_gallery * dim]`, `texts: [n_queries * dim]`, row-major.
 pub fn top_k(images: &[f32], texts: &[f32], dim: usize, k: usize) -> Vec<Vec<u32>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk_groups = (GALLERY_CHUNK_BYTES / (dim.max(1) * 4 * GALLERY_GROUP)).max(1);
+    let chunk_groups = chunk_groups_for(dim);
     top_k_tiled(
         images,
         texts,
@@ -58,9 +58,6 @@ pub fn top_k(images: &[f32], texts: &[f32], dim: usize, k: usize) -> Vec<Vec<u32
         threads,
     )
 }
-
-/// Bytes of packed gallery per tile of [`top_k`].
-const GALLERY_CHUNK_BYTES: usize = 128 << 10;
 
 /// [`top_k`] with explicit tiling (queries per work item, a multiple of [`QUERY_GROUP`];
 /// gallery groups per tile) and thread count; tests use tiny ones.
@@ -84,8 +81,7 @@ fn top_k_tiled(
     // `a` comes before `b`: higher score, or equal score and lower index.
     let before = |a: (f32, u32), b: (f32, u32)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
     let work = move || {
-        let mut queries = Packed::<QUERY_GROUP>::pack(&[], dim);
-        let mut scores = vec![0f32; query_block * chunk_groups * GALLERY_GROUP];
+        let mut scorer = BlockScorer::new(gallery, query_block, chunk_groups);
         let mut done: Vec<(usize, Vec<Vec<u32>>)> = Vec::new();
         loop {
             let block = next_block.fetch_add(1, Ordering::Relaxed);
@@ -94,28 +90,24 @@ fn top_k_tiled(
             }
             let start = block * query_block;
             let end = (start + query_block).min(n_texts);
-            queries.repack(&texts[start * dim..end * dim]);
             // Each query's best so far, in order; full lists admit only what beats the last.
             let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::with_capacity(k + 1); end - start];
-            for g0 in (0..gallery.groups()).step_by(chunk_groups) {
-                let g1 = (g0 + chunk_groups).min(gallery.groups());
-                let width = (g1 - g0) * GALLERY_GROUP;
-                let scores = &mut scores[..queries.groups() * QUERY_GROUP * width];
-                tile(&queries, 0..queries.groups(), gallery, g0..g1, scores);
-                let first = g0 * GALLERY_GROUP;
-                let columns = (g1 * GALLERY_GROUP).min(n_images) - first;
-                for (r, list) in best.iter_mut().enumerate() {
-                    for (c, &v) in scores[r * width..r * width + columns].iter().enumerate() {
-                        let candidate = (v, (first + c) as u32);
-                        if k == 0 || (list.len() == k && !before(candidate, list[k - 1])) {
-                            continue;
+            scorer.score(
+                &texts[start * dim..end * dim],
+                |first, columns, scores, width| {
+                    for (r, list) in best.iter_mut().enumerate() {
+                        for (c, &v) in scores[r * width..r * width + columns].iter().enumerate() {
+                            let candidate = (v, (first + c) as u32);
+                            if k == 0 || (list.len() == k && !before(candidate, list[k - 1])) {
+                                continue;
+                            }
+                            let at = list.partition_point(|&e| before(e, candidate));
+                            list.insert(at, candidate);
+                            list.truncate(k);
                         }
-                        let at = list.partition_point(|&e| before(e, candidate));
-                        list.insert(at, candidate);
-                        list.truncate(k);
                     }
-                }
-            }
+                },
+            );
             let lists = best
                 .into_iter()
                 .map(|l| l.into_iter().map(|(_, i)| i).collect())

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::score::{GALLERY_GROUP, Packed, QUERY_GROUP, dot, tile};
+use super::score::{BlockScorer, GALLERY_GROUP, Packed, QUERY_GROUP, chunk_groups_for, dot};
 
 /// 1-based rank of the first relevant item for every query, both ways.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,9 +77,6 @@ const TEXT_BLOCK: usize = 8 * QUERY_GROUP;
 /// Captions per image compared in the vectorised sweep (COCO has 5–7); deeper ones are
 /// compared one by one.
 const DENSE_DEPTH: usize = 8;
-/// Bytes of packed gallery per tile, sized to stay in a core's L2 cache with its scores.
-const GALLERY_CHUNK_BYTES: usize = 128 << 10;
-
 /// Ranks from L2-normalised embeddings, scoring by inner product ([`dot`]), both ways in one
 /// pass over the caption × image pairs: blocks of captions are scored against cache-sized
 /// chunks of the gallery ([`tile`]) and each tile is scanned at once, so memory stays at the
@@ -106,7 +103,7 @@ pub fn ranks_on_threads(
     text_image: &[u32],
     threads: usize,
 ) -> Ranks {
-    let chunk_groups = (GALLERY_CHUNK_BYTES / (dim.max(1) * 4 * GALLERY_GROUP)).max(1);
+    let chunk_groups = chunk_groups_for(dim);
     let tiling = Tiling {
         text_block: TEXT_BLOCK,
         chunk_groups,
@@ -208,8 +205,7 @@ fn ranks_tiled(
     // counts the foreign captions that come before image i's k-th caption for k < depth, and
     // `pushed[offsets[i] + k]` for deeper ones.
     let work = move || {
-        let mut queries = Packed::<QUERY_GROUP>::pack(&[], dim);
-        let mut scores = vec![0f32; text_block * chunk_groups * GALLERY_GROUP];
+        let mut scorer = BlockScorer::new(gallery, text_block, chunk_groups);
         let mut dense = vec![0u32; depth * n_images];
         let mut pushed = vec![0u32; n_texts];
         let mut ranked: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -220,62 +216,60 @@ fn ranks_tiled(
             }
             let start = block * text_block;
             let end = (start + text_block).min(n_texts);
-            queries.repack(&texts[start * dim..end * dim]);
             let mut ahead = vec![0usize; end - start];
-            for g0 in (0..gallery.groups()).step_by(chunk_groups) {
-                let g1 = (g0 + chunk_groups).min(gallery.groups());
-                let width = (g1 - g0) * GALLERY_GROUP;
-                let scores = &mut scores[..queries.groups() * QUERY_GROUP * width];
-                tile(&queries, 0..queries.groups(), gallery, g0..g1, scores);
-                let first = g0 * GALLERY_GROUP;
-                let columns = (g1 * GALLERY_GROUP).min(n_images) - first;
-                for (r, t) in (start..end).enumerate() {
-                    let row = &scores[r * width..r * width + columns];
-                    let own = text_image[t] as usize;
-                    let p = positive[t];
-                    // Images before the caption's own one; its own scores exactly `p` and
-                    // so never counts.
-                    ahead[r] += row
-                        .iter()
-                        .enumerate()
-                        .map(|(c, &v)| usize::from((v > p) | ((v == p) & (first + c < own))))
-                        .sum::<usize>();
-                    let columns = first..first + columns;
-                    let caption = t as u32;
-                    for k in 0..depth {
-                        let at = k * n_images;
-                        let counts = &mut dense[at + columns.start..at + columns.end];
-                        let ps = &dense_score[at + columns.start..at + columns.end];
-                        let cs = &dense_caption[at + columns.start..at + columns.end];
-                        for (((count, &p), &c), &v) in counts.iter_mut().zip(ps).zip(cs).zip(row) {
-                            *count += u32::from((v > p) | ((v == p) & (caption < c)));
-                        }
-                    }
-                    // The caption is not foreign to its own image: take back what the sweep
-                    // counted there.
-                    if columns.contains(&own) {
-                        let v = row[own - columns.start];
+            scorer.score(
+                &texts[start * dim..end * dim],
+                |first, columns, scores, width| {
+                    for (r, t) in (start..end).enumerate() {
+                        let row = &scores[r * width..r * width + columns];
+                        let own = text_image[t] as usize;
+                        let p = positive[t];
+                        // Images before the caption's own one; its own scores exactly `p` and
+                        // so never counts.
+                        ahead[r] += row
+                            .iter()
+                            .enumerate()
+                            .map(|(c, &v)| usize::from((v > p) | ((v == p) & (first + c < own))))
+                            .sum::<usize>();
+                        let columns = first..first + columns;
+                        let caption = t as u32;
                         for k in 0..depth {
-                            let at = k * n_images + own;
-                            let (p, c) = (dense_score[at], dense_caption[at]);
-                            dense[at] -= u32::from((v > p) | ((v == p) & (caption < c)));
+                            let at = k * n_images;
+                            let counts = &mut dense[at + columns.start..at + columns.end];
+                            let ps = &dense_score[at + columns.start..at + columns.end];
+                            let cs = &dense_caption[at + columns.start..at + columns.end];
+                            for (((count, &p), &c), &v) in
+                                counts.iter_mut().zip(ps).zip(cs).zip(row)
+                            {
+                                *count += u32::from((v > p) | ((v == p) & (caption < c)));
+                            }
+                        }
+                        // The caption is not foreign to its own image: take back what the sweep
+                        // counted there.
+                        if columns.contains(&own) {
+                            let v = row[own - columns.start];
+                            for k in 0..depth {
+                                let at = k * n_images + own;
+                                let (p, c) = (dense_score[at], dense_caption[at]);
+                                dense[at] -= u32::from((v > p) | ((v == p) & (caption < c)));
+                            }
+                        }
+                        let from = deep.partition_point(|&i| i < columns.start);
+                        for &i in deep[from..].iter().take_while(|&&i| i < columns.end) {
+                            if i == own {
+                                continue;
+                            }
+                            let v = row[i - columns.start];
+                            let slots = offsets[i] + depth..offsets[i + 1];
+                            for (count, &(p, c)) in
+                                pushed[slots.clone()].iter_mut().zip(&relevant[slots])
+                            {
+                                *count += u32::from(before(v, t, p, c));
+                            }
                         }
                     }
-                    let from = deep.partition_point(|&i| i < columns.start);
-                    for &i in deep[from..].iter().take_while(|&&i| i < columns.end) {
-                        if i == own {
-                            continue;
-                        }
-                        let v = row[i - columns.start];
-                        let slots = offsets[i] + depth..offsets[i + 1];
-                        for (count, &(p, c)) in
-                            pushed[slots.clone()].iter_mut().zip(&relevant[slots])
-                        {
-                            *count += u32::from(before(v, t, p, c));
-                        }
-                    }
-                }
-            }
+                },
+            );
             ranked.push((start, ahead));
         }
         (ranked, dense, pushed)

@@ -132,6 +132,72 @@ pub fn tile(
     }
 }
 
+/// Bytes of packed gallery per chunk, sized to stay in a core's L2 cache with its scores.
+const GALLERY_CHUNK_BYTES: usize = 128 << 10;
+
+/// Gallery groups per chunk for rows of width `dim` (at least one).
+pub fn chunk_groups_for(dim: usize) -> usize {
+    (GALLERY_CHUNK_BYTES / (dim.max(1) * 4 * GALLERY_GROUP)).max(1)
+}
+
+/// One thread's scratch for scoring blocks of queries against a packed gallery, one
+/// cache-sized chunk of the gallery at a time — the loop every scan over all pairs shares.
+pub struct BlockScorer<'a> {
+    gallery: &'a Packed<GALLERY_GROUP>,
+    chunk_groups: usize,
+    queries: Packed<QUERY_GROUP>,
+    scores: Vec<f32>,
+}
+
+impl<'a> BlockScorer<'a> {
+    /// Scratch for blocks of at most `max_queries` queries and chunks of `chunk_groups`
+    /// gallery groups.
+    pub fn new(
+        gallery: &'a Packed<GALLERY_GROUP>,
+        max_queries: usize,
+        chunk_groups: usize,
+    ) -> Self {
+        BlockScorer {
+            gallery,
+            chunk_groups: chunk_groups.max(1),
+            queries: Packed::pack(&[], gallery.dim),
+            scores: vec![
+                0f32;
+                max_queries.div_ceil(QUERY_GROUP)
+                    * QUERY_GROUP
+                    * chunk_groups.max(1)
+                    * GALLERY_GROUP
+            ],
+        }
+    }
+
+    /// Scores `queries` against the whole gallery, calling `visit(first, columns, scores,
+    /// width)` once per chunk: query `r`'s scores with gallery rows `first..first + columns`
+    /// are `scores[r * width..r * width + columns]`.
+    ///
+    /// # Shapes
+    /// `queries: [n * dim]`, row-major, `n` at most the `max_queries` of [`BlockScorer::new`].
+    pub fn score(&mut self, queries: &[f32], mut visit: impl FnMut(usize, usize, &[f32], usize)) {
+        self.queries.repack(queries);
+        let groups = self.gallery.groups();
+        for g0 in (0..groups).step_by(self.chunk_groups) {
+            let g1 = (g0 + self.chunk_groups).min(groups);
+            let width = (g1 - g0) * GALLERY_GROUP;
+            let scores = &mut self.scores[..self.queries.groups() * QUERY_GROUP * width];
+            tile(
+                &self.queries,
+                0..self.queries.groups(),
+                self.gallery,
+                g0..g1,
+                scores,
+            );
+            let first = g0 * GALLERY_GROUP;
+            let columns = (g1 * GALLERY_GROUP).min(self.gallery.rows) - first;
+            visit(first, columns, scores, width);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
