@@ -41,7 +41,34 @@ pub enum IndexAction {
         /// Index folder to write.
         #[arg(long)]
         out: PathBuf,
+        /// Also build an HNSW graph per gallery for approximate search (large galleries), and
+        /// report its recall@10 against exact search.
+        #[arg(long)]
+        hnsw: bool,
+        /// HNSW links per node (M).
+        #[arg(long, requires = "hnsw", default_value_t = tandem::index::HnswParams::default().connections)]
+        hnsw_m: usize,
+        /// HNSW candidate list while building (efConstruction).
+        #[arg(long, requires = "hnsw", default_value_t = tandem::index::HnswParams::default().ef_construction)]
+        hnsw_ef_construction: usize,
+        /// HNSW candidate list while searching (ef), the index's default.
+        #[arg(long, requires = "hnsw", default_value_t = tandem::index::HnswParams::default().ef_search)]
+        hnsw_ef: usize,
+        /// Report format for the recall report.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
     },
+}
+
+/// Exact or approximate search, for `search` and `serve`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct SearchModeArgs {
+    /// Score every gallery row even when the index has HNSW graphs.
+    #[arg(long)]
+    pub exact: bool,
+    /// HNSW candidate list for this search (default: the index's own).
+    #[arg(long, conflicts_with = "exact")]
+    pub ef: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +201,8 @@ pub enum Command {
         /// Results per query.
         #[arg(long, default_value_t = 10)]
         k: usize,
+        #[command(flatten)]
+        mode: SearchModeArgs,
         /// Report format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -217,6 +246,8 @@ pub enum Command {
         /// were encoded (checked against the recorded one).
         #[arg(long)]
         encoder: Option<PathBuf>,
+        #[command(flatten)]
+        mode: SearchModeArgs,
     },
     /// Write the embeddings of every image and caption as .npy files.
     Embed {

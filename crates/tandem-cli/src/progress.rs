@@ -1,9 +1,25 @@
-//! Training progress: a bar on a terminal, one log line per epoch otherwise.
+//! Progress: a bar on a terminal, log lines (or nothing) otherwise.
 
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tandem::train::{EpochReport, Observer, StepReport};
+
+/// A bar counting `total` items on stderr when it is a terminal (`None` otherwise), labelled
+/// `label` and showing the rate.
+pub fn counter_bar(label: &str, total: usize) -> Option<ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{label} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
+            ))
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    })
+}
 
 /// Shows training progress on stderr.
 pub struct Progress {

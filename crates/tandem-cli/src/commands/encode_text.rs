@@ -1,10 +1,8 @@
 //! `tandem encode-text`: captions → text features, with a sentence encoder or TF-IDF.
 
-use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use tandem::data::{npy, read_caption_texts};
 use tandem::text::{SentenceEncoder, TextEncoderRecord, TfIdf};
 
@@ -33,17 +31,7 @@ pub fn run(captions: &Path, out: &Path, encoder: Encoder<'_>) -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
             started = std::time::Instant::now();
-            let bar = std::io::stderr().is_terminal().then(|| {
-                let bar = ProgressBar::new(texts.len() as u64);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "encode [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                );
-                bar
-            });
+            let bar = crate::progress::counter_bar("encode", texts.len());
             let features = encoder.encode(&texts, batch_size, |done| {
                 if let Some(bar) = &bar {
                     bar.set_position(done as u64);

@@ -54,8 +54,25 @@ pub fn run(command: Command) -> Result<()> {
         } => eval::run(&model, &data, &split, &protocol, &ks, format),
         Command::Compare { runs, format } => compare::run(&runs, format),
         Command::Index {
-            action: IndexAction::Build { model, data, out },
-        } => search::build(&model, &data, &out),
+            action:
+                IndexAction::Build {
+                    model,
+                    data,
+                    out,
+                    hnsw,
+                    hnsw_m,
+                    hnsw_ef_construction,
+                    hnsw_ef,
+                    format,
+                },
+        } => {
+            let hnsw = hnsw.then_some(tandem::index::HnswParams {
+                connections: hnsw_m,
+                ef_construction: hnsw_ef_construction,
+                ef_search: hnsw_ef,
+            });
+            search::build(&model, &data, &out, hnsw, format)
+        }
         Command::Search {
             index,
             text_id,
@@ -64,6 +81,7 @@ pub fn run(command: Command) -> Result<()> {
             text,
             encoder,
             k,
+            mode,
             format,
         } => {
             let query = match (text_id, image_id, &text_features) {
@@ -76,7 +94,7 @@ pub fn run(command: Command) -> Result<()> {
                 },
                 _ => unreachable!("clap requires one query"),
             };
-            search::run(&index, query, k, format)
+            search::run(&index, query, k, mode, format)
         }
         Command::Report {
             runs,
@@ -90,9 +108,11 @@ pub fn run(command: Command) -> Result<()> {
             index,
             addr,
             encoder,
+            mode,
         } => {
             let text = search::open_text_encoder(&index, encoder.as_deref())?;
             let opened = tandem::index::Index::open(&index)?;
+            let mode = search::mode_for(&opened, mode)?;
             tracing::info!(
                 "serving {} images and {} captions from {}{}",
                 opened.n_images(),
@@ -102,7 +122,7 @@ pub fn run(command: Command) -> Result<()> {
                     .map(|t| format!("; words encoded by {}", t.describe()))
                     .unwrap_or_default()
             );
-            crate::server::serve(crate::server::AppState::new(opened, text), addr)
+            crate::server::serve(crate::server::AppState::new(opened, text, mode), addr)
         }
         Command::EncodeText {
             captions,

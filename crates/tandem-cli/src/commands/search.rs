@@ -4,15 +4,21 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use tandem::data::{Matrix, PairedDataset, npy};
-use tandem::index::{Direction, Hit, Index};
+use tandem::index::{Direction, GraphRecall, Hit, HnswParams, Index, SearchMode};
 use tandem::text::{SentenceEncoder, TextEncoderRecord};
 
 use crate::server::QueryText;
 
-use crate::cli::Format;
+use crate::cli::{Format, SearchModeArgs};
 use crate::output::csv_field;
 
-pub fn build(model: &Path, data: &Path, out: &Path) -> Result<()> {
+pub fn build(
+    model: &Path,
+    data: &Path,
+    out: &Path,
+    hnsw: Option<HnswParams>,
+    format: Format,
+) -> Result<()> {
     let (checkpoint, run_dir) = super::open_model(model)?;
     let checkpoint_path = if model.is_dir() {
         run_dir.join(tandem::train::RunFiles::BEST)
@@ -21,7 +27,20 @@ pub fn build(model: &Path, data: &Path, out: &Path) -> Result<()> {
     };
     TextEncoderRecord::check_same(&run_dir, data)?;
     let dataset = PairedDataset::open(data)?;
-    let index = Index::build(&checkpoint, &dataset)?;
+    let mut index = Index::build(&checkpoint, &dataset)?;
+    if let Some(params) = hnsw {
+        params.validate()?;
+        let total = index.n_images() + index.n_texts();
+        let bar = crate::progress::counter_bar("hnsw", total);
+        index.build_approximate(params, |done, _| {
+            if let Some(bar) = &bar {
+                bar.set_position(done as u64);
+            }
+        })?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+    }
     index.save(out, &checkpoint_path)?;
     // The encoder of the model's text features, so `search --text` can encode queries.
     let record = match TextEncoderRecord::read_from(&run_dir)? {
@@ -38,7 +57,80 @@ pub fn build(model: &Path, data: &Path, out: &Path) -> Result<()> {
         index.dim,
         out.display()
     );
+    if let Some(approximate) = &index.approximate {
+        print_recall(&approximate.recall, format)?;
+    }
     Ok(())
+}
+
+/// The HNSW graphs' recall against exact search, as measured at build.
+fn print_recall(recall: &[GraphRecall; 2], format: Format) -> Result<()> {
+    let galleries = [("images", &recall[0]), ("captions", &recall[1])];
+    match format {
+        Format::Json => {
+            let json: serde_json::Map<String, serde_json::Value> = galleries
+                .iter()
+                .map(|(name, r)| Ok((name.to_string(), serde_json::to_value(r)?)))
+                .collect::<Result<_>>()?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        Format::Csv => {
+            println!(
+                "gallery,rows,queries,ef,recall_at_10,approximate_queries_per_s,exact_queries_per_s,build_seconds"
+            );
+            for (name, r) in galleries {
+                println!(
+                    "{name},{},{},{},{:.4},{:.1},{:.1},{:.2}",
+                    r.rows,
+                    r.queries,
+                    r.ef,
+                    r.recall_at_10,
+                    r.approximate_queries_per_s,
+                    r.exact_queries_per_s,
+                    r.build_seconds
+                );
+            }
+        }
+        Format::Table => {
+            println!("HNSW recall@10 against exact search (queries from the other modality)");
+            println!(
+                "{:<9} {:>9} {:>8} {:>5} {:>10} {:>10} {:>10} {:>8}",
+                "gallery", "rows", "queries", "ef", "recall@10", "hnsw q/s", "exact q/s", "build s"
+            );
+            for (name, r) in galleries {
+                println!(
+                    "{name:<9} {:>9} {:>8} {:>5} {:>10.4} {:>10.0} {:>10.0} {:>8.1}",
+                    r.rows,
+                    r.queries,
+                    r.ef,
+                    r.recall_at_10,
+                    r.approximate_queries_per_s,
+                    r.exact_queries_per_s,
+                    r.build_seconds
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The search mode the flags ask of `index`: `--exact`, `--ef N` (needs graphs), or the
+/// index's default (approximate when it has graphs).
+///
+/// # Errors
+/// `--ef` on an index without graphs, or `--ef 0`.
+pub fn mode_for(index: &Index, args: SearchModeArgs) -> Result<SearchMode> {
+    if args.exact {
+        return Ok(SearchMode::Exact);
+    }
+    match args.ef {
+        None => Ok(index.default_mode()),
+        Some(0) => anyhow::bail!("--ef must be at least 1"),
+        Some(_) if index.approximate.is_none() => anyhow::bail!(
+            "--ef asks for approximate search, but this index has no HNSW graph\n  fix: drop --ef, or rebuild the index with `tandem index build ... --hnsw`"
+        ),
+        Some(ef) => Ok(SearchMode::Approximate { ef }),
+    }
 }
 
 /// What to search with.
@@ -97,11 +189,18 @@ fn encode_queries(index_dir: &Path, texts: &[String], moved_to: Option<&Path>) -
     })
 }
 
-pub fn run(index_dir: &Path, query: Query<'_>, k: usize, format: Format) -> Result<()> {
+pub fn run(
+    index_dir: &Path,
+    query: Query<'_>,
+    k: usize,
+    mode: SearchModeArgs,
+    format: Format,
+) -> Result<()> {
     if k == 0 {
         anyhow::bail!("--k must be at least 1");
     }
     let mut index = Index::open(index_dir)?;
+    let mode = mode_for(&index, mode)?;
     let (direction, queries) = match query {
         Query::TextId(id) => (
             Direction::TextToImage,
@@ -136,7 +235,7 @@ pub fn run(index_dir: &Path, query: Query<'_>, k: usize, format: Format) -> Resu
             (Direction::TextToImage, embedded)
         }
     };
-    let results = index.search(&queries, direction, k)?;
+    let results = index.search(&queries, direction, k, mode)?;
     match format {
         Format::Json => println!(
             "{}",

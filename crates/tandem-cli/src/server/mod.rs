@@ -17,7 +17,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tandem::index::Index;
+use tandem::index::{Index, SearchMode};
 
 pub use query::{Embedder, QueryText, SearchRequest};
 
@@ -28,6 +28,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// What every handler shares.
 pub struct AppState {
     pub index: Index,
+    /// How requests search unless they ask for `"exact": true`.
+    pub mode: SearchMode,
     pub embedder: Embedder,
     pub text: Option<QueryText>,
     pub metrics: metrics::Metrics,
@@ -35,10 +37,11 @@ pub struct AppState {
 
 impl AppState {
     /// The state for `index`; `text` encodes word queries when the index records an encoder.
-    pub fn new(index: Index, text: Option<QueryText>) -> Self {
+    pub fn new(index: Index, text: Option<QueryText>, mode: SearchMode) -> Self {
         let embedder = Embedder(std::sync::Mutex::new(index.model.clone()));
         AppState {
             index,
+            mode,
             embedder,
             text,
             metrics: metrics::Metrics::new(),
@@ -168,6 +171,10 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "images": index.n_images(),
         "captions": index.n_texts(),
         "dim": index.dim,
+        "search": match state.mode {
+            SearchMode::Exact => "exact".to_string(),
+            SearchMode::Approximate { ef } => format!("hnsw (ef {ef})"),
+        },
         "text_queries": state.text.as_ref().map(QueryText::describe),
     }))
     .into_response()

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tandem::data::Matrix;
-use tandem::index::{Direction, Hit};
+use tandem::index::{Direction, Hit, SearchMode};
 use tandem::model::TwoBranch;
 use tandem::text::{SentenceEncoder, TfIdf};
 
@@ -20,6 +20,8 @@ pub const MAX_K: usize = 1000;
 /// - `{"features": [...], "direction": ...}`: raw text features (text→image) or raw image
 ///   features (image→text), embedded by the index's model.
 /// - `{"text": "a dog on a beach"}`: words, encoded as the training captions were (text→image).
+///
+/// `"exact": true` scores every gallery row even when the server searches its HNSW graphs.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
@@ -33,6 +35,8 @@ pub struct SearchRequest {
     pub direction: Option<Direction>,
     #[serde(default = "default_k")]
     pub k: usize,
+    #[serde(default)]
+    pub exact: bool,
 }
 
 fn default_k() -> usize {
@@ -146,8 +150,13 @@ pub fn run(state: &AppState, request: SearchRequest) -> Result<Answer, Rejected>
             )
         }
     };
+    let mode = if request.exact {
+        SearchMode::Exact
+    } else {
+        state.mode
+    };
     let mut results = index
-        .search(&query, direction, request.k)
+        .search(&query, direction, request.k, mode)
         .map_err(|e| Rejected(format!("search failed: {e}")))?;
     Ok(Answer {
         direction,

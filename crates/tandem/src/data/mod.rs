@@ -6,12 +6,14 @@ mod dataset;
 pub mod npy;
 mod safetensors;
 mod split;
+mod synthetic;
 
 pub use self::safetensors::read_dataset as parse_safetensors_dataset;
 pub use batcher::{Batch, Batcher};
 pub use captions::{parse_captions, read_caption_texts, read_captions};
 pub use dataset::PairedDataset;
 pub use split::{SplitView, Splits};
+pub use synthetic::LatentRows;
 
 /// A dense row-major `f32` matrix of features, one row per item.
 #[derive(Debug, Clone, PartialEq)]

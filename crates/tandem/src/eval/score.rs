@@ -71,6 +71,11 @@ impl<const G: usize> Packed<G> {
         self.rows == 0
     }
 
+    /// Row width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
     /// Number of groups.
     pub fn groups(&self) -> usize {
         self.rows.div_ceil(G)
@@ -177,11 +182,24 @@ impl<'a> BlockScorer<'a> {
     ///
     /// # Shapes
     /// `queries: [n * dim]`, row-major, `n` at most the `max_queries` of [`BlockScorer::new`].
-    pub fn score(&mut self, queries: &[f32], mut visit: impl FnMut(usize, usize, &[f32], usize)) {
+    pub fn score(&mut self, queries: &[f32], visit: impl FnMut(usize, usize, &[f32], usize)) {
+        self.score_groups(queries, 0..self.gallery.groups(), visit);
+    }
+
+    /// [`BlockScorer::score`] against the gallery groups `groups` only (rows
+    /// `groups.start * GALLERY_GROUP..`), so that threads can share one query's gallery.
+    ///
+    /// # Shapes
+    /// As [`BlockScorer::score`]; `groups` within the gallery's [`Packed::groups`].
+    pub fn score_groups(
+        &mut self,
+        queries: &[f32],
+        groups: std::ops::Range<usize>,
+        mut visit: impl FnMut(usize, usize, &[f32], usize),
+    ) {
         self.queries.repack(queries);
-        let groups = self.gallery.groups();
-        for g0 in (0..groups).step_by(self.chunk_groups) {
-            let g1 = (g0 + self.chunk_groups).min(groups);
+        for g0 in groups.clone().step_by(self.chunk_groups) {
+            let g1 = (g0 + self.chunk_groups).min(groups.end);
             let width = (g1 - g0) * GALLERY_GROUP;
             let scores = &mut self.scores[..self.queries.groups() * QUERY_GROUP * width];
             tile(

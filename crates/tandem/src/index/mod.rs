@@ -2,6 +2,8 @@
 //! once, stored with ids, caption text and the model, so that search needs neither the original
 //! data nor the run folder.
 
+mod ann;
 mod store;
 
-pub use store::{Direction, Hit, Index};
+pub use ann::{HnswGraph, HnswParams};
+pub use store::{Approximate, Direction, GraphRecall, Hit, Index, SearchMode};

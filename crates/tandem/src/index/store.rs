@@ -4,20 +4,31 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{PairedDataset, read_captions};
 use crate::error::{Error, Result};
-use crate::eval::top_k;
+use crate::eval::{GALLERY_GROUP, Packed, dot, top_k_in};
 use crate::fsio;
 use crate::model::{Checkpoint, TwoBranch, load_checkpoint};
+
+use super::ann::{GraphDigest, HnswGraph, HnswParams};
 
 const FORMAT: &str = "tandem-index-1";
 const EMBEDDINGS: &str = "index.safetensors";
 const MODEL: &str = "model.safetensors";
 const CAPTIONS: &str = "captions.jsonl";
+const HNSW: &str = "hnsw.json";
+/// Graph names, by gallery: images (text→image queries), captions (image→text).
+const GRAPHS: [&str; 2] = ["images", "captions"];
+/// Queries sampled to measure a graph's recall against exact search.
+const RECALL_QUERIES: usize = 1000;
+/// The k of the recall measurement.
+const RECALL_K: usize = 10;
 
 /// Which way a query goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +57,57 @@ pub struct Hit {
     pub text: Option<String>,
 }
 
+/// Exact (every gallery row scored) or approximate (the HNSW graph, `ef` candidates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchMode {
+    /// Tiled inner product over the whole gallery.
+    Exact,
+    /// The index's HNSW graph with this candidate list (at least `k`).
+    Approximate {
+        /// Candidate list size.
+        ef: usize,
+    },
+}
+
+/// How well one gallery's graph finds the exact top 10, measured when it was built.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GraphRecall {
+    /// Gallery rows.
+    pub rows: usize,
+    /// Queries sampled (evenly spaced rows of the other modality).
+    pub queries: usize,
+    /// Mean fraction of the exact top 10 that the graph returned, at `ef`.
+    pub recall_at_10: f64,
+    /// The `ef` measured.
+    pub ef: usize,
+    /// Queries/s of the graph, one query at a time on every core.
+    pub approximate_queries_per_s: f64,
+    /// Queries/s of exact search, one query at a time on every core.
+    pub exact_queries_per_s: f64,
+    /// Seconds the graph took to build.
+    pub build_seconds: f64,
+}
+
+/// The approximate half of an index: one graph per gallery and what they measured.
+pub struct Approximate {
+    /// Build and search parameters.
+    pub params: HnswParams,
+    /// `[images, captions]`.
+    graphs: [HnswGraph; 2],
+    /// `[images, captions]`, measured at build.
+    pub recall: [GraphRecall; 2],
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HnswRecord {
+    params: HnswParams,
+    images: GraphRecall,
+    captions: GraphRecall,
+    image_files: GraphDigest,
+    caption_files: GraphDigest,
+}
+
 /// Embeddings of a whole dataset under one model, ready to search.
 pub struct Index {
     /// `[n_images * dim]`, row-major, L2-normalised.
@@ -60,6 +122,11 @@ pub struct Index {
     pub dim: usize,
     /// The model, to embed feature queries.
     pub model: TwoBranch,
+    /// Each gallery packed for the tiled kernel, on its first search (then shared by every
+    /// request of a server instead of repacked per query).
+    packed: [OnceLock<Packed<GALLERY_GROUP>>; 2],
+    /// HNSW graphs, when the index was built with them.
+    pub approximate: Option<Approximate>,
 }
 
 impl Index {
@@ -73,14 +140,123 @@ impl Index {
         let all = |n: usize| (0..n as u32).collect::<Vec<u32>>();
         let images = model.embed_all(&dataset.images, &all(dataset.images.rows), true, chunk)?;
         let texts = model.embed_all(&dataset.texts, &all(dataset.texts.rows), false, chunk)?;
-        Ok(Index {
+        Ok(Index::from_embeddings(
             images,
             texts,
-            text_to_image: dataset.text_to_image.clone(),
-            captions: dataset.captions.clone(),
+            dataset.text_to_image.clone(),
+            dataset.captions.clone(),
+            model,
+        ))
+    }
+
+    /// An index over embeddings made elsewhere (e.g. synthetic ones for a benchmark), exact
+    /// search only until [`Index::build_approximate`].
+    ///
+    /// # Shapes
+    /// `images: [n_images * dim]`, `texts: [n_texts * dim]` with `dim = model.config.dim`,
+    /// `text_to_image: [n_texts]`, `captions: [n_texts]`.
+    pub fn from_embeddings(
+        images: Vec<f32>,
+        texts: Vec<f32>,
+        text_to_image: Vec<u32>,
+        captions: Option<Vec<String>>,
+        model: TwoBranch,
+    ) -> Self {
+        Index {
+            images,
+            texts,
+            text_to_image,
+            captions,
             dim: model.config.dim,
             model,
-        })
+            packed: Default::default(),
+            approximate: None,
+        }
+    }
+
+    /// Builds an HNSW graph over each gallery and measures its recall@10 against exact search
+    /// on up to 1000 queries from the other modality. `progress(done, total)` counts inserted
+    /// rows over both graphs.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for parameters out of range.
+    pub fn build_approximate(
+        &mut self,
+        params: HnswParams,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<()> {
+        params.validate()?;
+        let total = self.n_images() + self.n_texts();
+        let mut graphs = Vec::new();
+        let mut recall = Vec::new();
+        let mut done = 0;
+        for direction in [Direction::TextToImage, Direction::ImageToText] {
+            let started = Instant::now();
+            let (rows, _) = self.gallery(direction);
+            let graph = HnswGraph::build(rows, self.dim, params, |n| progress(done + n, total));
+            let build_seconds = started.elapsed().as_secs_f64();
+            done += graph.len();
+            let mut measured = self.measure_recall(direction, &graph, params.ef_search);
+            measured.build_seconds = build_seconds;
+            graphs.push(graph);
+            recall.push(measured);
+        }
+        let [images, captions]: [HnswGraph; 2] = graphs.try_into().ok().expect("two graphs");
+        self.approximate = Some(Approximate {
+            params,
+            graphs: [images, captions],
+            recall: [recall[0], recall[1]],
+        });
+        Ok(())
+    }
+
+    /// Recall@10 of `graph` (the gallery of `direction`) against exact search, and both
+    /// searches' speed one query at a time on every core.
+    fn measure_recall(&self, direction: Direction, graph: &HnswGraph, ef: usize) -> GraphRecall {
+        let (queries, count) = match direction {
+            Direction::TextToImage => (&self.texts, self.n_texts()),
+            Direction::ImageToText => (&self.images, self.n_images()),
+        };
+        let sample: Vec<usize> = if count <= RECALL_QUERIES {
+            (0..count).collect()
+        } else {
+            (0..RECALL_QUERIES)
+                .map(|i| i * count / RECALL_QUERIES)
+                .collect()
+        };
+        let dim = self.dim;
+        let row = |q: usize| &queries[q * dim..(q + 1) * dim];
+        let (_, packed) = self.gallery(direction);
+        let (exact, exact_seconds) = one_at_a_time(&sample, |q| {
+            crate::eval::top_k_in(packed, row(q), RECALL_K).remove(0)
+        });
+        let (found, approximate_seconds) = one_at_a_time(&sample, |q| {
+            graph
+                .search(row(q), RECALL_K, ef)
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect()
+        });
+        let hits: usize = exact
+            .iter()
+            .zip(&found)
+            .map(|(e, f)| f.iter().filter(|id| e.contains(id)).count())
+            .sum();
+        let wanted: usize = exact.iter().map(Vec::len).sum();
+        let per_s = |seconds: f64| sample.len() as f64 / seconds.max(1e-9);
+        GraphRecall {
+            rows: graph.len(),
+            queries: sample.len(),
+            recall_at_10: if wanted == 0 {
+                1.0
+            } else {
+                hits as f64 / wanted as f64
+            },
+            ef,
+            approximate_queries_per_s: per_s(approximate_seconds),
+            exact_queries_per_s: per_s(exact_seconds),
+            build_seconds: 0.0,
+        }
     }
 
     /// Image count.
@@ -130,6 +306,28 @@ impl Index {
                 })
                 .collect();
             fsio::write_atomic(&dir.join(CAPTIONS), lines.as_bytes())?;
+        }
+        let record_path = dir.join(HNSW);
+        match &self.approximate {
+            Some(approximate) => {
+                let image_files = approximate.graphs[0].save(dir, GRAPHS[0])?;
+                let caption_files = approximate.graphs[1].save(dir, GRAPHS[1])?;
+                // Written last: its presence says both graphs are complete.
+                let record = HnswRecord {
+                    params: approximate.params,
+                    images: approximate.recall[0],
+                    captions: approximate.recall[1],
+                    image_files,
+                    caption_files,
+                };
+                let json = serde_json::to_string_pretty(&record).expect("plain data");
+                fsio::write_atomic(&record_path, json.as_bytes())?;
+            }
+            None if record_path.exists() => {
+                // A graph of an earlier index in this folder must not be searched.
+                std::fs::remove_file(&record_path).map_err(|e| Error::io(&record_path, e))?;
+            }
+            None => {}
         }
         Ok(())
     }
@@ -188,6 +386,25 @@ impl Index {
         } else {
             None
         };
+        let record_path = dir.join(HNSW);
+        let approximate = if record_path.exists() {
+            let record: HnswRecord =
+                serde_json::from_slice(&fsio::read(&record_path)?).map_err(|e| {
+                    Error::Checkpoint {
+                        path: record_path.clone(),
+                        problem: format!("not an HNSW record ({e}); rebuild the index"),
+                    }
+                })?;
+            let images = HnswGraph::open(dir, GRAPHS[0], dim, n_images, &record.image_files)?;
+            let captions = HnswGraph::open(dir, GRAPHS[1], dim, ids.len(), &record.caption_files)?;
+            Some(Approximate {
+                params: record.params,
+                graphs: [images, captions],
+                recall: [record.images, record.captions],
+            })
+        } else {
+            None
+        };
         let flat = |t: &Tensor| -> Result<Vec<f32>> {
             Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
         };
@@ -198,22 +415,70 @@ impl Index {
             captions,
             dim,
             model: checkpoint.model,
+            packed: Default::default(),
+            approximate,
         })
     }
 
-    /// The `k` best matches of each query, exactly (inner product, ties to the lower id).
+    /// The gallery a query in `direction` searches, row-major and packed.
+    fn gallery(&self, direction: Direction) -> (&[f32], &Packed<GALLERY_GROUP>) {
+        let (rows, slot) = match direction {
+            Direction::TextToImage => (&self.images, &self.packed[0]),
+            Direction::ImageToText => (&self.texts, &self.packed[1]),
+        };
+        (rows, slot.get_or_init(|| Packed::pack(rows, self.dim)))
+    }
+
+    /// Approximate with the built `ef` when the index has graphs, else exact.
+    pub fn default_mode(&self) -> SearchMode {
+        match &self.approximate {
+            Some(a) => SearchMode::Approximate {
+                ef: a.params.ef_search,
+            },
+            None => SearchMode::Exact,
+        }
+    }
+
+    /// The `k` best matches of each query by inner product, best first, ties to the lower id:
+    /// exactly, or through the HNSW graph.
     ///
     /// # Shapes
     /// `queries: [n_queries * dim]`, row-major, L2-normalised.
     ///
     /// # Errors
-    /// A tensor error from the product.
-    pub fn search(&self, queries: &[f32], direction: Direction, k: usize) -> Result<Vec<Vec<Hit>>> {
-        let gallery = match direction {
-            Direction::TextToImage => &self.images,
-            Direction::ImageToText => &self.texts,
+    /// [`Error::Config`] when approximate search is asked of an index without graphs.
+    pub fn search(
+        &self,
+        queries: &[f32],
+        direction: Direction,
+        k: usize,
+        mode: SearchMode,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let (gallery, packed) = self.gallery(direction);
+        let lists = match mode {
+            SearchMode::Exact => top_k_in(packed, queries, k),
+            SearchMode::Approximate { ef } => {
+                let Some(approximate) = &self.approximate else {
+                    return Err(Error::Config(
+                        "this index has no HNSW graph: search it exactly, or rebuild it with `tandem index build ... --hnsw`".into(),
+                    ));
+                };
+                let graph = match direction {
+                    Direction::TextToImage => &approximate.graphs[0],
+                    Direction::ImageToText => &approximate.graphs[1],
+                };
+                queries
+                    .chunks_exact(self.dim)
+                    .map(|q| {
+                        graph
+                            .search(q, k, ef)
+                            .into_iter()
+                            .map(|(_, id)| id)
+                            .collect()
+                    })
+                    .collect()
+            }
         };
-        let lists = top_k(gallery, queries, self.dim, k);
         Ok(lists
             .into_iter()
             .enumerate()
@@ -223,7 +488,8 @@ impl Index {
                     .enumerate()
                     .map(|(position, id)| {
                         let row = &gallery[id as usize * self.dim..(id as usize + 1) * self.dim];
-                        let score = row.iter().zip(query).map(|(a, b)| a * b).sum();
+                        // The kernel's own score, so the listed order is the score order.
+                        let score = dot(row, query);
                         let (image, text) = match direction {
                             Direction::TextToImage => (None, self.first_caption(id)),
                             Direction::ImageToText => (
@@ -267,4 +533,27 @@ impl Index {
         }
         Ok(rows[id * self.dim..(id + 1) * self.dim].to_vec())
     }
+}
+
+/// `search(q)` for every query, on every core (queries split in contiguous runs), with the
+/// wall time: a server answers one request at a time per core, so this is its throughput.
+fn one_at_a_time(
+    queries: &[usize],
+    search: impl Fn(usize) -> Vec<u32> + Sync,
+) -> (Vec<Vec<u32>>, f64) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let run = queries.len().div_ceil(threads).max(1);
+    let started = Instant::now();
+    let search = &search;
+    let lists = std::thread::scope(|scope| {
+        let handles: Vec<_> = queries
+            .chunks(run)
+            .map(|part| scope.spawn(move || part.iter().map(|&q| search(q)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a search thread panicked"))
+            .collect()
+    });
+    (lists, started.elapsed().as_secs_f64())
 }
