@@ -607,6 +607,105 @@ fn index_build_then_search_both_ways() {
     );
 }
 
+#[test]
+fn hnsw_index_reports_its_recall_and_searches_approximately_or_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixture(dir.path());
+    let run = dir.path().join("run");
+    train_cmd(dir.path(), &run).assert().success();
+    let index = dir.path().join("index");
+    let out = tandem()
+        .args([
+            "index", "build", "--hnsw", "--hnsw-m", "8", "--format", "json", "--model",
+        ])
+        .arg(&run)
+        .arg("--data")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&index)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (gallery, rows) in [("images", 30), ("captions", 60)] {
+        let r = &report[gallery];
+        assert_eq!(r["rows"], rows, "{report}");
+        assert_eq!(r["ef"], 100);
+        // On 30–60 rows a graph searched 100 wide sees everything.
+        assert_eq!(r["recall_at_10"], 1.0, "{report}");
+    }
+    let search = |args: &[&str]| {
+        let mut c = tandem();
+        c.args(["search", "--format", "json", "--index"])
+            .arg(&index)
+            .args(args);
+        c.output().unwrap()
+    };
+    let ids = |out: std::process::Output| -> Vec<u64> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["results"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_u64().unwrap())
+            .collect()
+    };
+    let exact = ids(search(&["--image-id", "4", "--exact"]));
+    assert_eq!(exact.len(), 10);
+    assert_eq!(ids(search(&["--image-id", "4"])), exact);
+    assert_eq!(ids(search(&["--image-id", "4", "--ef", "60"])), exact);
+    let e = stderr_of_failure(search(&["--image-id", "4", "--ef", "0"]));
+    assert!(e.contains("--ef must be at least 1"), "{e}");
+    let e = stderr_of_failure(search(&["--image-id", "4", "--ef", "5", "--exact"]));
+    assert!(e.contains("cannot be used with"), "{e}");
+    let e = stderr_of_failure(
+        tandem()
+            .args(["index", "build", "--hnsw-m", "8", "--model"])
+            .arg(&run)
+            .arg("--data")
+            .arg(dir.path())
+            .arg("--out")
+            .arg(&index)
+            .output()
+            .unwrap(),
+    );
+    assert!(e.contains("--hnsw"), "{e}");
+    // The server searches the graphs unless a request asks for "exact".
+    let server = Server::start(&index);
+    let (status, health) = server.request("GET", "/health", "");
+    assert_eq!(status, 200);
+    assert!(health.contains(r#""search":"hnsw (ef 100)""#), "{health}");
+    for body in [
+        r#"{"id": 4, "direction": "image_to_text"}"#,
+        r#"{"id": 4, "direction": "image_to_text", "exact": true}"#,
+    ] {
+        let (status, answer) = server.search(body);
+        assert_eq!(status, 200, "{answer}");
+        let got: Vec<u64> = answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, exact, "{body}");
+    }
+    drop(server);
+    // Rebuilt without graphs in the same folder: --ef has nothing to search.
+    build_index(&run, dir.path(), &index);
+    let e = stderr_of_failure(search(&["--image-id", "4", "--ef", "60"]));
+    assert!(e.contains("no HNSW graph"), "{e}");
+    assert_eq!(ids(search(&["--image-id", "4"])), exact);
+}
+
 /// A dataset whose captions are words about their image: image i is an animal of a colour,
 /// and its features say so.
 fn write_worded_fixture(dir: &Path) {
