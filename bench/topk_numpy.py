@@ -1,6 +1,7 @@
-"""Exact top-k by numpy next to tandem's (bench/topk_vs_numpy.sh): writes random unit vectors
-to DIR (gallery.npy, queries.npy), times numpy's blocked matmul + argpartition + sort, and,
-with --compare, checks tandem's ids (DIR/tandem_ids.npy) against numpy's.
+"""Exact top-k by numpy and faiss next to tandem's (bench/topk_vs_numpy.sh): writes random unit
+vectors to DIR (gallery.npy, queries.npy), times numpy's blocked matmul + argpartition + sort
+and, when faiss-cpu is installed, faiss's flat inner-product index (IndexFlatIP, add + search);
+with --compare, checks tandem's ids (DIR/tandem_ids.npy) against theirs.
 
     python3 bench/topk_numpy.py --out DIR [--n 1000000 --dim 512 --queries 1000 --k 10]
 """
@@ -20,9 +21,14 @@ def main():
     ap.add_argument("--compare", action="store_true")
     a = ap.parse_args()
     if a.compare:
-        ours = np.load(f"{a.out}/numpy_ids.npy")
-        theirs = np.load(f"{a.out}/tandem_ids.npy").reshape(ours.shape)
-        print(f"tandem == numpy: {(ours == theirs).all(axis=1).mean() * 100:.2f}% of queries identical")
+        ours = np.load(f"{a.out}/tandem_ids.npy")
+        for name in ["numpy", "faiss"]:
+            try:
+                theirs = np.load(f"{a.out}/{name}_ids.npy")
+            except FileNotFoundError:
+                continue
+            same = (ours.reshape(theirs.shape) == theirs).all(axis=1).mean() * 100
+            print(f"tandem == {name}: {same:.2f}% of queries identical")
         return
     rng = np.random.default_rng(0)
     def unit(rows):
@@ -42,6 +48,20 @@ def main():
     seconds = time.perf_counter() - started
     np.save(f"{a.out}/numpy_ids.npy", ids)
     print(f"numpy {np.__version__}: top-{a.k} of {a.queries} queries over {a.n} x {a.dim}: "
+          f"{seconds:.2f} s ({a.queries / seconds:.0f} queries/s)")
+    try:
+        import faiss
+    except ImportError:
+        print("faiss: not installed (pip install faiss-cpu), skipped")
+        return
+    started = time.perf_counter()
+    index = faiss.IndexFlatIP(a.dim)
+    index.add(gallery)
+    _, faiss_ids = index.search(queries, a.k)
+    seconds = time.perf_counter() - started
+    np.save(f"{a.out}/faiss_ids.npy", faiss_ids.astype(np.int64))
+    print(f"faiss {faiss.__version__} IndexFlatIP ({faiss.omp_get_max_threads()} threads): "
+          f"top-{a.k} of {a.queries} queries over {a.n} x {a.dim}: "
           f"{seconds:.2f} s ({a.queries / seconds:.0f} queries/s)")
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Exact top-10 over 1M x 512 (1000 queries): numpy and tandem on the same arrays, one run.
+# Exact top-10 over 1M x 512 (1000 queries): numpy, faiss-cpu (when installed) and tandem on
+# the same arrays, one run.
 #   PATH=/path/to/venv/bin:$PATH bench/topk_vs_numpy.sh [DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."

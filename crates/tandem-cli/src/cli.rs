@@ -248,6 +248,10 @@ pub enum Command {
         encoder: Option<PathBuf>,
         #[command(flatten)]
         mode: SearchModeArgs,
+        /// Exact searches waiting together are scored in one pass over the gallery, up to this
+        /// many (1: one at a time, lowest latency when idle).
+        #[arg(long, default_value_t = crate::server::DEFAULT_BATCH)]
+        batch: usize,
     },
     /// Write the embeddings of every image and caption as .npy files.
     Embed {

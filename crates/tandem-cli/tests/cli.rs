@@ -698,6 +698,9 @@ fn hnsw_index_reports_its_recall_and_searches_approximately_or_exactly() {
             .collect();
         assert_eq!(got, exact, "{body}");
     }
+    let (status, _, body) = server.get("/image/0");
+    assert_eq!(status, 404);
+    assert!(body.contains("no image files"), "{body}");
     drop(server);
     // Rebuilt without graphs in the same folder: --ef has nothing to search.
     build_index(&run, dir.path(), &index);
@@ -909,6 +912,24 @@ impl Server {
         (status, body.to_string())
     }
 
+    /// A GET; returns the status, the header block (lowercase) and the body.
+    fn get(&self, path: &str) -> (u16, String, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let response = String::from_utf8(response).unwrap();
+        let status = response[9..12].parse().unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (status, head.to_ascii_lowercase(), body.to_string())
+    }
+
     fn search(&self, body: &str) -> (u16, serde_json::Value) {
         let (status, body) = self.request("POST", "/search", body);
         (
@@ -940,11 +961,54 @@ fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
     encode_text(data, "texts.npy", &["--tfidf"])
         .assert()
         .success();
+    // Image files listed by the dataset (relative to it), served by id.
+    std::fs::create_dir(data.join("img")).unwrap();
+    let mut listing = String::new();
+    for i in 0..30 {
+        std::fs::write(data.join(format!("img/{i}.png")), format!("picture {i}")).unwrap();
+        listing.push_str(&format!("img/{i}.png\n"));
+    }
+    std::fs::write(data.join("image_files.txt"), &listing).unwrap();
     let run = data.join("run");
     train_cmd(data, &run).assert().success();
     let index = data.join("index");
     build_index(&run, data, &index);
     let mut server = Server::start(&index);
+
+    let (status, head, body) = server.get("/image/3");
+    assert_eq!((status, body.as_str()), (200, "picture 3"));
+    assert!(head.contains("content-type: image/png"), "{head}");
+    for (path, wanted) in [
+        ("/image/30", "images 0..29"),
+        ("/image/x", "not an image id"),
+    ] {
+        let (status, _, body) = server.get(path);
+        assert_eq!(status, 400, "{path}");
+        assert!(body.contains(wanted), "{body}");
+    }
+    std::fs::remove_file(data.join("img/4.png")).unwrap();
+    let (status, _, body) = server.get("/image/4");
+    assert_eq!(status, 404);
+    assert!(body.contains("4.png"), "{body}");
+    let (_, _, page) = server.get("/");
+    assert!(page.contains("const hasImages = true;"), "{page}");
+    // A listing of the wrong length is refused when the index is built.
+    std::fs::write(data.join("image_files.txt"), "img/0.png\n").unwrap();
+    let e = stderr_of_failure(
+        tandem()
+            .args(["index", "build", "--model"])
+            .arg(&run)
+            .arg("--data")
+            .arg(data)
+            .arg("--out")
+            .arg(data.join("index2"))
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("image_files.txt") && e.contains("1 lines, but the dataset has 30 images"),
+        "{e}"
+    );
 
     let (status, health) = server.request("GET", "/health", "");
     assert_eq!(status, 200);

@@ -109,7 +109,11 @@ pub fn run(command: Command) -> Result<()> {
             addr,
             encoder,
             mode,
+            batch,
         } => {
+            if batch == 0 {
+                anyhow::bail!("--batch must be at least 1");
+            }
             let text = search::open_text_encoder(&index, encoder.as_deref())?;
             let opened = tandem::index::Index::open(&index)?;
             let mode = search::mode_for(&opened, mode)?;
@@ -122,7 +126,10 @@ pub fn run(command: Command) -> Result<()> {
                     .map(|t| format!("; words encoded by {}", t.describe()))
                     .unwrap_or_default()
             );
-            crate::server::serve(crate::server::AppState::new(opened, text, mode), addr)
+            crate::server::serve(
+                crate::server::AppState::new(opened, text, mode, batch),
+                addr,
+            )
         }
         Command::EncodeText {
             captions,

@@ -28,6 +28,7 @@ pub fn build(
     TextEncoderRecord::check_same(&run_dir, data)?;
     let dataset = PairedDataset::open(data)?;
     let mut index = Index::build(&checkpoint, &dataset)?;
+    index.attach_image_files(data)?;
     if let Some(params) = hnsw {
         params.validate()?;
         let total = index.n_images() + index.n_texts();

@@ -1,6 +1,7 @@
 //! `tandem serve`: an index over HTTP (axum). One read-only index shared by every request;
 //! queries by id, by raw feature vector or in words; Prometheus metrics; graceful shutdown.
 
+mod batcher;
 mod metrics;
 mod query;
 
@@ -19,6 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tandem::index::{Index, SearchMode};
 
+pub use batcher::DEFAULT_BATCH;
 pub use query::{Embedder, QueryText, SearchRequest};
 
 /// Largest request body accepted (a 1M-float feature vector would not fit; 512-d ones do
@@ -27,19 +29,24 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// What every handler shares.
 pub struct AppState {
-    pub index: Index,
+    pub index: Arc<Index>,
     /// How requests search unless they ask for `"exact": true`.
     pub mode: SearchMode,
+    /// Exact searches, batched across concurrent requests.
+    pub exact: batcher::ExactBatcher,
     pub embedder: Embedder,
     pub text: Option<QueryText>,
     pub metrics: metrics::Metrics,
 }
 
 impl AppState {
-    /// The state for `index`; `text` encodes word queries when the index records an encoder.
-    pub fn new(index: Index, text: Option<QueryText>, mode: SearchMode) -> Self {
+    /// The state for `index`; `text` encodes word queries when the index records an encoder;
+    /// exact searches are scored up to `max_batch` at a time.
+    pub fn new(index: Index, text: Option<QueryText>, mode: SearchMode, max_batch: usize) -> Self {
         let embedder = Embedder(std::sync::Mutex::new(index.model.clone()));
+        let index = Arc::new(index);
         AppState {
+            exact: batcher::ExactBatcher::start(index.clone(), max_batch),
             index,
             mode,
             embedder,
@@ -49,13 +56,14 @@ impl AppState {
     }
 }
 
-/// The router: `/`, `POST /search`, `GET /health`, `GET /metrics`.
+/// The router: `/`, `POST /search`, `GET /health`, `GET /metrics`, `GET /image/{id}`.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/search", post(search))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
+        .route("/image/{id}", get(image))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -180,6 +188,48 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
+/// Image `id`'s file, when the index lists image files (from the dataset's image_files.txt).
+async fn image(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(files) = &state.index.image_files else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this index has no image files (its dataset folder had no image_files.txt)",
+        );
+    };
+    let Some(path) = id.parse::<usize>().ok().and_then(|i| files.get(i)) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "image `{id}` is not an image id: the index has images 0..{}",
+                files.len().saturating_sub(1)
+            ),
+        );
+    };
+    let mime = match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("svg") => "image/svg+xml",
+        _ => "application/octet-stream",
+    };
+    match tokio::fs::read(path).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, mime)], bytes).into_response(),
+        Err(e) => error(
+            StatusCode::NOT_FOUND,
+            format!("image {id}: {}: {e}", path.display()),
+        ),
+    }
+}
+
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -193,6 +243,14 @@ async fn page(State(state): State<Arc<AppState>>) -> Html<String> {
         include_str!("page.html")
             .replace("{{images}}", &state.index.n_images().to_string())
             .replace("{{captions}}", &state.index.n_texts().to_string())
+            .replace(
+                "{{has_images}}",
+                if state.index.image_files.is_some() {
+                    "true"
+                } else {
+                    "false"
+                },
+            )
             .replace(
                 "{{words}}",
                 if state.text.is_some() { "" } else { "disabled" },

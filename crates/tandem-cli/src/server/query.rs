@@ -155,13 +155,14 @@ pub fn run(state: &AppState, request: SearchRequest) -> Result<Answer, Rejected>
     } else {
         state.mode
     };
-    let mut results = index
-        .search(&query, direction, request.k, mode)
-        .map_err(|e| Rejected(format!("search failed: {e}")))?;
-    Ok(Answer {
-        direction,
-        results: results.pop().unwrap_or_default(),
-    })
+    let results = match mode {
+        SearchMode::Exact => state.exact.search(query, direction, request.k),
+        SearchMode::Approximate { .. } => index
+            .search(&query, direction, request.k, mode)
+            .map(|mut lists| lists.pop().unwrap_or_default()),
+    }
+    .map_err(|e| Rejected(format!("search failed: {e}")))?;
+    Ok(Answer { direction, results })
 }
 
 /// Raw features of one query → its embedding, by the image or the text branch.

@@ -3,7 +3,7 @@
 //! dataset had caption text. Exact search by inner product on the normalised embeddings.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -23,6 +23,9 @@ const EMBEDDINGS: &str = "index.safetensors";
 const MODEL: &str = "model.safetensors";
 const CAPTIONS: &str = "captions.jsonl";
 const HNSW: &str = "hnsw.json";
+/// In a dataset folder and an index folder: one image file path per line, line i for image i
+/// (relative to the dataset folder, or absolute); the index stores them absolute.
+pub const IMAGE_FILES: &str = "image_files.txt";
 /// Graph names, by gallery: images (text→image queries), captions (image→text).
 const GRAPHS: [&str; 2] = ["images", "captions"];
 /// Queries sampled to measure a graph's recall against exact search.
@@ -127,6 +130,8 @@ pub struct Index {
     packed: [OnceLock<Packed<GALLERY_GROUP>>; 2],
     /// HNSW graphs, when the index was built with them.
     pub approximate: Option<Approximate>,
+    /// Image file of each image, when the dataset listed them (the files stay where they are).
+    pub image_files: Option<Vec<PathBuf>>,
 }
 
 impl Index {
@@ -171,7 +176,39 @@ impl Index {
             model,
             packed: Default::default(),
             approximate: None,
+            image_files: None,
         }
+    }
+
+    /// Reads `DATA/image_files.txt` when the dataset folder has one, so that search results
+    /// can show the images.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the file when it is unreadable or its line count is not
+    /// the number of images.
+    pub fn attach_image_files(&mut self, data_dir: &Path) -> Result<()> {
+        let path = data_dir.join(IMAGE_FILES);
+        if !path.exists() {
+            return Ok(());
+        }
+        let text = String::from_utf8(fsio::read(&path)?).map_err(|e| Error::Checkpoint {
+            path: path.clone(),
+            problem: format!("not UTF-8 text ({e})"),
+        })?;
+        let base = std::path::absolute(data_dir).map_err(|e| Error::io(data_dir, e))?;
+        let files: Vec<PathBuf> = text.lines().map(|line| base.join(line.trim())).collect();
+        if files.len() != self.n_images() {
+            return Err(Error::Checkpoint {
+                path,
+                problem: format!(
+                    "{} lines, but the dataset has {} images; write one image file per line, line i for image i",
+                    files.len(),
+                    self.n_images()
+                ),
+            });
+        }
+        self.image_files = Some(files);
+        Ok(())
     }
 
     /// Builds an HNSW graph over each gallery and measures its recall@10 against exact search
@@ -230,9 +267,10 @@ impl Index {
         let (exact, exact_seconds) = one_at_a_time(&sample, |q| {
             crate::eval::top_k_in(packed, row(q), RECALL_K).remove(0)
         });
+        let (gallery, _) = self.gallery(direction);
         let (found, approximate_seconds) = one_at_a_time(&sample, |q| {
             graph
-                .search(row(q), RECALL_K, ef)
+                .search(gallery, row(q), RECALL_K, ef)
                 .into_iter()
                 .map(|(_, id)| id)
                 .collect()
@@ -306,6 +344,17 @@ impl Index {
                 })
                 .collect();
             fsio::write_atomic(&dir.join(CAPTIONS), lines.as_bytes())?;
+        }
+        let files_path = dir.join(IMAGE_FILES);
+        match &self.image_files {
+            Some(files) => {
+                let lines: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
+                fsio::write_atomic(&files_path, lines.as_bytes())?;
+            }
+            None if files_path.exists() => {
+                std::fs::remove_file(&files_path).map_err(|e| Error::io(&files_path, e))?;
+            }
+            None => {}
         }
         let record_path = dir.join(HNSW);
         match &self.approximate {
@@ -386,6 +435,23 @@ impl Index {
         } else {
             None
         };
+        let files_path = dir.join(IMAGE_FILES);
+        let image_files = if files_path.exists() {
+            let text = String::from_utf8_lossy(&fsio::read(&files_path)?).into_owned();
+            let files: Vec<PathBuf> = text.lines().map(PathBuf::from).collect();
+            if files.len() != n_images {
+                return Err(Error::Checkpoint {
+                    path: files_path,
+                    problem: format!(
+                        "{} lines for {n_images} images; rebuild the index",
+                        files.len()
+                    ),
+                });
+            }
+            Some(files)
+        } else {
+            None
+        };
         let record_path = dir.join(HNSW);
         let approximate = if record_path.exists() {
             let record: HnswRecord =
@@ -417,6 +483,7 @@ impl Index {
             model: checkpoint.model,
             packed: Default::default(),
             approximate,
+            image_files,
         })
     }
 
@@ -471,7 +538,7 @@ impl Index {
                     .chunks_exact(self.dim)
                     .map(|q| {
                         graph
-                            .search(q, k, ef)
+                            .search(gallery, q, k, ef)
                             .into_iter()
                             .map(|(_, id)| id)
                             .collect()
