@@ -71,8 +71,13 @@ impl Branch {
     ) -> Result<Tensor> {
         let train = rng.is_some();
         let mut h = x.clone();
-        for block in &mut self.blocks {
-            h = block.linear.forward(&h)?;
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            // The first layer reads the features, whose gradient nobody needs.
+            h = if i == 0 {
+                block.linear.forward_input(&h)?
+            } else {
+                block.linear.forward(&h)?
+            };
             if let Some(norm) = &mut block.norm {
                 h = norm.forward(&h, train)?;
             }
@@ -81,7 +86,12 @@ impl Branch {
                 h = dropout(&h, self.dropout, rng)?;
             }
         }
-        l2_normalize(&self.out.forward(&h)?)
+        let out = if self.blocks.is_empty() {
+            self.out.forward_input(&h)?
+        } else {
+            self.out.forward(&h)?
+        };
+        l2_normalize(&out)
     }
 
     /// Every tensor of the branch by checkpoint name, with whether the optimiser trains it

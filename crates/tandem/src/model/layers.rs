@@ -45,6 +45,20 @@ impl Linear {
         Ok(x.matmul(&self.weight.as_tensor().t()?)?
             .broadcast_add(self.bias.as_tensor())?)
     }
+    /// [`Linear::forward`] on raw input features: the same value, but backward skips the
+    /// gradient with respect to `x` ([`super::input_linear`]).
+    ///
+    /// # Shapes
+    /// `x: [n, in]` → `[n, out]`.
+    ///
+    /// # Errors
+    /// A tensor error when `in` disagrees.
+    pub fn forward_input(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(
+            super::input_linear::input_times_weight_t(x, self.weight.as_tensor())?
+                .broadcast_add(self.bias.as_tensor())?,
+        )
+    }
 }
 
 /// Batch normalisation over the rows of a batch, with running statistics for evaluation

@@ -2,6 +2,7 @@
 
 mod branch;
 mod checkpoint;
+mod input_linear;
 mod layers;
 mod two_branch;
 
