@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p tandem --bench train_step`
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 use tandem::config::{Config, ModelConfig};
@@ -22,7 +22,16 @@ struct Setup {
     rng: rand_chacha::ChaCha8Rng,
 }
 
-fn setup(b: usize, d_image: usize, d_text: usize, hidden: usize, dim: usize) -> Setup {
+/// `input_gradient`: the features as variables, so backward also computes dL/dx through the
+/// first layer as candle's plain matmul does (tandem's first layer skips it for data).
+fn setup(
+    b: usize,
+    d_image: usize,
+    d_text: usize,
+    hidden: usize,
+    dim: usize,
+    input_gradient: bool,
+) -> Setup {
     let device = Device::Cpu;
     let config = Config::default();
     let model_cfg = ModelConfig {
@@ -35,8 +44,12 @@ fn setup(b: usize, d_image: usize, d_text: usize, hidden: usize, dim: usize) -> 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut random =
         |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
-    let images = Tensor::from_vec(random(b * d_image), (b, d_image), &device).unwrap();
-    let texts = Tensor::from_vec(random(2 * b * d_text), (2 * b, d_text), &device).unwrap();
+    let mut images = Tensor::from_vec(random(b * d_image), (b, d_image), &device).unwrap();
+    let mut texts = Tensor::from_vec(random(2 * b * d_text), (2 * b, d_text), &device).unwrap();
+    if input_gradient {
+        images = Var::from_tensor(&images).unwrap().as_tensor().clone();
+        texts = Var::from_tensor(&texts).unwrap().as_tensor().clone();
+    }
     Setup {
         model,
         optimizer,
@@ -66,13 +79,19 @@ fn step(s: &mut Setup) -> f32 {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
-    let mut small = setup(128, 432, 192, 256, 128);
+    let mut small = setup(128, 432, 192, 256, 128, false);
     group.bench_function("small_b128_432-192_256_128", |b| {
         b.iter(|| step(&mut small))
     });
-    let mut paper = setup(500, 4096, 6000, 2048, 512);
+    let mut paper = setup(500, 4096, 6000, 2048, 512, false);
     group.bench_function("paper_b500_4096-6000_2048_512", |b| {
         b.iter(|| step(&mut paper))
+    });
+    drop(paper);
+    // The same step with dL/dx computed, as before the first layer skipped it.
+    let mut paper_dx = setup(500, 4096, 6000, 2048, 512, true);
+    group.bench_function("paper_with_input_gradient", |b| {
+        b.iter(|| step(&mut paper_dx))
     });
     group.finish();
 }
