@@ -60,6 +60,17 @@ pub enum IndexAction {
     },
 }
 
+/// Training-step sizes for `tandem bench`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BenchSize {
+    /// 128 images + 256 captions, 432/192 → 256 → 128.
+    Small,
+    /// The paper's: 500 images + 1000 captions, 4096/6000 → 2048 → 512.
+    Paper,
+    /// Both.
+    All,
+}
+
 /// Exact or approximate search, for `search` and `serve`.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct SearchModeArgs {
@@ -264,6 +275,19 @@ pub enum Command {
         /// Output folder: images.npy, texts.npy and text_to_image.npy (itself a dataset folder).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Time the training step (the paper's size and a small one), the loss alone and the
+    /// evaluation ranking, against this machine's own sgemm rate measured in the same run.
+    Bench {
+        /// Which training steps to time.
+        #[arg(long, value_enum, default_value = "all")]
+        size: BenchSize,
+        /// Timed runs of each item (after one warm-up run).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Report format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
     },
     /// Train on the bundled emoji dataset and print the test table (under 3 minutes on 2 cores).
     Demo {

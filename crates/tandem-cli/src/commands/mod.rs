@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod bench;
 mod compare;
 mod demo;
 mod embed;
@@ -145,6 +146,7 @@ pub fn run(command: Command) -> Result<()> {
             };
             encode_text::run(&captions, &out, encoder)
         }
+        Command::Bench { size, runs, format } => bench::run(size, runs, format),
         Command::Demo {
             data,
             out,

@@ -1,5 +1,6 @@
 //! The training loop: batches, optimiser, schedule, validation, checkpoints, metrics log.
 
+pub mod bench;
 mod early_stop;
 mod health;
 mod observer;

@@ -1,0 +1,138 @@
+//! `tandem bench`: the training step at the paper's size and a small one, the loss alone and
+//! the evaluation ranking, each next to this machine's own matrix-multiply rate measured in the
+//! same run (the floor a step's matrix products set).
+
+use anyhow::Result;
+use serde::Serialize;
+use tandem::data::LatentRows;
+use tandem::train::bench::{StepBench, StepShape, Timing, sgemm_gflops, time};
+
+use crate::cli::{BenchSize, Format};
+
+/// One timed item.
+#[derive(Serialize)]
+struct Row {
+    what: String,
+    #[serde(flatten)]
+    timing: Timing,
+    /// Matrix-product work, when it is known.
+    gflop: Option<f64>,
+    /// `gflop / median`.
+    gflop_per_s: Option<f64>,
+    /// `median / (gflop / sgemm rate)`: 1.0 would be all time in gemm at the probe's rate.
+    times_floor: Option<f64>,
+}
+
+pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
+    if runs == 0 {
+        anyhow::bail!("--runs must be at least 1");
+    }
+    let device = tandem::default_device()?;
+    let (rate, probe) = sgemm_gflops(2048, runs.max(3), &device)?;
+    let mut rows = vec![Row {
+        what: "sgemm probe 2048×2048×2048 (fastest run sets the rate)".into(),
+        timing: probe,
+        gflop: Some(2.0 * 2048f64.powi(3) / 1e9),
+        gflop_per_s: Some(rate),
+        times_floor: None,
+    }];
+    let row = |what: String, timing: Timing, gflop: Option<f64>| Row {
+        what,
+        timing,
+        gflop,
+        gflop_per_s: gflop.map(|g| g / timing.median),
+        times_floor: gflop.map(|g| timing.median / (g / rate)),
+    };
+    let shapes: &[(&str, StepShape)] = match size {
+        BenchSize::Small => &[("small", StepShape::SMALL)],
+        BenchSize::Paper => &[("paper", StepShape::PAPER)],
+        BenchSize::All => &[("small", StepShape::SMALL), ("paper", StepShape::PAPER)],
+    };
+    for &(name, shape) in shapes {
+        tracing::info!("timing the {name} training step");
+        let mut bench = StepBench::new(shape, &device)?;
+        let step = time(runs, || bench.step().map(drop))?;
+        rows.push(row(
+            format!(
+                "train step, {name}: B = {} + {} captions, {}/{} → {} → {}",
+                shape.images,
+                shape.captions(),
+                shape.d_image,
+                shape.d_text,
+                shape.hidden,
+                shape.dim
+            ),
+            step,
+            Some(shape.matmul_flops() / 1e9),
+        ));
+        let loss = bench.time_loss(runs)?;
+        let similarity = 3.0 * 2.0 * (shape.images * shape.captions() * shape.dim) as f64 / 1e9;
+        rows.push(row(
+            format!("the paper's loss alone (forward + backward), {name} batch"),
+            loss,
+            Some(similarity),
+        ));
+    }
+    // Evaluation: a COCO 1K fold's ranking both ways at width 512.
+    let (images, texts, dim) = (1000, 5000, 512);
+    let spec = LatentRows {
+        dim,
+        ..LatentRows::default()
+    };
+    let (ie, te) = (spec.draw(images, 1), spec.draw(texts, 2));
+    let owner: Vec<u32> = (0..texts as u32).map(|t| t / 5).collect();
+    let rank = time(runs, || {
+        tandem::eval::ranks_from_embeddings(&ie, &te, dim, &owner);
+        Ok(())
+    })?;
+    rows.push(row(
+        format!("evaluation ranking, {images} images × {texts} captions, dim {dim}"),
+        rank,
+        Some(2.0 * (images * texts * dim) as f64 / 1e9),
+    ));
+
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Csv => {
+            println!("what,median_s,min_s,max_s,runs,gflop,gflop_per_s,times_floor");
+            let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+            for r in &rows {
+                println!(
+                    "{},{:.4},{:.4},{:.4},{},{},{},{}",
+                    crate::output::csv_field(&r.what),
+                    r.timing.median,
+                    r.timing.min,
+                    r.timing.max,
+                    r.timing.runs,
+                    opt(r.gflop),
+                    opt(r.gflop_per_s),
+                    opt(r.times_floor)
+                );
+            }
+        }
+        Format::Table => {
+            println!(
+                "{:<66} {:>10} {:>19} {:>7} {:>8} {:>7}",
+                "what", "median", "min–max", "GFLOP", "GFLOP/s", "× floor"
+            );
+            let opt =
+                |v: Option<f64>, p: usize| v.map_or("–".to_string(), |v| format!("{v:.p$}"));
+            for r in &rows {
+                let range = format!("{:.3}–{:.3} s", r.timing.min, r.timing.max);
+                println!(
+                    "{:<66} {:>8.3} s {:>19} {:>7} {:>8} {:>7}",
+                    r.what,
+                    r.timing.median,
+                    range,
+                    opt(r.gflop, 1),
+                    opt(r.gflop_per_s, 1),
+                    opt(r.times_floor, 2)
+                );
+            }
+            println!(
+                "(median of {runs} runs after one warm-up; floor = GFLOP / {rate:.1} GFLOP/s, this machine's sgemm rate measured above)"
+            );
+        }
+    }
+    Ok(())
+}

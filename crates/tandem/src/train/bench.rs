@@ -1,0 +1,265 @@
+//! What `tandem bench` times: one training step (forward, the paper's loss, backward, Adam) on
+//! random features of a given shape, the loss alone, and the machine's own matrix-multiply
+//! rate, so that a step's time can be stated against the floor its matrix products set on the
+//! same machine in the same run.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::config::{Config, ModelConfig};
+use crate::error::Result;
+use crate::loss::{Embedded, Objective};
+use crate::model::{Mode, TwoBranch};
+
+use super::Optimizer;
+
+/// The sizes of one training step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StepShape {
+    /// Images in the batch.
+    pub images: usize,
+    /// Captions per image (all in the batch).
+    pub captions_per_image: usize,
+    /// Image feature width.
+    pub d_image: usize,
+    /// Text feature width.
+    pub d_text: usize,
+    /// The one hidden layer's width.
+    pub hidden: usize,
+    /// Embedding width.
+    pub dim: usize,
+}
+
+impl StepShape {
+    /// The paper's: 500 images and 1000 captions, 4096 (VGG) / 6000 (Fisher vector) → 2048 → 512.
+    pub const PAPER: StepShape = StepShape {
+        images: 500,
+        captions_per_image: 2,
+        d_image: 4096,
+        d_text: 6000,
+        hidden: 2048,
+        dim: 512,
+    };
+    /// A small step: 128 images and 256 captions, 432 / 192 → 256 → 128 (the demo's widths).
+    pub const SMALL: StepShape = StepShape {
+        images: 128,
+        captions_per_image: 2,
+        d_image: 432,
+        d_text: 192,
+        hidden: 256,
+        dim: 128,
+    };
+
+    /// Captions in the batch.
+    pub fn captions(&self) -> usize {
+        self.images * self.captions_per_image
+    }
+
+    /// Floating-point operations of the step's matrix products (2 per multiply-add): the two
+    /// layers of each branch forward, their weight gradients, the hidden layers' input
+    /// gradients (none for the raw features), and the `images × captions` similarity with its
+    /// two gradients. Element-wise work is not counted: this is the floor a gemm sets.
+    pub fn matmul_flops(&self) -> f64 {
+        let mac = |m: usize, k: usize, n: usize| 2.0 * (m * k * n) as f64;
+        let (b, t) = (self.images, self.captions());
+        let branch = |n: usize, d_in: usize| {
+            let forward = mac(n, d_in, self.hidden) + mac(n, self.hidden, self.dim);
+            let weights = forward;
+            let hidden_input = mac(n, self.dim, self.hidden);
+            forward + weights + hidden_input
+        };
+        branch(b, self.d_image) + branch(t, self.d_text) + 3.0 * mac(b, self.dim, t)
+    }
+}
+
+/// A model, optimiser, the paper's loss and one fixed random batch of `shape`.
+pub struct StepBench {
+    model: TwoBranch,
+    optimizer: Optimizer,
+    objective: Objective,
+    images: Tensor,
+    texts: Tensor,
+    image_ids: Vec<u32>,
+    text_ids: Vec<u32>,
+    rng: ChaCha8Rng,
+    shape: StepShape,
+}
+
+impl StepBench {
+    /// # Errors
+    /// A tensor error from allocation on `device`.
+    pub fn new(shape: StepShape, device: &Device) -> Result<Self> {
+        let config = Config::default();
+        let model_cfg = ModelConfig {
+            hidden: vec![shape.hidden],
+            dim: shape.dim,
+            ..ModelConfig::default()
+        };
+        let model = TwoBranch::new(shape.d_image, shape.d_text, &model_cfg, 0, device)?;
+        let optimizer = Optimizer::new(model.vars(), &config.train)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut random =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let (b, t) = (shape.images, shape.captions());
+        let images = Tensor::from_vec(random(b * shape.d_image), (b, shape.d_image), device)?;
+        let texts = Tensor::from_vec(random(t * shape.d_text), (t, shape.d_text), device)?;
+        Ok(StepBench {
+            model,
+            optimizer,
+            objective: Objective::paper(&config.loss),
+            images,
+            texts,
+            image_ids: (0..b as u32).collect(),
+            text_ids: (0..t as u32).map(|i| i % b as u32).collect(),
+            rng: ChaCha8Rng::seed_from_u64(1),
+            shape,
+        })
+    }
+
+    /// The shape this bench runs.
+    pub fn shape(&self) -> StepShape {
+        self.shape
+    }
+
+    /// One training step; returns the loss.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn step(&mut self) -> Result<f32> {
+        let (ei, et) = self
+            .model
+            .forward(&self.images, &self.texts, Mode::Train(&mut self.rng))?;
+        let out =
+            self.objective
+                .forward(&Embedded::new(&ei, &et, &self.image_ids, &self.text_ids))?;
+        let grads = out.total.backward()?;
+        self.optimizer.step(&grads)?;
+        Ok(out.total.to_scalar()?)
+    }
+
+    /// Times the loss forward and backward alone, `runs` times, on the batch's embeddings
+    /// (evaluation mode, made variables so that the backward runs).
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn time_loss(&mut self, runs: usize) -> Result<Timing> {
+        let (images, texts) = self.model.forward(&self.images, &self.texts, Mode::Eval)?;
+        let (images, texts) = (Var::from_tensor(&images)?, Var::from_tensor(&texts)?);
+        let batch = Embedded::new(
+            images.as_tensor(),
+            texts.as_tensor(),
+            &self.image_ids,
+            &self.text_ids,
+        );
+        time(runs, || {
+            let out = self.objective.forward(&batch)?;
+            out.total.backward()?;
+            Ok(())
+        })
+    }
+}
+
+/// Seconds of repeated runs: median, fastest and slowest.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Timing {
+    /// Median seconds.
+    pub median: f64,
+    /// Fastest run.
+    pub min: f64,
+    /// Slowest run.
+    pub max: f64,
+    /// Runs timed (after one untimed warm-up run).
+    pub runs: usize,
+}
+
+/// Times `runs` calls of `f` after one warm-up call.
+///
+/// # Errors
+/// The first error of `f`.
+pub fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+    f()?;
+    let mut seconds = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        f()?;
+        seconds.push(started.elapsed().as_secs_f64());
+    }
+    seconds.sort_by(f64::total_cmp);
+    Ok(Timing {
+        median: seconds[seconds.len() / 2],
+        min: seconds[0],
+        max: seconds[seconds.len() - 1],
+        runs: seconds.len(),
+    })
+}
+
+/// The machine's single-precision matrix-multiply rate through candle's own gemm (the one the
+/// step uses): an `n × n` by `n × n` product timed `runs` times, GFLOP/s of the fastest.
+///
+/// # Errors
+/// A tensor error from allocation on `device`.
+pub fn sgemm_gflops(n: usize, runs: usize, device: &Device) -> Result<(f64, Timing)> {
+    let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), device)?;
+    let timing = time(runs, || {
+        let c = a.matmul(&b)?;
+        device.synchronize()?;
+        drop(c);
+        Ok(())
+    })?;
+    let flops = 2.0 * (n * n * n) as f64;
+    Ok((flops / timing.min / 1e9, timing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_flops_counts_every_product_once() {
+        // 2 images, 2 captions each; 3/5 → 4 → 2. Image branch: forward 2·3·4 + 2·4·2 = 40
+        // MACs, weight grads 40, hidden input grads 2·2·4 = 16 → 96. Text branch (4 rows):
+        // 4·5·4 + 4·4·2 = 112, ×2, + 4·2·4 = 32 → 256. Similarity 2·2·4 = 16 MACs, ×3 = 48.
+        let shape = StepShape {
+            images: 2,
+            captions_per_image: 2,
+            d_image: 3,
+            d_text: 5,
+            hidden: 4,
+            dim: 2,
+        };
+        assert_eq!(shape.matmul_flops(), 2.0 * (96.0 + 256.0 + 48.0));
+        // The paper's step: 76.9 GFLOP with 1000 captions; 48.4 with 500 (the 48).
+        let paper = StepShape::PAPER.matmul_flops() / 1e9;
+        assert!((76.8..77.0).contains(&paper), "{paper}");
+        let one_caption = StepShape {
+            captions_per_image: 1,
+            ..StepShape::PAPER
+        };
+        let paper = one_caption.matmul_flops() / 1e9;
+        assert!((48.3..48.5).contains(&paper), "{paper}");
+    }
+
+    #[test]
+    fn a_step_lowers_the_loss_on_its_batch_and_timing_orders_its_runs() {
+        let mut bench = StepBench::new(StepShape::SMALL, &Device::Cpu).unwrap();
+        let first = bench.step().unwrap();
+        let mut last = first;
+        for _ in 0..5 {
+            last = bench.step().unwrap();
+        }
+        assert!(last < first, "{first} → {last}");
+        let mut calls = 0;
+        let t = time(3, || {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((calls, t.runs), (4, 3));
+        assert!(t.min <= t.median && t.median <= t.max);
+    }
+}
