@@ -71,16 +71,21 @@ fn encode_text(dir: &Path, out: &str, extra: &[&str]) -> Command {
 }
 
 /// `tandem index build --model RUN --data DATA --out INDEX`, which must succeed.
-fn build_index(run: &Path, data: &Path, index: &Path) {
-    tandem()
-        .args(["index", "build", "--model"])
+/// `tandem index build --model RUN --data DATA --out INDEX` with `extra` arguments.
+fn index_build(run: &Path, data: &Path, index: &Path, extra: &[&str]) -> Command {
+    let mut c = tandem();
+    c.args(["index", "build", "--model"])
         .arg(run)
         .arg("--data")
         .arg(data)
         .arg("--out")
         .arg(index)
-        .assert()
-        .success();
+        .args(extra);
+    c
+}
+
+fn build_index(run: &Path, data: &Path, index: &Path) {
+    index_build(run, data, index, &[]).assert().success();
 }
 
 const TINY: [&str; 12] = [
@@ -614,17 +619,14 @@ fn hnsw_index_reports_its_recall_and_searches_approximately_or_exactly() {
     let run = dir.path().join("run");
     train_cmd(dir.path(), &run).assert().success();
     let index = dir.path().join("index");
-    let out = tandem()
-        .args([
-            "index", "build", "--hnsw", "--hnsw-m", "8", "--format", "json", "--model",
-        ])
-        .arg(&run)
-        .arg("--data")
-        .arg(dir.path())
-        .arg("--out")
-        .arg(&index)
-        .output()
-        .unwrap();
+    let out = index_build(
+        &run,
+        dir.path(),
+        &index,
+        &["--hnsw", "--hnsw-m", "8", "--format", "json"],
+    )
+    .output()
+    .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -668,13 +670,7 @@ fn hnsw_index_reports_its_recall_and_searches_approximately_or_exactly() {
     let e = stderr_of_failure(search(&["--image-id", "4", "--ef", "5", "--exact"]));
     assert!(e.contains("cannot be used with"), "{e}");
     let e = stderr_of_failure(
-        tandem()
-            .args(["index", "build", "--hnsw-m", "8", "--model"])
-            .arg(&run)
-            .arg("--data")
-            .arg(dir.path())
-            .arg("--out")
-            .arg(&index)
+        index_build(&run, dir.path(), &index, &["--hnsw-m", "8"])
             .output()
             .unwrap(),
     );
@@ -995,13 +991,7 @@ fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
     // A listing of the wrong length is refused when the index is built.
     std::fs::write(data.join("image_files.txt"), "img/0.png\n").unwrap();
     let e = stderr_of_failure(
-        tandem()
-            .args(["index", "build", "--model"])
-            .arg(&run)
-            .arg("--data")
-            .arg(data)
-            .arg("--out")
-            .arg(data.join("index2"))
+        index_build(&run, data, &data.join("index2"), &[])
             .output()
             .unwrap(),
     );

@@ -120,6 +120,18 @@ impl StepBench {
         })
     }
 
+    /// The features as variables, so that backward also computes dL/dx through the first
+    /// layer, as candle's plain matmul does (for comparing against the first layer that
+    /// skips it).
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn with_input_gradient(mut self) -> Result<Self> {
+        self.images = Var::from_tensor(&self.images)?.as_tensor().clone();
+        self.texts = Var::from_tensor(&self.texts)?.as_tensor().clone();
+        Ok(self)
+    }
+
     /// The shape this bench runs.
     pub fn shape(&self) -> StepShape {
         self.shape
