@@ -43,6 +43,16 @@ fn write_fixture(dir: &Path) {
 }
 
 /// Asserts the command failed and returns what it printed on stderr.
+/// The stdout of a command that must have succeeded (its stderr in the failure message).
+fn stdout_of_success(out: std::process::Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 fn stderr_of_failure(out: std::process::Output) -> String {
     assert!(!out.status.success(), "the command succeeded");
     String::from_utf8(out.stderr).unwrap()
@@ -118,12 +128,8 @@ fn train_eval_embed_on_a_tiny_fixture() {
     let run = work.path().join("run");
 
     let out = train_cmd(data.path(), &run).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8(out.stdout).unwrap();
+    let stdout = stdout_of_success(out);
+    let table = String::from_utf8(stdout).unwrap();
     assert!(
         table.starts_with("split test, protocol full: 5 images, 10 captions"),
         "{table}"
@@ -151,12 +157,8 @@ fn train_eval_embed_on_a_tiny_fixture() {
         .args(["--format", "json"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = stdout_of_success(out);
+    let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(json["split"], "test");
     assert_eq!(json["images"], 5);
     assert_eq!(json["texts"], 10);
@@ -258,11 +260,7 @@ fn train_eval_embed_on_a_tiny_fixture() {
         .arg(&emb)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stdout_of_success(out);
     let images = npy::read_features(&emb.join("images.npy")).unwrap();
     let texts = npy::read_features(&emb.join("texts.npy")).unwrap();
     assert_eq!(
@@ -627,12 +625,8 @@ fn hnsw_index_reports_its_recall_and_searches_approximately_or_exactly() {
     )
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = stdout_of_success(out);
+    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     for (gallery, rows) in [("images", 30), ("captions", 60)] {
         let r = &report[gallery];
         assert_eq!(r["rows"], rows, "{report}");
@@ -648,12 +642,8 @@ fn hnsw_index_reports_its_recall_and_searches_approximately_or_exactly() {
         c.output().unwrap()
     };
     let ids = |out: std::process::Output| -> Vec<u64> {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stdout = stdout_of_success(out);
+        let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
         json["results"][0]
             .as_array()
             .unwrap()
@@ -773,12 +763,8 @@ fn tfidf_encode_train_index_and_search_in_words() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = stdout_of_success(out);
+    let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(json["direction"], "text_to_image");
     assert_eq!(json["results"].as_array().unwrap().len(), 2);
     assert_eq!(json["results"][1].as_array().unwrap().len(), 3);

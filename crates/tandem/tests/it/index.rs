@@ -36,15 +36,21 @@ fn dataset() -> PairedDataset {
     }
 }
 
-#[test]
-fn saved_index_searches_exactly_like_brute_force() {
+/// A random 6/4 → 8 → `dim` model and its checkpoint, saved in a fresh folder.
+fn saved_random_model(dim: usize) -> (TwoBranch, Config, tempfile::TempDir, std::path::PathBuf) {
     let mut config = Config::default();
     config.model.hidden = vec![8];
-    config.model.dim = 5;
+    config.model.dim = dim;
     let model = TwoBranch::new(6, 4, &config.model, 3, &Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let checkpoint_path = dir.path().join("best.safetensors");
     save_checkpoint(&checkpoint_path, &model, &config, 1, &[], &[]).unwrap();
+    (model, config, dir, checkpoint_path)
+}
+
+#[test]
+fn saved_index_searches_exactly_like_brute_force() {
+    let (model, config, dir, checkpoint_path) = saved_random_model(5);
     let checkpoint = Checkpoint {
         model,
         config,
@@ -106,13 +112,7 @@ fn saved_index_searches_exactly_like_brute_force() {
 /// An index over synthetic embeddings (3000 images, 6000 captions, 32-d, 6-d latent) with a
 /// random model of the same width.
 fn synthetic_index() -> (Index, tempfile::TempDir, std::path::PathBuf) {
-    let mut config = Config::default();
-    config.model.hidden = vec![8];
-    config.model.dim = 32;
-    let model = TwoBranch::new(6, 4, &config.model, 3, &Device::Cpu).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let checkpoint_path = dir.path().join("best.safetensors");
-    save_checkpoint(&checkpoint_path, &model, &config, 1, &[], &[]).unwrap();
+    let (model, _, dir, checkpoint_path) = saved_random_model(32);
     let rows = LatentRows {
         dim: 32,
         latent: 6,
