@@ -65,6 +65,15 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
             step,
             Some(shape.matmul_flops() / 1e9),
         ));
+        let phases = bench.time_phases(runs)?;
+        for (phase, timing) in [
+            ("forward, both branches", phases.forward),
+            ("loss forward", phases.loss),
+            ("backward", phases.backward),
+            ("optimiser update (Adam)", phases.optimizer),
+        ] {
+            rows.push(row(format!("  of which {phase}"), timing, None));
+        }
         let loss = bench.time_loss(runs)?;
         let similarity = 3.0 * 2.0 * (shape.images * shape.captions() * shape.dim) as f64 / 1e9;
         rows.push(row(

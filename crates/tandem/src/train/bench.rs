@@ -153,6 +153,44 @@ impl StepBench {
         Ok(out.total.to_scalar()?)
     }
 
+    /// Times the step's phases separately, `runs` steps after one warm-up: the forward of
+    /// both branches, the loss forward, the backward, and the optimiser update.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn time_phases(&mut self, runs: usize) -> Result<StepPhases> {
+        let mut seconds: [Vec<f64>; 4] = Default::default();
+        for run in 0..=runs.max(1) {
+            let mut marks = [0.0; 4];
+            let started = Instant::now();
+            let (ei, et) =
+                self.model
+                    .forward(&self.images, &self.texts, Mode::Train(&mut self.rng))?;
+            marks[0] = started.elapsed().as_secs_f64();
+            let batch = Embedded::new(&ei, &et, &self.image_ids, &self.text_ids);
+            let out = self.objective.forward(&batch)?;
+            marks[1] = started.elapsed().as_secs_f64();
+            let grads = out.total.backward()?;
+            marks[2] = started.elapsed().as_secs_f64();
+            self.optimizer.step(&grads)?;
+            marks[3] = started.elapsed().as_secs_f64();
+            if run > 0 {
+                let mut previous = 0.0;
+                for (phase, mark) in seconds.iter_mut().zip(marks) {
+                    phase.push(mark - previous);
+                    previous = mark;
+                }
+            }
+        }
+        let [forward, loss, backward, optimizer] = seconds.map(Timing::of);
+        Ok(StepPhases {
+            forward,
+            loss,
+            backward,
+            optimizer,
+        })
+    }
+
     /// Times the loss forward and backward alone, `runs` times, on the batch's embeddings
     /// (evaluation mode, made variables so that the backward runs).
     ///
@@ -188,6 +226,32 @@ pub struct Timing {
     pub runs: usize,
 }
 
+/// Where a step's time goes (see [`StepBench::time_phases`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StepPhases {
+    /// Both branches forward, dropout and normalisation included.
+    pub forward: Timing,
+    /// The loss forward.
+    pub loss: Timing,
+    /// Backward through loss and branches.
+    pub backward: Timing,
+    /// The optimiser update.
+    pub optimizer: Timing,
+}
+
+impl Timing {
+    /// Median, fastest and slowest of `seconds` (at least one).
+    fn of(mut seconds: Vec<f64>) -> Timing {
+        seconds.sort_by(f64::total_cmp);
+        Timing {
+            median: seconds[seconds.len() / 2],
+            min: seconds[0],
+            max: seconds[seconds.len() - 1],
+            runs: seconds.len(),
+        }
+    }
+}
+
 /// Times `runs` calls of `f` after one warm-up call.
 ///
 /// # Errors
@@ -200,13 +264,7 @@ pub fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
         f()?;
         seconds.push(started.elapsed().as_secs_f64());
     }
-    seconds.sort_by(f64::total_cmp);
-    Ok(Timing {
-        median: seconds[seconds.len() / 2],
-        min: seconds[0],
-        max: seconds[seconds.len() - 1],
-        runs: seconds.len(),
-    })
+    Ok(Timing::of(seconds))
 }
 
 /// The machine's single-precision matrix-multiply rate through candle's own gemm (the one the

@@ -1,5 +1,6 @@
 //! The training loop: batches, optimiser, schedule, validation, checkpoints, metrics log.
 
+mod adam_kernel;
 pub mod bench;
 mod early_stop;
 mod health;

@@ -5,16 +5,76 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use std::cell::RefCell;
+
+use candle_core::{DType, Tensor, Var};
+
+use super::adam_kernel::{AdamConstants, AdamInPlace};
 
 use crate::config::{OptimizerKind, TrainConfig};
 use crate::error::Result;
+
+/// Adam's first and second moments of one parameter.
+#[derive(Debug)]
+enum Moments {
+    /// For a contiguous f32 parameter on the CPU: updated in place by one fused pass
+    /// ([`super::adam_kernel`]).
+    Host { m: Vec<f32>, v: Vec<f32> },
+    /// Anywhere else (a GPU, other dtypes): candle tensor arithmetic.
+    Tensors { m: Tensor, v: Tensor },
+}
+
+impl Moments {
+    fn zeros_for(var: &Var) -> Result<Self> {
+        let t = var.as_tensor();
+        Ok(
+            if t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous() {
+                Moments::Host {
+                    m: vec![0.0; t.elem_count()],
+                    v: vec![0.0; t.elem_count()],
+                }
+            } else {
+                let zeros = t.zeros_like()?;
+                Moments::Tensors {
+                    m: zeros.clone(),
+                    v: zeros,
+                }
+            },
+        )
+    }
+
+    /// As tensors shaped like `var`, for a checkpoint.
+    fn tensors(&self, var: &Var) -> Result<(Tensor, Tensor)> {
+        Ok(match self {
+            Moments::Host { m, v } => (
+                Tensor::from_slice(m, var.shape(), var.device())?,
+                Tensor::from_slice(v, var.shape(), var.device())?,
+            ),
+            Moments::Tensors { m, v } => (m.clone(), v.clone()),
+        })
+    }
+
+    /// Replaces the moments by checkpointed ones (already shaped and placed like the var).
+    fn restore(&mut self, m: Tensor, v: Tensor) -> candle_core::Result<()> {
+        match self {
+            Moments::Host { m: hm, v: hv } => {
+                *hm = m.flatten_all()?.to_vec1()?;
+                *hv = v.flatten_all()?.to_vec1()?;
+            }
+            Moments::Tensors { m: tm, v: tv } => {
+                *tm = m;
+                *tv = v;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Adam with decoupled weight decay (AdamW, Loshchilov & Hutter), β = (0.9, 0.999), ε = 1e-8;
 /// the same arithmetic, in the same order, as candle-nn's `AdamW`.
 #[derive(Debug)]
 pub struct Adam {
-    vars: Vec<(Var, Tensor, Tensor)>,
+    vars: Vec<(Var, Moments)>,
     lr: f64,
     weight_decay: f64,
     step: u64,
@@ -25,6 +85,11 @@ impl Adam {
     const BETA2: f64 = 0.999;
     const EPS: f64 = 1e-8;
 
+    #[cfg(test)]
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
     /// A new optimiser over `vars` with zero moments.
     ///
     /// # Errors
@@ -32,10 +97,8 @@ impl Adam {
     pub fn new(vars: Vec<Var>, lr: f64, weight_decay: f64) -> Result<Self> {
         let vars = vars
             .into_iter()
-            .map(|v| {
-                let zeros = v.as_tensor().zeros_like()?;
-                Ok((v, zeros.clone(), zeros))
-            })
+            .map(|v| Ok((Moments::zeros_for(&v)?, v)))
+            .map(|pair: Result<_>| pair.map(|(moments, var)| (var, moments)))
             .collect::<Result<_>>()?;
         Ok(Adam {
             vars,
@@ -54,19 +117,46 @@ impl Adam {
         let (b1, b2) = (Self::BETA1, Self::BETA2);
         let scale_m = 1.0 / (1.0 - b1.powi(self.step as i32));
         let scale_v = 1.0 / (1.0 - b2.powi(self.step as i32));
-        for (var, m, v) in &mut self.vars {
+        let decay = 1.0 - self.lr * self.weight_decay;
+        for (var, moments) in &mut self.vars {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let next_m = ((&*m * b1)? + (g * (1.0 - b1))?)?;
-            let next_v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let m_hat = (&next_m * scale_m)?;
-            let v_hat = (&next_v * scale_v)?;
-            let decayed = (var.as_tensor() * (1.0 - self.lr * self.weight_decay))?;
-            let update = (m_hat / (v_hat.sqrt()? + Self::EPS)?)?;
-            var.set(&(decayed - (update * self.lr)?)?)?;
-            *m = next_m;
-            *v = next_v;
+            match moments {
+                Moments::Host { m, v } => {
+                    // candle rounds an affine's f64 factors with `as f32`; so do we.
+                    let constants = AdamConstants {
+                        b1: b1 as f32,
+                        one_minus_b1: (1.0 - b1) as f32,
+                        b2: b2 as f32,
+                        one_minus_b2: (1.0 - b2) as f32,
+                        scale_m: scale_m as f32,
+                        scale_v: scale_v as f32,
+                        decay: decay as f32,
+                        eps: Self::EPS as f32,
+                        lr: self.lr as f32,
+                    };
+                    let g = g.to_dtype(DType::F32)?.contiguous()?;
+                    var.as_tensor().inplace_op2(
+                        &g,
+                        &AdamInPlace {
+                            constants,
+                            moments: RefCell::new((m, v)),
+                        },
+                    )?;
+                }
+                Moments::Tensors { m, v } => {
+                    let next_m = ((&*m * b1)? + (g * (1.0 - b1))?)?;
+                    let next_v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+                    let m_hat = (&next_m * scale_m)?;
+                    let v_hat = (&next_v * scale_v)?;
+                    let decayed = (var.as_tensor() * decay)?;
+                    let update = (m_hat / (v_hat.sqrt()? + Self::EPS)?)?;
+                    var.set(&(decayed - (update * self.lr)?)?)?;
+                    *m = next_m;
+                    *v = next_v;
+                }
+            }
         }
         Ok(())
     }
@@ -163,21 +253,20 @@ impl Optimizer {
 
     /// The optimiser's state as named tensors (moments or velocities, by variable position)
     /// and its step count, for a checkpoint a run can resume from.
-    pub fn state(&self) -> (Vec<(String, Tensor)>, u64) {
-        match self {
-            Optimizer::Adam(a) => (
-                a.vars
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, (_, m, v))| {
-                        [
-                            (format!("optimizer.{i}.m"), m.clone()),
-                            (format!("optimizer.{i}.v"), v.clone()),
-                        ]
-                    })
-                    .collect(),
-                a.step,
-            ),
+    ///
+    /// # Errors
+    /// A tensor error from copying host moments into tensors.
+    pub fn state(&self) -> Result<(Vec<(String, Tensor)>, u64)> {
+        Ok(match self {
+            Optimizer::Adam(a) => {
+                let mut named = Vec::with_capacity(2 * a.vars.len());
+                for (i, (var, moments)) in a.vars.iter().enumerate() {
+                    let (m, v) = moments.tensors(var)?;
+                    named.push((format!("optimizer.{i}.m"), m));
+                    named.push((format!("optimizer.{i}.v"), v));
+                }
+                (named, a.step)
+            }
             Optimizer::Sgd(s) => (
                 s.vars
                     .iter()
@@ -190,7 +279,7 @@ impl Optimizer {
                     .collect(),
                 0,
             ),
-        }
+        })
     }
 
     /// Restores state written by [`Optimizer::state`] for the same variables.
@@ -219,9 +308,10 @@ impl Optimizer {
         };
         match self {
             Optimizer::Adam(a) => {
-                for (i, (var, m, v)) in a.vars.iter_mut().enumerate() {
-                    *m = fetch(format!("optimizer.{i}.m"), var.as_tensor())?;
-                    *v = fetch(format!("optimizer.{i}.v"), var.as_tensor())?;
+                for (i, (var, moments)) in a.vars.iter_mut().enumerate() {
+                    let m = fetch(format!("optimizer.{i}.m"), var.as_tensor())?;
+                    let v = fetch(format!("optimizer.{i}.v"), var.as_tensor())?;
+                    moments.restore(m, v).map_err(|e| e.to_string())?;
                 }
                 a.step = step;
             }
@@ -277,6 +367,60 @@ mod tests {
         );
     }
 
+    /// The fused CPU pass against the tensor arithmetic it replaces, bit for bit, on a
+    /// parameter that spans several parallel chunks, with weight decay and gradients that
+    /// include zeros, negative zeros and a wide range of magnitudes.
+    #[test]
+    fn fused_update_equals_tensor_arithmetic_bit_for_bit() {
+        let rows = super::super::adam_kernel::CHUNK + 41;
+        let n = 3 * rows;
+        let start: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let fused_var = Var::from_vec(start.clone(), (rows, 3), &Device::Cpu).unwrap();
+        let tensor_var = Var::from_vec(start, (rows, 3), &Device::Cpu).unwrap();
+        let mut fused = Adam::new(vec![fused_var.clone()], 3e-3, 0.01).unwrap();
+        let mut reference = Adam::new(vec![tensor_var.clone()], 3e-3, 0.01).unwrap();
+        assert!(matches!(fused.vars[0].1, Moments::Host { .. }));
+        let zeros = tensor_var.as_tensor().zeros_like().unwrap();
+        reference.vars[0].1 = Moments::Tensors {
+            m: zeros.clone(),
+            v: zeros,
+        };
+        let weights: Vec<f32> = (0..n)
+            .map(|i| match i % 5 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => 1e-30,
+                3 => 1e6,
+                _ => -((i % 97) as f32) / 13.0,
+            })
+            .collect();
+        let weights = Tensor::from_vec(weights, (rows, 3), &Device::Cpu).unwrap();
+        for step in 0..4 {
+            for (var, adam) in [(&fused_var, &mut fused), (&tensor_var, &mut reference)] {
+                adam.set_lr(3e-3 / (step + 1) as f64);
+                let loss = (var.as_tensor().sqr().unwrap() * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap();
+                adam.step(&loss.backward().unwrap()).unwrap();
+            }
+            let bits = |v: &Var| -> Vec<u32> {
+                let values: Vec<f32> = v.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+                values.iter().map(|x| x.to_bits()).collect()
+            };
+            assert_eq!(bits(&fused_var), bits(&tensor_var), "step {step}");
+        }
+        let (a, _) = Optimizer::Adam(fused).state().unwrap();
+        let (b, _) = Optimizer::Adam(reference).state().unwrap();
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            let y: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(x, y, "{name}");
+        }
+    }
+
     #[test]
     fn restored_state_continues_identically() {
         for kind in [OptimizerKind::Adam, OptimizerKind::Sgd] {
@@ -294,7 +438,7 @@ mod tests {
             for _ in 0..3 {
                 step(&mut first, &a);
             }
-            let (tensors, count) = first.state();
+            let (tensors, count) = first.state().unwrap();
             // A fresh copy (Var::from_tensor of a Var would share its storage).
             let b = Var::new(a.as_tensor().to_vec1::<f64>().unwrap(), &Device::Cpu).unwrap();
             let mut second = Optimizer::new(vec![b.clone()], &cfg).unwrap();

@@ -614,7 +614,7 @@ fn run(
                 &[],
             )?;
         }
-        let (optimizer_tensors, optimizer_step) = optimizer.state();
+        let (optimizer_tensors, optimizer_step) = optimizer.state()?;
         extra.extend(optimizer_tensors);
         let state = TrainState {
             epoch: epoch + 1,
