@@ -65,6 +65,14 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
             step,
             Some(shape.matmul_flops() / 1e9),
         ));
+        let mut reference = StepBench::new(shape, &device)?.with_autograd();
+        let autograd = time(runs, || reference.step().map(drop))?;
+        drop(reference);
+        rows.push(row(
+            "  same step, branches by candle's autograd (reference)".into(),
+            autograd,
+            Some(shape.matmul_flops() / 1e9),
+        ));
         let phases = bench.time_phases(runs)?;
         for (phase, timing) in [
             ("forward, both branches", phases.forward),

@@ -12,17 +12,17 @@ pub type TensorSource<'a> = dyn FnMut(&str, &[usize]) -> std::result::Result<Ten
 
 /// A hidden block.
 #[derive(Debug, Clone)]
-struct Block {
-    linear: Linear,
-    norm: Option<BatchNorm>,
+pub(super) struct Block {
+    pub(super) linear: Linear,
+    pub(super) norm: Option<BatchNorm>,
 }
 
 /// The stack of layers that maps one modality's features into the joint space.
 #[derive(Debug, Clone)]
 pub struct Branch {
-    blocks: Vec<Block>,
-    out: Linear,
-    dropout: f64,
+    pub(super) blocks: Vec<Block>,
+    pub(super) out: Linear,
+    pub(super) dropout: f64,
 }
 
 impl Branch {

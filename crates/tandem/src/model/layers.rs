@@ -75,7 +75,7 @@ pub struct BatchNorm {
     pub running_var: Var,
 }
 
-const BN_EPS: f64 = 1e-5;
+pub(crate) const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 
 impl BatchNorm {
@@ -106,15 +106,7 @@ impl BatchNorm {
             let mean = x.mean_keepdim(0)?;
             let centered = x.broadcast_sub(&mean)?;
             let var = centered.sqr()?.mean_keepdim(0)?;
-            let unbiased = (var.detach() * (n as f64 / (n.max(2) - 1) as f64))?;
-            self.running_mean.set(
-                &((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))?
-                    + (mean.detach().squeeze(0)? * BN_MOMENTUM)?)?,
-            )?;
-            self.running_var.set(
-                &((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))?
-                    + (unbiased.squeeze(0)? * BN_MOMENTUM)?)?,
-            )?;
+            self.update_running(&mean.detach().squeeze(0)?, &var.detach().squeeze(0)?, n)?;
             (mean, var)
         } else {
             (
@@ -127,6 +119,27 @@ impl BatchNorm {
             .broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
         Ok(x.broadcast_mul(self.gamma.as_tensor())?
             .broadcast_add(self.beta.as_tensor())?)
+    }
+}
+
+impl BatchNorm {
+    /// Moves the running statistics towards a batch's: `mean` and the biased `var` of `n` rows
+    /// (the running variance takes the unbiased one, as PyTorch's does).
+    ///
+    /// # Shapes
+    /// `mean: [features]`, `var: [features]`.
+    ///
+    /// # Errors
+    /// A tensor error when shapes disagree.
+    pub(crate) fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+        let unbiased = (var * (n as f64 / (n.max(2) - 1) as f64))?;
+        self.running_mean.set(
+            &((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?,
+        )?;
+        self.running_var.set(
+            &((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (unbiased * BN_MOMENTUM)?)?,
+        )?;
+        Ok(())
     }
 }
 
@@ -150,9 +163,17 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut impl Rng) -> Result<Tensor> {
     if p == 0.0 {
         return Ok(x.clone());
     }
+    let mask = dropout_mask(x.elem_count(), p, rng);
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    Ok((x * mask)?)
+}
+
+/// Inverted dropout's factors for `len` elements in row-major order: `1 / (1 - p)` kept, `0`
+/// dropped, one draw from `rng` each.
+pub(crate) fn dropout_mask(len: usize, p: f64, rng: &mut impl Rng) -> Vec<f32> {
     let keep = 1.0 - p;
     let scale = (1.0 / keep) as f32;
-    let mask: Vec<f32> = (0..x.elem_count())
+    (0..len)
         .map(|_| {
             if rng.random::<f64>() < keep {
                 scale
@@ -160,9 +181,7 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut impl Rng) -> Result<Tensor> {
                 0.0
             }
         })
-        .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-    Ok((x * mask)?)
+        .collect()
 }
 
 #[cfg(test)]

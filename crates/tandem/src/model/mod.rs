@@ -2,6 +2,7 @@
 
 mod branch;
 mod checkpoint;
+pub(crate) mod explicit;
 mod input_linear;
 mod layers;
 mod two_branch;
@@ -9,4 +10,4 @@ mod two_branch;
 pub use branch::Branch;
 pub use checkpoint::{Checkpoint, load_checkpoint, save_checkpoint};
 pub use layers::{BatchNorm, Linear};
-pub use two_branch::{Mode, TwoBranch};
+pub use two_branch::{Backward, Mode, TrainForward, TwoBranch};

@@ -1,5 +1,6 @@
 //! The image branch and the text branch together.
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 
@@ -7,6 +8,7 @@ use crate::config::ModelConfig;
 use crate::data::Matrix;
 use crate::error::{Error, Result};
 use crate::model::Branch;
+use crate::model::explicit::{self, BranchTape};
 
 /// Training (batch statistics, dropout from a seeded RNG) or evaluation mode.
 pub enum Mode<'a> {
@@ -14,6 +16,26 @@ pub enum Mode<'a> {
     Train(&'a mut rand_chacha::ChaCha8Rng),
     /// BatchNorm uses running statistics; no dropout.
     Eval,
+}
+
+/// How a training step computes the gradients of the branches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backward {
+    /// Written out by hand ([`super::explicit`]) where it runs (f32 features on the CPU),
+    /// autograd elsewhere. What training uses.
+    Explicit,
+    /// candle's autograd through the whole network (the reference; GPUs).
+    Autograd,
+}
+
+/// A training forward's embeddings, ready for the loss, and what the branches' backward needs.
+pub struct TrainForward {
+    /// `[n, dim]`, unit rows.
+    pub images: Tensor,
+    /// `[m, dim]`, unit rows.
+    pub texts: Tensor,
+    /// Present on the explicit path: the embeddings above are then leaves of the loss's graph.
+    tapes: Option<(BranchTape, BranchTape)>,
 }
 
 /// Two branches mapping image and text features into one L2-normalised space.
@@ -115,6 +137,63 @@ impl TwoBranch {
             );
         }
         Ok(out)
+    }
+
+    /// The training forward of a batch (batch statistics, dropout from `rng`), set up for
+    /// [`TwoBranch::backward`].
+    ///
+    /// # Shapes
+    /// `images: [n, d_image]`, `texts: [m, d_text]` → embeddings `[n, dim]`, `[m, dim]`.
+    ///
+    /// # Errors
+    /// A tensor error when dimensions disagree.
+    pub fn forward_train(
+        &mut self,
+        images: &Tensor,
+        texts: &Tensor,
+        rng: &mut rand_chacha::ChaCha8Rng,
+        backward: Backward,
+    ) -> Result<TrainForward> {
+        if backward == Backward::Explicit
+            && explicit::supported(images)
+            && explicit::supported(texts)
+        {
+            let (ei, image_tape) = explicit::forward(&mut self.image, images, rng)?;
+            let (et, text_tape) = explicit::forward(&mut self.text, texts, rng)?;
+            // Leaves, so that the loss's backward stops at them and leaves their gradients.
+            return Ok(TrainForward {
+                images: Var::from_tensor(&ei)?.as_tensor().clone(),
+                texts: Var::from_tensor(&et)?.as_tensor().clone(),
+                tapes: Some((image_tape, text_tape)),
+            });
+        }
+        let (images, texts) = self.forward(images, texts, Mode::Train(rng))?;
+        Ok(TrainForward {
+            images,
+            texts,
+            tapes: None,
+        })
+    }
+
+    /// The gradients of `loss` (computed from `forward`'s embeddings) for every trainable
+    /// tensor: autograd through the loss, then the branches explicitly or by autograd, as
+    /// `forward` was made.
+    ///
+    /// # Errors
+    /// A tensor error from the backward.
+    pub fn backward(&self, forward: TrainForward, loss: &Tensor) -> Result<GradStore> {
+        let mut grads = loss.backward()?;
+        if let Some((image_tape, text_tape)) = forward.tapes {
+            for (branch, tape, embedded) in [
+                (&self.image, image_tape, &forward.images),
+                (&self.text, text_tape, &forward.texts),
+            ] {
+                if let Some(grad) = grads.remove(embedded) {
+                    explicit::backward(branch, tape, &grad, &mut grads)?;
+                }
+            }
+        }
+        Ok(grads)
     }
 
     /// Embeds a batch of images and texts.

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::config::{Config, ModelConfig};
 use crate::error::Result;
 use crate::loss::{Embedded, Objective};
-use crate::model::{Mode, TwoBranch};
+use crate::model::{Backward, Mode, TwoBranch};
 
 use super::Optimizer;
 
@@ -87,6 +87,7 @@ pub struct StepBench {
     text_ids: Vec<u32>,
     rng: ChaCha8Rng,
     shape: StepShape,
+    backward: Backward,
 }
 
 impl StepBench {
@@ -117,6 +118,7 @@ impl StepBench {
             text_ids: (0..t as u32).map(|i| i % b as u32).collect(),
             rng: ChaCha8Rng::seed_from_u64(1),
             shape,
+            backward: Backward::Explicit,
         })
     }
 
@@ -129,7 +131,14 @@ impl StepBench {
     pub fn with_input_gradient(mut self) -> Result<Self> {
         self.images = Var::from_tensor(&self.images)?.as_tensor().clone();
         self.texts = Var::from_tensor(&self.texts)?.as_tensor().clone();
-        Ok(self)
+        Ok(self.with_autograd())
+    }
+
+    /// Gradients through the branches by candle's autograd instead of the explicit backward
+    /// (for comparing the two).
+    pub fn with_autograd(mut self) -> Self {
+        self.backward = Backward::Autograd;
+        self
     }
 
     /// The shape this bench runs.
@@ -142,13 +151,16 @@ impl StepBench {
     /// # Errors
     /// A tensor error.
     pub fn step(&mut self) -> Result<f32> {
-        let (ei, et) = self
-            .model
-            .forward(&self.images, &self.texts, Mode::Train(&mut self.rng))?;
-        let out =
-            self.objective
-                .forward(&Embedded::new(&ei, &et, &self.image_ids, &self.text_ids))?;
-        let grads = out.total.backward()?;
+        let forward =
+            self.model
+                .forward_train(&self.images, &self.texts, &mut self.rng, self.backward)?;
+        let out = self.objective.forward(&Embedded::new(
+            &forward.images,
+            &forward.texts,
+            &self.image_ids,
+            &self.text_ids,
+        ))?;
+        let grads = self.model.backward(forward, &out.total)?;
         self.optimizer.step(&grads)?;
         Ok(out.total.to_scalar()?)
     }
@@ -163,14 +175,21 @@ impl StepBench {
         for run in 0..=runs.max(1) {
             let mut marks = [0.0; 4];
             let started = Instant::now();
-            let (ei, et) =
-                self.model
-                    .forward(&self.images, &self.texts, Mode::Train(&mut self.rng))?;
+            let forward = self.model.forward_train(
+                &self.images,
+                &self.texts,
+                &mut self.rng,
+                self.backward,
+            )?;
             marks[0] = started.elapsed().as_secs_f64();
-            let batch = Embedded::new(&ei, &et, &self.image_ids, &self.text_ids);
-            let out = self.objective.forward(&batch)?;
+            let out = self.objective.forward(&Embedded::new(
+                &forward.images,
+                &forward.texts,
+                &self.image_ids,
+                &self.text_ids,
+            ))?;
             marks[1] = started.elapsed().as_secs_f64();
-            let grads = out.total.backward()?;
+            let grads = self.model.backward(forward, &out.total)?;
             marks[2] = started.elapsed().as_secs_f64();
             self.optimizer.step(&grads)?;
             marks[3] = started.elapsed().as_secs_f64();
@@ -288,6 +307,31 @@ pub fn sgemm_gflops(n: usize, runs: usize, device: &Device) -> Result<(f64, Timi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The explicit backward trains as autograd does: the same loss at step 0 and, after
+    /// Adam updates from either's gradients, the same losses for the next steps (to f32
+    /// rounding; the dropout masks and the batch are the same).
+    #[test]
+    fn explicit_and_autograd_steps_train_alike() {
+        let shape = StepShape {
+            images: 24,
+            captions_per_image: 2,
+            d_image: 40,
+            d_text: 30,
+            hidden: 32,
+            dim: 16,
+        };
+        let mut explicit = StepBench::new(shape, &Device::Cpu).unwrap();
+        let mut autograd = StepBench::new(shape, &Device::Cpu).unwrap().with_autograd();
+        for step in 0..5 {
+            let (a, b) = (explicit.step().unwrap(), autograd.step().unwrap());
+            let tolerance = if step == 0 { 1e-6 } else { 1e-4 };
+            assert!(
+                (a - b).abs() <= tolerance * b.abs(),
+                "step {step}: explicit {a}, autograd {b}"
+            );
+        }
+    }
 
     #[test]
     fn matmul_flops_counts_every_product_once() {

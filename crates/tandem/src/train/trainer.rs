@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::eval::{Protocol, RetrievalMetrics, ranks_from_embeddings};
 use crate::fsio;
 use crate::loss::{Embedded, Memory, Objective, Temperature};
-use crate::model::{Checkpoint, Mode, TwoBranch, load_checkpoint, save_checkpoint};
+use crate::model::{Backward, Checkpoint, TwoBranch, load_checkpoint, save_checkpoint};
 use crate::train::{
     EarlyStopping, EpochReport, Health, Observer, Optimizer, StepReport, step_decay,
 };
@@ -475,7 +475,8 @@ fn run(
             } else {
                 Vec::new()
             };
-            let (ei, et) = model.forward(&images, &texts, Mode::Train(&mut rng))?;
+            let forward = model.forward_train(&images, &texts, &mut rng, Backward::Explicit)?;
+            let (ei, et) = (forward.images.clone(), forward.texts.clone());
             // Global ids, so the memory can tell images of different batches apart; the
             // sample keys are the dataset rows.
             let image_ids = &batch.images;
@@ -497,7 +498,7 @@ fn run(
                 .to_scalar::<f64>()?;
             let mut grads = None;
             let failure = if loss.is_finite() {
-                let g = out.total.backward()?;
+                let g = model.backward(forward, &out.total)?;
                 let bad = first_nonfinite_gradient(&g, &named)?;
                 grads = Some(g);
                 bad

@@ -1,0 +1,369 @@
+//! A branch's training forward and backward written out by hand for the CPU, in place of
+//! candle's autograd, which for this network spends more time around the matrix products
+//! than in them: every gradient is accumulated into a fresh zero tensor (`zeros + grad`, one
+//! single-threaded pass each, and for a weight's gradient, which candle's matmul backward
+//! leaves transposed, a strided one: 0.2 s of the text branch's 0.4 s weight gradient at the
+//! paper's size), and BatchNorm, ReLU and dropout are a dozen single-threaded passes with a
+//! fresh allocation each. Here the matrix products are still candle's (the same gemm), the
+//! weight gradients come out of the gemm in their own `[out, in]` layout, and everything else
+//! is a few fused passes split across cores with rayon. The values equal autograd's up to f32
+//! rounding (checked in the tests against [`Branch::forward`] and its autograd gradients).
+
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, DType, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::model::Branch;
+use crate::model::layers::{BN_EPS, dropout_mask};
+
+/// Rows per task of a row-wise pass.
+const ROWS_PER_TASK: usize = 16;
+/// Columns per task of a column reduction: each task walks every row over its columns.
+const COLUMNS_PER_TASK: usize = 128;
+
+/// Whether the explicit path can run on these features: f32 on the CPU.
+pub(crate) fn supported(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// What one hidden block's forward keeps for its backward.
+struct BlockTape {
+    /// The block's input, `[n, in]` (for the weight gradient).
+    input: Tensor,
+    /// BatchNorm's normalised values `(z - mean) / std`, `[n, h]`, and `std` per column.
+    normalised: Option<(Vec<f32>, Vec<f32>)>,
+    /// `∂a/∂y` of ReLU and dropout together: the dropout factor where `y ≥ 0`, else 0.
+    gate: Vec<f32>,
+}
+
+/// What a branch's explicit forward keeps for its backward.
+pub(crate) struct BranchTape {
+    blocks: Vec<BlockTape>,
+    /// The output layer's input, `[n, w]`.
+    out_input: Tensor,
+    /// The embeddings, `[n, dim]`, unit rows.
+    embedded: Vec<f32>,
+    /// The output layer's row norms before normalisation.
+    norms: Vec<f32>,
+}
+
+/// Runs `f` on the values of a contiguous f32 CPU tensor.
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        return Err(candle_core::Error::Msg(format!(
+            "explicit branch: expected a contiguous f32 CPU tensor, got {:?} {:?}",
+            t.dtype(),
+            t.device().location()
+        ))
+        .into());
+    };
+    Ok(f(&values[start..end]))
+}
+
+/// `Σ_rows value(index)` per column of a row-major `[rows, cols]` layout.
+fn column_sums(rows: usize, cols: usize, value: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
+    let mut sums = vec![0f32; cols];
+    sums.par_chunks_mut(COLUMNS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let first = task * COLUMNS_PER_TASK;
+            for row in 0..rows {
+                let base = row * cols + first;
+                for (j, sum) in out.iter_mut().enumerate() {
+                    *sum += value(base + j);
+                }
+            }
+        });
+    sums
+}
+
+/// A fresh `[rows, cols]` buffer filled by `value(row, col, index)`, rows split across tasks.
+fn map_rows(rows: usize, cols: usize, value: impl Fn(usize, usize) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    out.par_chunks_mut(cols * ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (offset, v) in chunk.iter_mut().enumerate() {
+                let index = task * ROWS_PER_TASK * cols + offset;
+                *v = value(index % cols, index);
+            }
+        });
+    out
+}
+
+/// `x Wᵀ + b` with the product from candle's gemm; returns `[n, out]` values.
+fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Vec<f32>> {
+    let product = x.matmul(&weight.detach().t()?)?;
+    let (n, cols) = product.dims2()?;
+    let bias: Vec<f32> = bias.to_vec1()?;
+    with_values(&product, |p| map_rows(n, cols, |col, i| p[i] + bias[col]))
+}
+
+/// The training forward of `branch` on `x` (BatchNorm on batch statistics, updating the
+/// running ones; dropout drawn from `rng` in the same order as [`Branch::forward`]).
+///
+/// # Shapes
+/// `x: [n, d_in]` → `[n, dim]`, unit rows, not tracked by autograd.
+///
+/// # Errors
+/// A tensor error when `d_in` disagrees or `x` is not f32 on the CPU.
+pub(crate) fn forward(
+    branch: &mut Branch,
+    x: &Tensor,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Result<(Tensor, BranchTape)> {
+    let n = x.dim(0)?;
+    let device = x.device().clone();
+    let mut input = x.detach();
+    let mut blocks = Vec::with_capacity(branch.blocks.len());
+    for block in &mut branch.blocks {
+        let z = linear(&input, block.linear.weight.as_tensor(), &block.linear.bias)?;
+        let h = z.len() / n.max(1);
+        let (y, normalised) = match &block.norm {
+            Some(norm) => {
+                // Two passes, as candle's `mean_keepdim` then `sqr().mean_keepdim()` compute.
+                let scale = (1.0 / n as f64) as f32;
+                let mean: Vec<f32> = column_sums(n, h, |i| z[i])
+                    .into_iter()
+                    .map(|s| s * scale)
+                    .collect();
+                let var: Vec<f32> = column_sums(n, h, |i| {
+                    let c = z[i] - mean[i % h];
+                    c * c
+                })
+                .into_iter()
+                .map(|s| s * scale)
+                .collect();
+                norm.update_running(
+                    &Tensor::from_slice(&mean, h, &device)?,
+                    &Tensor::from_slice(&var, h, &device)?,
+                    n,
+                )?;
+                let std: Vec<f32> = var.iter().map(|v| (v + BN_EPS as f32).sqrt()).collect();
+                let xhat = map_rows(n, h, |col, i| (z[i] - mean[col]) / std[col]);
+                let gamma: Vec<f32> = norm.gamma.as_tensor().to_vec1()?;
+                let beta: Vec<f32> = norm.beta.as_tensor().to_vec1()?;
+                let y = map_rows(n, h, |col, i| xhat[i] * gamma[col] + beta[col]);
+                (y, Some((xhat, std)))
+            }
+            None => (z, None),
+        };
+        let mask = (branch.dropout > 0.0).then(|| dropout_mask(y.len(), branch.dropout, rng));
+        let factor = |i: usize| mask.as_ref().map_or(1.0, |m| m[i]);
+        let gate = map_rows(n, h, |_, i| if y[i] >= 0.0 { factor(i) } else { 0.0 });
+        let activated = map_rows(n, h, |_, i| y[i].max(0.0) * factor(i));
+        blocks.push(BlockTape {
+            input,
+            normalised,
+            gate,
+        });
+        input = Tensor::from_vec(activated, (n, h), &device)?;
+    }
+    let e = linear(&input, branch.out.weight.as_tensor(), &branch.out.bias)?;
+    let dim = e.len() / n.max(1);
+    let norms: Vec<f32> = e
+        .par_chunks(dim.max(1))
+        .map(|row| (row.iter().map(|v| v * v).sum::<f32>() + 1e-12).sqrt())
+        .collect();
+    let embedded = map_rows(n, dim, |_, i| e[i] / norms[i / dim]);
+    let out = Tensor::from_slice(&embedded, (n, dim), &device)?;
+    Ok((
+        out,
+        BranchTape {
+            blocks,
+            out_input: input,
+            embedded,
+            norms,
+        },
+    ))
+}
+
+/// Adds `grad` for `var` to `grads` (summing with one already there).
+fn accumulate(grads: &mut GradStore, var: &Tensor, grad: Tensor) -> Result<()> {
+    let total = match grads.remove(var) {
+        Some(previous) => (previous + grad)?,
+        None => grad,
+    };
+    grads.insert(var, total);
+    Ok(())
+}
+
+/// The weight gradients of a linear layer from `dz` (`[n, out]`): `dW = dzᵀ x` in `[out, in]`
+/// layout straight from the gemm, `db = Σ_rows dz`; returns `dz` as a tensor for the input
+/// gradient.
+fn linear_backward(
+    dz: Vec<f32>,
+    input: &Tensor,
+    layer: &crate::model::Linear,
+    grads: &mut GradStore,
+) -> Result<Tensor> {
+    let (n, cols) = (input.dim(0)?, layer.bias.dim(0)?);
+    let db = column_sums(n, cols, |i| dz[i]);
+    let dz = Tensor::from_vec(dz, (n, cols), input.device())?;
+    let dw = dz.t()?.matmul(input)?;
+    accumulate(grads, layer.weight.as_tensor(), dw)?;
+    accumulate(
+        grads,
+        layer.bias.as_tensor(),
+        Tensor::from_vec(db, cols, input.device())?,
+    )?;
+    Ok(dz)
+}
+
+/// The backward of [`forward`]: from `grad = dL/d(embeddings)` adds every trainable tensor's
+/// gradient to `grads`. No gradient for the raw features.
+///
+/// # Shapes
+/// `grad: [n, dim]`.
+///
+/// # Errors
+/// A tensor error when `grad`'s shape disagrees with the tape.
+pub(crate) fn backward(
+    branch: &Branch,
+    tape: BranchTape,
+    grad: &Tensor,
+    grads: &mut GradStore,
+) -> Result<()> {
+    let grad = grad.to_dtype(DType::F32)?.contiguous()?;
+    let (n, dim) = grad.dims2()?;
+    let u = &tape.embedded;
+    let de = with_values(&grad, |du| {
+        // d/de of e / ‖e‖: (du − u (u·du)) / ‖e‖, row by row.
+        let dots: Vec<f32> = u
+            .par_chunks(dim.max(1))
+            .zip(du.par_chunks(dim.max(1)))
+            .map(|(u, du)| u.iter().zip(du).map(|(a, b)| a * b).sum())
+            .collect();
+        map_rows(n, dim, |_, i| {
+            let row = i / dim;
+            (du[i] - u[i] * dots[row]) / tape.norms[row]
+        })
+    })?;
+    let mut upstream = linear_backward(de, &tape.out_input, &branch.out, grads)?;
+    let mut next_weight = branch.out.weight.as_tensor().detach();
+    for (block, saved) in branch.blocks.iter().zip(tape.blocks).rev() {
+        // dL/d(activation) of this block, `[n, h]`.
+        let da = upstream.matmul(&next_weight)?;
+        let h = da.dim(1)?;
+        let dz = with_values(&da, |da| -> Result<Vec<f32>> {
+            let dy = map_rows(n, h, |_, i| da[i] * saved.gate[i]);
+            let (Some(norm), Some((xhat, std))) = (&block.norm, &saved.normalised) else {
+                return Ok(dy);
+            };
+            let dbeta = column_sums(n, h, |i| dy[i]);
+            let dgamma = column_sums(n, h, |i| dy[i] * xhat[i]);
+            let gamma: Vec<f32> = norm.gamma.as_tensor().to_vec1()?;
+            let inv_n = 1.0 / n as f32;
+            let dz = map_rows(n, h, |col, i| {
+                gamma[col] / std[col] * (dy[i] - dbeta[col] * inv_n - xhat[i] * dgamma[col] * inv_n)
+            });
+            let device = saved.input.device();
+            accumulate(
+                grads,
+                norm.gamma.as_tensor(),
+                Tensor::from_vec(dgamma, h, device)?,
+            )?;
+            accumulate(
+                grads,
+                norm.beta.as_tensor(),
+                Tensor::from_vec(dbeta, h, device)?,
+            )?;
+            Ok(dz)
+        })??;
+        upstream = linear_backward(dz, &saved.input, &block.linear, grads)?;
+        next_weight = block.linear.weight.as_tensor().detach();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+    use candle_core::Device;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// `max |a − b|` over `max |b|`; below an absolute 1e-6 everything is rounding noise (a
+    /// hidden layer's bias gradient under BatchNorm is zero in exact arithmetic).
+    fn max_relative(a: &Tensor, b: &Tensor) -> f32 {
+        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-2);
+        a.iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+    }
+
+    /// Forward values, the running statistics, the dropout masks and every trainable
+    /// tensor's gradient equal autograd's through [`Branch::forward`], for each architecture
+    /// the config allows: no hidden layer, one or two, with and without BatchNorm and dropout.
+    #[test]
+    fn equals_autograd_for_every_architecture() {
+        let device = Device::Cpu;
+        let cases: [(&[usize], bool, f64); 6] = [
+            (&[], true, 0.5),
+            (&[24], true, 0.5),
+            (&[24], false, 0.5),
+            (&[24], true, 0.0),
+            (&[24, 16], true, 0.3),
+            (&[24, 16], false, 0.0),
+        ];
+        for (hidden, batch_norm, dropout) in cases {
+            let cfg = ModelConfig {
+                hidden: hidden.to_vec(),
+                dim: 8,
+                batch_norm,
+                dropout,
+            };
+            // Two independent copies of the same weights (clones of a Var share storage).
+            let new = || Branch::new(13, &cfg, &mut ChaCha8Rng::seed_from_u64(7), &device);
+            let (mut autograd, mut explicit) = (new().unwrap(), new().unwrap());
+            let x = Tensor::randn(0f32, 1.0, (11, 13), &device).unwrap();
+            let mix = Tensor::randn(0f32, 1.0, (11, 8), &device).unwrap();
+            let what = format!("hidden {hidden:?}, batch norm {batch_norm}, dropout {dropout}");
+
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            let reference = autograd.forward(&x, Some(&mut rng)).unwrap();
+            let reference_grads = (&reference * &mix)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            let (embedded, tape) = forward(&mut explicit, &x, &mut rng).unwrap();
+            assert!(
+                max_relative(&embedded, &reference) < 1e-5,
+                "forward, {what}: {}",
+                max_relative(&embedded, &reference)
+            );
+            // candle has no public empty GradStore: an untracked scalar's backward is one.
+            let mut grads = Tensor::new(0f32, &device).unwrap().backward().unwrap();
+            backward(&explicit, tape, &mix, &mut grads).unwrap();
+            for ((name, theirs, trainable), (_, ours, _)) in
+                autograd.named("b").into_iter().zip(explicit.named("b"))
+            {
+                if !trainable {
+                    // Running statistics: updated by both forwards alike.
+                    assert!(
+                        max_relative(ours.as_tensor(), theirs.as_tensor()) < 1e-5,
+                        "{name}, {what}"
+                    );
+                    continue;
+                }
+                let want = reference_grads.get(theirs.as_tensor()).unwrap();
+                let got = grads
+                    .get(ours.as_tensor())
+                    .unwrap_or_else(|| panic!("no gradient for {name}, {what}"));
+                assert_eq!(got.dims(), want.dims(), "{name}");
+                let error = max_relative(got, want);
+                assert!(error < 1e-4, "{name}, {what}: relative error {error}");
+            }
+        }
+    }
+}
