@@ -1,9 +1,11 @@
 //! One hinge term: anchors of one modality ranked against references of another (or the same).
 
 use candle_core::{DType, Tensor};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::loss::hinge_sum::HingeSum;
 use crate::loss::{Distance, Memory, Miner, Reducer, Temperature};
 
 /// Which side of the pair a term's anchors or references come from.
@@ -249,18 +251,22 @@ impl Term {
         }
         let negative_of = |a: usize, r: usize| refs.ids[r] != anchor_ids[a] && !is_self(a, r);
 
-        let a_idx = Tensor::from_vec(
-            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-            rows.len(),
-            device,
-        )?;
-        let p_idx = Tensor::from_vec(
-            rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-            (rows.len(), 1),
-            device,
-        )?;
-        let d_rows = dist.index_select(&a_idx, 0)?;
-        let d_pos = d_rows.gather(&p_idx, 1)?;
+        // The distance rows of the tuple rows, `[rows, refs]`, and their positives, `[rows, 1]`.
+        let tuple_rows = || -> Result<(Tensor, Tensor)> {
+            let a_idx = Tensor::from_vec(
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                rows.len(),
+                device,
+            )?;
+            let p_idx = Tensor::from_vec(
+                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                (rows.len(), 1),
+                device,
+            )?;
+            let d_rows = dist.index_select(&a_idx, 0)?;
+            let d_pos = d_rows.gather(&p_idx, 1)?;
+            Ok((d_rows, d_pos))
+        };
         let mask_tensor = |mask: Vec<f32>| -> Result<Tensor> {
             Ok(Tensor::from_vec(mask, (rows.len(), n_refs), device)?.to_dtype(dist.dtype())?)
         };
@@ -271,26 +277,46 @@ impl Term {
                 miner,
                 reducer,
             } => {
-                let mut mask = vec![0f32; rows.len() * n_refs];
-                let mut selected = 0;
-                let mut active = 0;
-                let mut hinge = vec![0f64; n_refs];
-                let mut negative = vec![false; n_refs];
-                for (k, &(a, p)) in rows.iter().enumerate() {
-                    let (a, p) = (a as usize, p as usize);
-                    let row = &values[a * n_refs..(a + 1) * n_refs];
-                    for r in 0..n_refs {
-                        negative[r] = negative_of(a, r);
-                        hinge[r] = (margin + row[p] - row[r]).max(0.0);
+                // Each tuple row's mining is independent: rows in parallel, order kept.
+                let mined: Vec<(Vec<[u32; 3]>, usize)> = rows
+                    .par_iter()
+                    .map(|&(a, p)| {
+                        let (a, p) = (a as usize, p as usize);
+                        let row = &values[a * n_refs..(a + 1) * n_refs];
+                        let negative: Vec<bool> = (0..n_refs).map(|r| negative_of(a, r)).collect();
+                        let hinge: Vec<f64> = row
+                            .iter()
+                            .map(|&d| (margin + row[p] - d).max(0.0))
+                            .collect();
+                        let chosen = miner.select_row(&hinge, &negative, margin);
+                        let active = chosen.iter().filter(|&&r| hinge[r] > 0.0).count();
+                        let triplets = chosen
+                            .into_iter()
+                            .map(|r| [a as u32, p as u32, r as u32])
+                            .collect();
+                        (triplets, active)
+                    })
+                    .collect();
+                let active = mined.iter().map(|m| m.1).sum();
+                let triplets: Vec<[u32; 3]> = mined.into_iter().flat_map(|m| m.0).collect();
+                let selected = triplets.len();
+                let sum = if device.is_cpu() {
+                    dist.contiguous()?
+                        .apply_op1(HingeSum { margin, triplets })?
+                } else {
+                    // On a GPU: the tensor version of the same sum over the tuple rows.
+                    let mut mask = vec![0f32; rows.len() * n_refs];
+                    let mut row_of = std::collections::HashMap::new();
+                    for (k, &(a, p)) in rows.iter().enumerate() {
+                        row_of.insert((a, p), k);
                     }
-                    for r in miner.select_row(&hinge, &negative, margin) {
-                        mask[k * n_refs + r] = 1.0;
-                        selected += 1;
-                        active += usize::from(hinge[r] > 0.0);
+                    for [a, p, r] in triplets {
+                        mask[row_of[&(a, p)] * n_refs + r as usize] = 1.0;
                     }
-                }
-                let hinges = (d_pos.broadcast_sub(&d_rows)? + margin)?.relu()?;
-                let sum = (hinges * mask_tensor(mask)?)?.sum_all()?;
+                    let (d_rows, d_pos) = tuple_rows()?;
+                    let hinges = (d_pos.broadcast_sub(&d_rows)? + margin)?.relu()?;
+                    (hinges * mask_tensor(mask)?)?.sum_all()?
+                };
                 Ok(TermOutput {
                     loss: reducer.reduce(&sum, selected, active)?,
                     selected,
@@ -314,6 +340,7 @@ impl Term {
                     }
                     active += usize::from(beaten);
                 }
+                let (d_rows, d_pos) = tuple_rows()?;
                 let logits = (d_rows.neg()? + self.similarity_offset())?.broadcast_mul(&scale)?;
                 let positive = (d_pos.neg()? + self.similarity_offset())?.broadcast_mul(&scale)?;
                 let lse = (logits + mask_tensor(penalty)?)?.log_sum_exp(1)?;

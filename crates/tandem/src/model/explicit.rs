@@ -285,7 +285,7 @@ mod tests {
     use super::*;
     use crate::config::ModelConfig;
     use candle_core::Device;
-    use rand::SeedableRng;
+    use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
     /// `max |a − b|` over `max |b|`; below an absolute 1e-6 everything is rounding noise (a
@@ -323,8 +323,11 @@ mod tests {
             // Two independent copies of the same weights (clones of a Var share storage).
             let new = || Branch::new(13, &cfg, &mut ChaCha8Rng::seed_from_u64(7), &device);
             let (mut autograd, mut explicit) = (new().unwrap(), new().unwrap());
-            let x = Tensor::randn(0f32, 1.0, (11, 13), &device).unwrap();
-            let mix = Tensor::randn(0f32, 1.0, (11, 8), &device).unwrap();
+            let mut values = ChaCha8Rng::seed_from_u64(11);
+            let mut normal =
+                |n: usize| -> Vec<f32> { (0..n).map(|_| values.random_range(-2.0..2.0)).collect() };
+            let x = Tensor::from_vec(normal(11 * 13), (11, 13), &device).unwrap();
+            let mix = Tensor::from_vec(normal(11 * 8), (11, 8), &device).unwrap();
             let what = format!("hidden {hidden:?}, batch norm {batch_norm}, dropout {dropout}");
 
             let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -361,6 +364,25 @@ mod tests {
                     .get(ours.as_tensor())
                     .unwrap_or_else(|| panic!("no gradient for {name}, {what}"));
                 assert_eq!(got.dims(), want.dims(), "{name}");
+                if batch_norm
+                    && name.ends_with(".bias")
+                    && !name.contains("out")
+                    && !name.contains("bn")
+                {
+                    // A bias before BatchNorm: zero in exact arithmetic, rounding noise in
+                    // both (of the size of f32 epsilon times the other gradients).
+                    for g in [got, want] {
+                        let largest = g
+                            .abs()
+                            .unwrap()
+                            .max_all()
+                            .unwrap()
+                            .to_scalar::<f32>()
+                            .unwrap();
+                        assert!(largest < 1e-5, "{name}, {what}: {largest}");
+                    }
+                    continue;
+                }
                 let error = max_relative(got, want);
                 assert!(error < 1e-4, "{name}, {what}: relative error {error}");
             }
