@@ -29,6 +29,7 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
     }
     let device = tandem::default_device()?;
     let (rate, probe) = sgemm_gflops(2048, runs.max(3), &device)?;
+    tracing::info!("matrix products: {}", tandem::model::gemm::backend());
     let mut rows = vec![Row {
         what: "sgemm probe 2048×2048×2048 (fastest run sets the rate)".into(),
         timing: probe,
@@ -147,7 +148,8 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
                 );
             }
             println!(
-                "(median of {runs} runs after one warm-up; floor = GFLOP / {rate:.1} GFLOP/s, this machine's sgemm rate measured above)"
+                "(median of {runs} runs after one warm-up; floor = GFLOP / {rate:.1} GFLOP/s, this machine's sgemm rate measured above; gemm: {})",
+                tandem::model::gemm::backend()
             );
         }
     }

@@ -10,11 +10,12 @@
 //! rounding (checked in the tests against [`Branch::forward`] and its autograd gradients).
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Storage, Tensor};
+use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::model::Branch;
+use crate::model::gemm::{product, with_values};
 use crate::model::layers::{BN_EPS, dropout_mask};
 
 /// Rows per task of a row-wise pass.
@@ -46,22 +47,6 @@ pub(crate) struct BranchTape {
     embedded: Vec<f32>,
     /// The output layer's row norms before normalisation.
     norms: Vec<f32>,
-}
-
-/// Runs `f` on the values of a contiguous f32 CPU tensor.
-fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) =
-        (&*storage, layout.contiguous_offsets())
-    else {
-        return Err(candle_core::Error::Msg(format!(
-            "explicit branch: expected a contiguous f32 CPU tensor, got {:?} {:?}",
-            t.dtype(),
-            t.device().location()
-        ))
-        .into());
-    };
-    Ok(f(&values[start..end]))
 }
 
 /// `Σ_rows value(index)` per column of a row-major `[rows, cols]` layout.
@@ -97,10 +82,10 @@ fn map_rows(rows: usize, cols: usize, value: impl Fn(usize, usize) -> f32 + Sync
 
 /// `x Wᵀ + b` with the product from candle's gemm; returns `[n, out]` values.
 fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Vec<f32>> {
-    let product = x.matmul(&weight.detach().t()?)?;
-    let (n, cols) = product.dims2()?;
+    let z = product(x, &weight.detach().t()?)?;
+    let (n, cols) = z.dims2()?;
     let bias: Vec<f32> = bias.to_vec1()?;
-    with_values(&product, |p| map_rows(n, cols, |col, i| p[i] + bias[col]))
+    with_values(&z, |p| map_rows(n, cols, |col, i| p[i] + bias[col]))
 }
 
 /// The training forward of `branch` on `x` (BatchNorm on batch statistics, updating the
@@ -204,7 +189,7 @@ fn linear_backward(
     let (n, cols) = (input.dim(0)?, layer.bias.dim(0)?);
     let db = column_sums(n, cols, |i| dz[i]);
     let dz = Tensor::from_vec(dz, (n, cols), input.device())?;
-    let dw = dz.t()?.matmul(input)?;
+    let dw = product(&dz.t()?, input)?;
     accumulate(grads, layer.weight.as_tensor(), dw)?;
     accumulate(
         grads,
@@ -247,7 +232,7 @@ pub(crate) fn backward(
     let mut next_weight = branch.out.weight.as_tensor().detach();
     for (block, saved) in branch.blocks.iter().zip(tape.blocks).rev() {
         // dL/d(activation) of this block, `[n, h]`.
-        let da = upstream.matmul(&next_weight)?;
+        let da = product(&upstream, &next_weight)?;
         let h = da.dim(1)?;
         let dz = with_values(&da, |da| -> Result<Vec<f32>> {
             let dy = map_rows(n, h, |_, i| da[i] * saved.gate[i]);

@@ -3,6 +3,7 @@
 mod branch;
 mod checkpoint;
 pub(crate) mod explicit;
+pub mod gemm;
 mod input_linear;
 mod layers;
 mod two_branch;

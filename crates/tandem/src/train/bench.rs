@@ -286,8 +286,9 @@ pub fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
     Ok(Timing::of(seconds))
 }
 
-/// The machine's single-precision matrix-multiply rate through candle's own gemm (the one the
-/// step uses): an `n × n` by `n × n` product timed `runs` times, GFLOP/s of the fastest.
+/// The machine's single-precision matrix-multiply rate through the gemm the training step
+/// uses ([`crate::model::gemm`]): an `n × n` by `n × n` product timed `runs` times, GFLOP/s of
+/// the fastest.
 ///
 /// # Errors
 /// A tensor error from allocation on `device`.
@@ -295,7 +296,7 @@ pub fn sgemm_gflops(n: usize, runs: usize, device: &Device) -> Result<(f64, Timi
     let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
     let b = Tensor::randn(0f32, 1.0, (n, n), device)?;
     let timing = time(runs, || {
-        let c = a.matmul(&b)?;
+        let c = crate::model::gemm::product(&a, &b)?;
         device.synchronize()?;
         drop(c);
         Ok(())
