@@ -83,12 +83,20 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
         ] {
             rows.push(row(format!("  of which {phase}"), timing, None));
         }
+        let assembly = tandem::train::bench::time_batch_assembly(shape, runs, &device)?;
+        rows.push(row(
+            format!(
+                "  batch assembly (gather the rows; {:.1}% of the step)",
+                100.0 * assembly.median / step.median
+            ),
+            assembly,
+            None,
+        ));
         let loss = bench.time_loss(runs)?;
-        let similarity = 3.0 * 2.0 * (shape.images * shape.captions() * shape.dim) as f64 / 1e9;
         rows.push(row(
             format!("the paper's loss alone (forward + backward), {name} batch"),
             loss,
-            Some(similarity),
+            Some(shape.loss_flops() / 1e9),
         ));
     }
     // Evaluation: a COCO 1K fold's ranking both ways at width 512.
