@@ -21,4 +21,4 @@ pub use miner::Miner;
 pub use objective::{Objective, ObjectiveOutput};
 pub use reducer::Reducer;
 pub use temperature::Temperature;
-pub use term::{Criterion, Embedded, Modality, Positive, Term, TermOutput};
+pub use term::{Criterion, DistanceCache, Embedded, Modality, Positive, Term, TermOutput};

@@ -4,7 +4,9 @@ use candle_core::Tensor;
 
 use crate::config::{LossConfig, LossKind};
 use crate::error::Result;
-use crate::loss::{Criterion, Distance, Embedded, Miner, Modality, Positive, Reducer, Term};
+use crate::loss::{
+    Criterion, Distance, DistanceCache, Embedded, Miner, Modality, Positive, Reducer, Term,
+};
 
 /// `Σ weight · term`.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,8 +163,9 @@ impl Objective {
     pub fn forward(&self, batch: &Embedded<'_>) -> Result<ObjectiveOutput> {
         let mut total: Option<Tensor> = None;
         let mut terms = Vec::with_capacity(self.terms.len());
+        let shared = DistanceCache::default();
         for (weight, term) in &self.terms {
-            let out = term.forward(batch)?;
+            let out = term.forward_sharing(batch, &shared)?;
             let value = out
                 .loss
                 .to_dtype(candle_core::DType::F64)?
@@ -198,6 +201,71 @@ fn similarity_distance(cfg: &LossConfig) -> Distance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sharing the text→image matrix with image→text (as its transpose) changes neither the
+    /// value nor the gradients of the paper's objective, for every distance.
+    #[test]
+    fn shared_distance_matrices_change_nothing() {
+        use candle_core::{Device, Var};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut values =
+            |n: usize| -> Vec<f64> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let images = Var::from_vec(values(6 * 4), (6, 4), &Device::Cpu).unwrap();
+        let texts = Var::from_vec(values(12 * 4), (12, 4), &Device::Cpu).unwrap();
+        let image_ids: Vec<u32> = (0..6).collect();
+        let text_ids: Vec<u32> = (0..12).map(|t| t / 2).collect();
+        for distance in [Distance::Euclidean, Distance::Cosine, Distance::Dot] {
+            let cfg = LossConfig {
+                distance,
+                top_k: 3,
+                ..LossConfig::default()
+            };
+            let objective = Objective::paper(&cfg);
+            let batch = Embedded::new(images.as_tensor(), texts.as_tensor(), &image_ids, &text_ids);
+            let shared = objective.forward(&batch).unwrap().total;
+            let mut separate: Option<Tensor> = None;
+            for (weight, term) in &objective.terms {
+                let t = (term.forward(&batch).unwrap().loss * *weight).unwrap();
+                separate = Some(match separate {
+                    None => t,
+                    Some(s) => (s + t).unwrap(),
+                });
+            }
+            let separate = separate.unwrap();
+            // Three terms, two matrices: text→image (read both ways) and text→text.
+            let cache = DistanceCache::default();
+            for (_, term) in &objective.terms {
+                term.forward_sharing(&batch, &cache).unwrap();
+            }
+            assert_eq!(cache.computed(), 2);
+            let (a, b) = (
+                shared.to_scalar::<f64>().unwrap(),
+                separate.to_scalar::<f64>().unwrap(),
+            );
+            assert!((a - b).abs() < 1e-12, "{distance:?}: {a} vs {b}");
+            let (ga, gb) = (shared.backward().unwrap(), separate.backward().unwrap());
+            for var in [&images, &texts] {
+                let x: Vec<f64> = ga
+                    .get(var)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let y: Vec<f64> = gb
+                    .get(var)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                for (x, y) in x.iter().zip(&y) {
+                    assert!((x - y).abs() < 1e-12, "{distance:?}: {x} vs {y}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn warmup_switches_from_sum_to_max_violation() {

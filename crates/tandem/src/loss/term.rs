@@ -125,6 +125,44 @@ pub enum Criterion {
     Sigmoid,
 }
 
+/// Distance matrices already computed on one batch, shared between the terms of an
+/// objective: `image → text` is the transpose of `text → image` (every distance here is
+/// symmetric), so the two ranking directions make one matrix, one product and one backward.
+#[derive(Default)]
+pub struct DistanceCache {
+    matrices: std::cell::RefCell<Vec<(MatrixKey, Tensor)>>,
+}
+
+/// Anchors, references and distance of a matrix.
+type MatrixKey = (Modality, Modality, Distance);
+
+impl DistanceCache {
+    /// How many matrices were computed (a transpose served from the cache is not one).
+    pub fn computed(&self) -> usize {
+        self.matrices.borrow().len()
+    }
+
+    fn matrix(
+        &self,
+        key: MatrixKey,
+        compute: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let (anchor, reference, distance) = key;
+        for (k, m) in self.matrices.borrow().iter() {
+            if *k == key {
+                return Ok(m.clone());
+            }
+            if *k == (reference, anchor, distance) {
+                // Contiguous, as index_select and the hinge sum read it.
+                return Ok(m.t()?.contiguous()?);
+            }
+        }
+        let m = compute()?;
+        self.matrices.borrow_mut().push((key, m.clone()));
+        Ok(m)
+    }
+}
+
 /// The references of a term: the batch's rows of the reference modality, then the memory's.
 struct References {
     embeddings: Tensor,
@@ -204,10 +242,28 @@ impl Term {
     /// A tensor error when shapes disagree; [`Error::Config`] for a softmax or sigmoid term
     /// without a temperature.
     pub fn forward(&self, batch: &Embedded<'_>) -> Result<TermOutput> {
+        self.forward_sharing(batch, &DistanceCache::default())
+    }
+
+    /// [`Term::forward`], reusing a distance matrix of `cache` (or its transpose) when the
+    /// references are the batch alone; memory rows make a term's matrix its own.
+    ///
+    /// # Errors
+    /// As [`Term::forward`].
+    pub fn forward_sharing(
+        &self,
+        batch: &Embedded<'_>,
+        cache: &DistanceCache,
+    ) -> Result<TermOutput> {
         let (anchors, anchor_ids, anchor_keys) = batch.side(self.anchor);
         let refs = self.references(batch)?;
         let same_set = self.anchor == self.reference;
-        let dist = self.distance.matrix(anchors, &refs.embeddings)?;
+        let compute = || self.distance.matrix(anchors, &refs.embeddings);
+        let dist = if refs.current == refs.ids.len() {
+            cache.matrix((self.anchor, self.reference, self.distance), compute)?
+        } else {
+            compute()?
+        };
         let n_refs = refs.ids.len();
         let values: Vec<f64> = dist.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
         // A sample is never its own positive or negative.
