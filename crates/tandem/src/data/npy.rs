@@ -124,7 +124,11 @@ pub fn read_features(path: &Path) -> Result<Matrix> {
         .take(HEADER_PREFIX as u64)
         .read_to_end(&mut head)
         .map_err(|e| Error::io(path, e))?;
-    let npy = open(path, &head, std::io::Cursor::new(head.clone()).chain(reader))?;
+    let npy = open(
+        path,
+        &head,
+        std::io::Cursor::new(head.clone()).chain(reader),
+    )?;
     features_from(path, npy)
 }
 

@@ -142,11 +142,7 @@ impl DistanceCache {
         self.matrices.borrow().len()
     }
 
-    fn matrix(
-        &self,
-        key: MatrixKey,
-        compute: impl FnOnce() -> Result<Tensor>,
-    ) -> Result<Tensor> {
+    fn matrix(&self, key: MatrixKey, compute: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
         let (anchor, reference, distance) = key;
         for (k, m) in self.matrices.borrow().iter() {
             if *k == key {
