@@ -471,6 +471,15 @@ proptest! {
             .unwrap();
         let h = 1e-6;
         let close = |numeric: f64, analytic: f64| (numeric - analytic).abs() <= 1e-5 * (1.0 + numeric.abs());
+        // At a kink (a top-K or farthest-positive tie, coincident rows: the shrinking of a failure
+        // drives cases there) the central difference averages two slopes; a subgradient must
+        // then equal the slope of one side.
+        let here = naive_objective(&case, &cfg);
+        let one_sided = |up: f64, down: f64, analytic: f64| {
+            let (right, left) = ((up - here) / h, (here - down) / h);
+            let near = |slope: f64| (slope - analytic).abs() <= 1e-4 * (1.0 + slope.abs());
+            (right - left).abs() > 1e-4 * (1.0 + right.abs()) && (near(right) || near(left))
+        };
         for is_image in [true, false] {
             let rows = if is_image { &case.images.rows } else { &case.texts.rows };
             let var = if is_image { &vi } else { &vt };
@@ -486,9 +495,10 @@ proptest! {
                         side.rows[r][c] += delta;
                         naive_objective(&moved, &cfg)
                     };
-                    let numeric = (eval(h) - eval(-h)) / (2.0 * h);
+                    let (up, down) = (eval(h), eval(-h));
+                    let numeric = (up - down) / (2.0 * h);
                     prop_assert!(
-                        close(numeric, analytic_value),
+                        close(numeric, analytic_value) || one_sided(up, down, analytic_value),
                         "d/d{}[{r}][{c}]: analytic {analytic_value}, numeric {numeric}",
                         if is_image { "image" } else { "text" }
                     );
