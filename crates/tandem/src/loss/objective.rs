@@ -245,21 +245,12 @@ mod tests {
             );
             assert!((a - b).abs() < 1e-12, "{distance:?}: {a} vs {b}");
             let (ga, gb) = (shared.backward().unwrap(), separate.backward().unwrap());
+            let values = |grads: &candle_core::backprop::GradStore, var: &Var| -> Vec<f64> {
+                let g = grads.get(var).unwrap();
+                g.flatten_all().unwrap().to_vec1().unwrap()
+            };
             for var in [&images, &texts] {
-                let x: Vec<f64> = ga
-                    .get(var)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
-                let y: Vec<f64> = gb
-                    .get(var)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
+                let (x, y) = (values(&ga, var), values(&gb, var));
                 for (x, y) in x.iter().zip(&y) {
                     assert!((x - y).abs() < 1e-12, "{distance:?}: {x} vs {y}");
                 }

@@ -165,18 +165,30 @@ impl StepBench {
     /// # Errors
     /// A tensor error.
     pub fn step(&mut self) -> Result<f32> {
+        Ok(self.timed_step()?.0)
+    }
+
+    /// One training step; returns the loss and the seconds since its start at the end of
+    /// each phase (forward, loss, backward, optimiser).
+    fn timed_step(&mut self) -> Result<(f32, [f64; 4])> {
+        let started = Instant::now();
+        let mut marks = [0.0; 4];
         let forward =
             self.model
                 .forward_train(&self.images, &self.texts, &mut self.rng, self.backward)?;
+        marks[0] = started.elapsed().as_secs_f64();
         let out = self.objective.forward(&Embedded::new(
             &forward.images,
             &forward.texts,
             &self.image_ids,
             &self.text_ids,
         ))?;
+        marks[1] = started.elapsed().as_secs_f64();
         let grads = self.model.backward(forward, &out.total)?;
+        marks[2] = started.elapsed().as_secs_f64();
         self.optimizer.step(&grads)?;
-        Ok(out.total.to_scalar()?)
+        marks[3] = started.elapsed().as_secs_f64();
+        Ok((out.total.to_scalar()?, marks))
     }
 
     /// Times the step's phases separately, `runs` steps after one warm-up: the forward of
@@ -187,26 +199,7 @@ impl StepBench {
     pub fn time_phases(&mut self, runs: usize) -> Result<StepPhases> {
         let mut seconds: [Vec<f64>; 4] = Default::default();
         for run in 0..=runs.max(1) {
-            let mut marks = [0.0; 4];
-            let started = Instant::now();
-            let forward = self.model.forward_train(
-                &self.images,
-                &self.texts,
-                &mut self.rng,
-                self.backward,
-            )?;
-            marks[0] = started.elapsed().as_secs_f64();
-            let out = self.objective.forward(&Embedded::new(
-                &forward.images,
-                &forward.texts,
-                &self.image_ids,
-                &self.text_ids,
-            ))?;
-            marks[1] = started.elapsed().as_secs_f64();
-            let grads = self.model.backward(forward, &out.total)?;
-            marks[2] = started.elapsed().as_secs_f64();
-            self.optimizer.step(&grads)?;
-            marks[3] = started.elapsed().as_secs_f64();
+            let (_, marks) = self.timed_step()?;
             if run > 0 {
                 let mut previous = 0.0;
                 for (phase, mark) in seconds.iter_mut().zip(marks) {
