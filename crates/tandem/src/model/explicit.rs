@@ -66,7 +66,7 @@ fn column_sums(rows: usize, cols: usize, value: impl Fn(usize) -> f32 + Sync) ->
     sums
 }
 
-/// A fresh `[rows, cols]` buffer filled by `value(row, col, index)`, rows split across tasks.
+/// A fresh `[rows, cols]` buffer filled by `value(col, index)`, rows split across tasks.
 fn map_rows(rows: usize, cols: usize, value: impl Fn(usize, usize) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0f32; rows * cols];
     out.par_chunks_mut(cols * ROWS_PER_TASK)
