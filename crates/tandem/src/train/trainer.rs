@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -293,12 +295,26 @@ fn first_nonfinite_gradient(
 ) -> Result<Option<(String, f64)>> {
     for (name, var) in named {
         if let Some(g) = grads.get(var.as_tensor()) {
-            let peak = g
-                .abs()?
-                .max_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
-            if !peak.is_finite() {
+            // Every step checks every gradient: on the CPU one parallel scan without
+            // temporaries (the tensor version allocated |g| and made two single-threaded passes
+            // over 22.7M values per step at the paper's size).
+            let host = g.device().is_cpu() && g.dtype() == candle_core::DType::F32;
+            let bad = if host {
+                let g = g.contiguous()?;
+                crate::model::gemm::with_values(&g, |v| {
+                    v.par_iter()
+                        .find_any(|x| !x.is_finite())
+                        .map(|x| f64::from(x.abs()))
+                })?
+            } else {
+                let peak = g
+                    .abs()?
+                    .max_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
+                (!peak.is_finite()).then_some(peak)
+            };
+            if let Some(peak) = bad {
                 return Ok(Some((format!("gradient of {name}"), peak)));
             }
         }
