@@ -3,11 +3,31 @@
 use candle_core::{D, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::euclidean::EuclideanFromParts;
 use crate::error::Result;
 
 /// Added under the square root of the Euclidean distance, as in the reference code: it keeps
 /// the gradient finite when two embeddings coincide.
 pub const EUCLIDEAN_EPS: f64 = 1e-4;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests switch the fused CPU op off to compare it with the tensor version.
+    static FUSE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether the Euclidean matrix goes through [`EuclideanFromParts`]: f32/f64 on the CPU.
+fn fused_on(dot: &Tensor) -> bool {
+    #[cfg(test)]
+    if !FUSE.with(|f| f.get()) {
+        return false;
+    }
+    dot.device().is_cpu()
+        && matches!(
+            dot.dtype(),
+            candle_core::DType::F32 | candle_core::DType::F64
+        )
+}
 
 /// A dissimilarity: smaller always means closer, so every hinge reads `margin + d(a,p) - d(a,n)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +55,13 @@ impl Distance {
             Distance::Euclidean => {
                 let a2 = a.sqr()?.sum_keepdim(D::Minus1)?;
                 let b2 = b.sqr()?.sum_keepdim(D::Minus1)?.t()?;
+                if fused_on(&dot) {
+                    return Ok(dot.apply_op3(
+                        &a2.contiguous()?,
+                        &b2.contiguous()?,
+                        EuclideanFromParts,
+                    )?);
+                }
                 let d2 = a2.broadcast_add(&b2)?.broadcast_sub(&(dot * 2.0)?)?;
                 (d2.relu()? + EUCLIDEAN_EPS)?.sqrt()?
             }
@@ -46,6 +73,15 @@ impl Distance {
             }
             Distance::Dot => dot.neg()?,
         })
+    }
+
+    /// The tensor version of [`Distance::matrix`], for checking the fused one.
+    #[cfg(test)]
+    fn matrix_unfused(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        FUSE.with(|f| f.set(false));
+        let out = self.matrix(a, b);
+        FUSE.with(|f| f.set(true));
+        out
     }
 
     /// The same dissimilarity on two plain vectors, for reference loops and tests.
@@ -70,6 +106,77 @@ impl Distance {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The fused CPU op against the tensor version: the same distances bit for bit and the
+    /// same gradients (summed in another order), in f32 and f64, with coincident rows (the
+    /// squared distance rounds to ≤ 0 there, where ReLU cuts the gradient) included.
+    #[test]
+    fn fused_euclidean_equals_the_tensor_version() {
+        use candle_core::{DType, Var};
+        let values = |n: usize, salt: usize| -> Vec<f64> {
+            (0..n)
+                .map(|i| ((i * 7919 + salt * 104_729) % 2001) as f64 / 1000.0 - 1.0)
+                .collect()
+        };
+        let (n, m, d) = (7, 9, 5);
+        let mut b_values = values(m * d, 2);
+        b_values[3 * d..4 * d].copy_from_slice(&values(n * d, 1)[2 * d..3 * d]);
+        for dtype in [DType::F32, DType::F64] {
+            let leaf = |v: Vec<f64>, rows: usize| {
+                Var::from_tensor(
+                    &Tensor::from_vec(v, (rows, d), &Device::Cpu)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap(),
+                )
+                .unwrap()
+            };
+            let weights = Tensor::from_vec(values(n * m, 3), (n, m), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let run = |fused: bool| {
+                let (a, b) = (leaf(values(n * d, 1), n), leaf(b_values.clone(), m));
+                let dist = if fused {
+                    Distance::Euclidean.matrix(&a, &b)
+                } else {
+                    Distance::Euclidean.matrix_unfused(&a, &b)
+                }
+                .unwrap();
+                let grads = (&dist * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let read = |t: &Tensor| -> Vec<f64> {
+                    t.to_dtype(DType::F64)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap()
+                };
+                (
+                    read(&dist),
+                    read(grads.get(&a).unwrap()),
+                    read(grads.get(&b).unwrap()),
+                )
+            };
+            let (fused, tensor) = (run(true), run(false));
+            assert_eq!(fused.0, tensor.0, "{dtype:?}: distances");
+            assert!(fused.0[2 * m + 3] < 0.011, "rows 2 and 3 coincide");
+            let tolerance = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+            for (which, f, t) in [("a", &fused.1, &tensor.1), ("b", &fused.2, &tensor.2)] {
+                for (x, y) in f.iter().zip(t.iter()) {
+                    assert!(
+                        (x - y).abs() <= tolerance * (1.0 + y.abs()),
+                        "{dtype:?} grad {which}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn matrix_matches_naive() {

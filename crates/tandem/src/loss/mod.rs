@@ -7,6 +7,7 @@
 //! negative.
 
 mod distance;
+mod euclidean;
 mod hinge_sum;
 mod memory;
 mod miner;
