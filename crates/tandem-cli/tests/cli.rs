@@ -1128,3 +1128,56 @@ fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
     let exit = server.terminate();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// `bench --format json`: the probe comes first and sets the rate, every item with a known
+/// amount of matrix work is placed against that rate, and the small step's rows are there.
+#[test]
+fn bench_reports_each_item_against_the_probe_rate() {
+    let out = tandem()
+        .args([
+            "bench", "--size", "small", "--runs", "1", "--format", "json",
+        ])
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&stdout_of_success(out)).unwrap();
+    let rows = rows.as_array().unwrap();
+    let probe = &rows[0];
+    assert!(probe["what"].as_str().unwrap().starts_with("sgemm probe"));
+    let rate = probe["gflop_per_s"].as_f64().unwrap();
+    let probe_gflop = probe["gflop"].as_f64().unwrap();
+    assert!((probe_gflop - 2.0 * 2048f64.powi(3) / 1e9).abs() < 1e-9);
+    // The rate is the fastest probe run's: the probe's own fastest time gives it back.
+    assert!((probe_gflop / probe["min"].as_f64().unwrap() - rate).abs() / rate < 1e-9);
+    let mut placed = 0;
+    for row in &rows[1..] {
+        let median = row["median"].as_f64().unwrap();
+        match row["gflop"].as_f64() {
+            Some(gflop) => {
+                let floor = row["times_floor"].as_f64().unwrap();
+                assert!(
+                    (floor - median / (gflop / rate)).abs() < 1e-9 * floor,
+                    "{row}"
+                );
+                placed += 1;
+            }
+            None => assert!(row["times_floor"].is_null(), "{row}"),
+        }
+    }
+    let names: Vec<&str> = rows.iter().map(|r| r["what"].as_str().unwrap()).collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("train step, small")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.contains("of which backward")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("evaluation ranking")),
+        "{names:?}"
+    );
+    assert_eq!(
+        placed, 4,
+        "small step, its autograd reference, loss, ranking: {names:?}"
+    );
+}
