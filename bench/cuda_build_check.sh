@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compiles tandem's `cuda` feature on a machine without a GPU or a system CUDA toolkit: NVIDIA's
-# CUDA 13 compiler, headers and runtime come from their PyPI wheels (about 300 MB), candle's
+# CUDA 13 compiler, headers and runtime come from their PyPI wheels (700 MB unpacked), candle's
 # kernels are compiled to PTX for sm_90 (H100/H200; set CUDA_COMPUTE_CAP for another GPU), then
 #   1. `cargo build --release -p tandem --features cuda --lib`: full code generation of the
 #      library, candle's CUDA kernels included;

@@ -38,6 +38,7 @@ impl PairedDataset {
                 "pass a folder holding images.npy, texts.npy and text_to_image.npy (or dataset.safetensors)",
             ));
         }
+        let started = std::time::Instant::now();
         let st = root.join("dataset.safetensors");
         let (images, texts, raw_ids, ids_path) = if st.exists() {
             let bytes = crate::fsio::read(&st)?;
@@ -81,6 +82,15 @@ impl PairedDataset {
         } else {
             None
         };
+        tracing::info!(
+            "{}: {} images × {}, {} captions × {} loaded in {:.1} s",
+            root.display(),
+            images.rows,
+            images.cols,
+            texts.rows,
+            texts.cols,
+            started.elapsed().as_secs_f64()
+        );
         Ok(PairedDataset {
             root: root.to_path_buf(),
             images,
