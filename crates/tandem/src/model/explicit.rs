@@ -49,8 +49,8 @@ pub(crate) struct BranchTape {
     norms: Vec<f32>,
 }
 
-/// `Σ_rows value(index)` per column of a row-major `[rows, cols]` layout.
-fn column_sums(rows: usize, cols: usize, value: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
+/// `Σ_rows value(col, index)` per column of a row-major `[rows, cols]` layout.
+fn column_sums(rows: usize, cols: usize, value: impl Fn(usize, usize) -> f32 + Sync) -> Vec<f32> {
     let mut sums = vec![0f32; cols];
     sums.par_chunks_mut(COLUMNS_PER_TASK)
         .enumerate()
@@ -59,22 +59,31 @@ fn column_sums(rows: usize, cols: usize, value: impl Fn(usize) -> f32 + Sync) ->
             for row in 0..rows {
                 let base = row * cols + first;
                 for (j, sum) in out.iter_mut().enumerate() {
-                    *sum += value(base + j);
+                    *sum += value(first + j, base + j);
                 }
             }
         });
     sums
 }
 
-/// A fresh `[rows, cols]` buffer filled by `value(col, index)`, rows split across tasks.
-fn map_rows(rows: usize, cols: usize, value: impl Fn(usize, usize) -> f32 + Sync) -> Vec<f32> {
+/// A fresh `[rows, cols]` buffer filled by `value(row, col, index)`, rows split across tasks.
+/// Row and column are counted, not divided out of the index: a division per element made
+/// these passes several times slower than the arithmetic they do.
+fn map_rows(
+    rows: usize,
+    cols: usize,
+    value: impl Fn(usize, usize, usize) -> f32 + Sync,
+) -> Vec<f32> {
     let mut out = vec![0f32; rows * cols];
-    out.par_chunks_mut(cols * ROWS_PER_TASK)
+    out.par_chunks_mut(cols.max(1) * ROWS_PER_TASK)
         .enumerate()
         .for_each(|(task, chunk)| {
-            for (offset, v) in chunk.iter_mut().enumerate() {
-                let index = task * ROWS_PER_TASK * cols + offset;
-                *v = value(index % cols, index);
+            for (offset, values) in chunk.chunks_mut(cols.max(1)).enumerate() {
+                let row = task * ROWS_PER_TASK + offset;
+                let first = row * cols;
+                for (col, v) in values.iter_mut().enumerate() {
+                    *v = value(row, col, first + col);
+                }
             }
         });
     out
@@ -85,7 +94,7 @@ fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Vec<f32>> {
     let z = product(x, &weight.detach().t()?)?;
     let (n, cols) = z.dims2()?;
     let bias: Vec<f32> = bias.to_vec1()?;
-    with_values(&z, |p| map_rows(n, cols, |col, i| p[i] + bias[col]))
+    with_values(&z, |p| map_rows(n, cols, |_, col, i| p[i] + bias[col]))
 }
 
 /// The training forward of `branch` on `x` (BatchNorm on batch statistics, updating the
@@ -112,12 +121,12 @@ pub(crate) fn forward(
             Some(norm) => {
                 // Two passes, as candle's `mean_keepdim` then `sqr().mean_keepdim()` compute.
                 let scale = (1.0 / n as f64) as f32;
-                let mean: Vec<f32> = column_sums(n, h, |i| z[i])
+                let mean: Vec<f32> = column_sums(n, h, |_, i| z[i])
                     .into_iter()
                     .map(|s| s * scale)
                     .collect();
-                let var: Vec<f32> = column_sums(n, h, |i| {
-                    let c = z[i] - mean[i % h];
+                let var: Vec<f32> = column_sums(n, h, |col, i| {
+                    let c = z[i] - mean[col];
                     c * c
                 })
                 .into_iter()
@@ -129,18 +138,18 @@ pub(crate) fn forward(
                     n,
                 )?;
                 let std: Vec<f32> = var.iter().map(|v| (v + BN_EPS as f32).sqrt()).collect();
-                let xhat = map_rows(n, h, |col, i| (z[i] - mean[col]) / std[col]);
+                let xhat = map_rows(n, h, |_, col, i| (z[i] - mean[col]) / std[col]);
                 let gamma: Vec<f32> = norm.gamma.as_tensor().to_vec1()?;
                 let beta: Vec<f32> = norm.beta.as_tensor().to_vec1()?;
-                let y = map_rows(n, h, |col, i| xhat[i] * gamma[col] + beta[col]);
+                let y = map_rows(n, h, |_, col, i| xhat[i] * gamma[col] + beta[col]);
                 (y, Some((xhat, std)))
             }
             None => (z, None),
         };
         let mask = (branch.dropout > 0.0).then(|| dropout_mask(y.len(), branch.dropout, rng));
         let factor = |i: usize| mask.as_ref().map_or(1.0, |m| m[i]);
-        let gate = map_rows(n, h, |_, i| if y[i] >= 0.0 { factor(i) } else { 0.0 });
-        let activated = map_rows(n, h, |_, i| y[i].max(0.0) * factor(i));
+        let gate = map_rows(n, h, |_, _, i| if y[i] >= 0.0 { factor(i) } else { 0.0 });
+        let activated = map_rows(n, h, |_, _, i| y[i].max(0.0) * factor(i));
         blocks.push(BlockTape {
             input,
             normalised,
@@ -154,7 +163,7 @@ pub(crate) fn forward(
         .par_chunks(dim.max(1))
         .map(|row| (row.iter().map(|v| v * v).sum::<f32>() + 1e-12).sqrt())
         .collect();
-    let embedded = map_rows(n, dim, |_, i| e[i] / norms[i / dim]);
+    let embedded = map_rows(n, dim, |row, _, i| e[i] / norms[row]);
     let out = Tensor::from_slice(&embedded, (n, dim), &device)?;
     Ok((
         out,
@@ -187,7 +196,7 @@ fn linear_backward(
     grads: &mut GradStore,
 ) -> Result<Tensor> {
     let (n, cols) = (input.dim(0)?, layer.bias.dim(0)?);
-    let db = column_sums(n, cols, |i| dz[i]);
+    let db = column_sums(n, cols, |_, i| dz[i]);
     let dz = Tensor::from_vec(dz, (n, cols), input.device())?;
     let dw = product(&dz.t()?, input)?;
     accumulate(grads, layer.weight.as_tensor(), dw)?;
@@ -223,8 +232,7 @@ pub(crate) fn backward(
             .zip(du.par_chunks(dim.max(1)))
             .map(|(u, du)| u.iter().zip(du).map(|(a, b)| a * b).sum())
             .collect();
-        map_rows(n, dim, |_, i| {
-            let row = i / dim;
+        map_rows(n, dim, |row, _, i| {
             (du[i] - u[i] * dots[row]) / tape.norms[row]
         })
     })?;
@@ -235,15 +243,15 @@ pub(crate) fn backward(
         let da = product(&upstream, &next_weight)?;
         let h = da.dim(1)?;
         let dz = with_values(&da, |da| -> Result<Vec<f32>> {
-            let dy = map_rows(n, h, |_, i| da[i] * saved.gate[i]);
+            let dy = map_rows(n, h, |_, _, i| da[i] * saved.gate[i]);
             let (Some(norm), Some((xhat, std))) = (&block.norm, &saved.normalised) else {
                 return Ok(dy);
             };
-            let dbeta = column_sums(n, h, |i| dy[i]);
-            let dgamma = column_sums(n, h, |i| dy[i] * xhat[i]);
+            let dbeta = column_sums(n, h, |_, i| dy[i]);
+            let dgamma = column_sums(n, h, |_, i| dy[i] * xhat[i]);
             let gamma: Vec<f32> = norm.gamma.as_tensor().to_vec1()?;
             let inv_n = 1.0 / n as f32;
-            let dz = map_rows(n, h, |col, i| {
+            let dz = map_rows(n, h, |_, col, i| {
                 gamma[col] / std[col] * (dy[i] - dbeta[col] * inv_n - xhat[i] * dgamma[col] * inv_n)
             });
             let device = saved.input.device();

@@ -3,6 +3,8 @@
 
 use candle_core::{D, DType, Device, Tensor, Var};
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::error::Result;
 
@@ -159,7 +161,7 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 ///
 /// # Errors
 /// A tensor error from allocation.
-pub fn dropout(x: &Tensor, p: f64, rng: &mut impl Rng) -> Result<Tensor> {
+pub fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
     if p == 0.0 {
         return Ok(x.clone());
     }
@@ -169,25 +171,79 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut impl Rng) -> Result<Tensor> {
 }
 
 /// Inverted dropout's factors for `len` elements in row-major order: `1 / (1 - p)` kept, `0`
-/// dropped, one draw from `rng` each.
-pub(crate) fn dropout_mask(len: usize, p: f64, rng: &mut impl Rng) -> Vec<f32> {
+/// dropped, one `f64` draw from `rng` each, leaving `rng` where drawing them one by one would.
+///
+/// ChaCha's stream can be entered at any word: every `f64` takes two 32-bit words, so draw `k`
+/// reads words `start + 2k` and `start + 2k + 1`, and chunks of the mask are drawn in parallel
+/// from copies of `rng` set to their first word. (One by one this took 45 ms of each paper-size
+/// forward, on one core.)
+pub(crate) fn dropout_mask(len: usize, p: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    const CHUNK: usize = 1 << 16;
     let keep = 1.0 - p;
     let scale = (1.0 / keep) as f32;
-    (0..len)
-        .map(|_| {
-            if rng.random::<f64>() < keep {
-                scale
-            } else {
-                0.0
+    let start = rng.get_word_pos();
+    let mut mask = vec![0f32; len];
+    let origin = rng.clone();
+    mask.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(chunk, factors)| {
+            let mut local = origin.clone();
+            local.set_word_pos(start + 2 * (chunk * CHUNK) as u128);
+            for factor in factors {
+                *factor = if local.random::<f64>() < keep {
+                    scale
+                } else {
+                    0.0
+                };
             }
-        })
-        .collect()
+        });
+    rng.set_word_pos(start + 2 * len as u128);
+    mask
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
+    use rand::{RngCore, SeedableRng};
+
+    /// The parallel mask equals drawing one `f64` per element in order, from any position of
+    /// the stream (an odd word included), and leaves the generator where that would.
+    #[test]
+    fn dropout_mask_equals_sequential_draws() {
+        let sequential = |len: usize, p: f64, rng: &mut ChaCha8Rng| -> Vec<f32> {
+            let keep = 1.0 - p;
+            (0..len)
+                .map(|_| {
+                    if rng.random::<f64>() < keep {
+                        (1.0 / keep) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        for (len, skip_words) in [
+            (0, 0),
+            (1, 1),
+            (7, 0),
+            (65_536, 3),
+            (200_003, 1),
+            (131_072, 16),
+        ] {
+            let mut a = ChaCha8Rng::seed_from_u64(len as u64);
+            for _ in 0..skip_words {
+                a.next_u32();
+            }
+            let mut b = a.clone();
+            let parallel = dropout_mask(len, 0.3, &mut a);
+            assert_eq!(parallel, sequential(len, 0.3, &mut b), "len {len}");
+            assert_eq!(a.next_u64(), b.next_u64(), "generator state after {len}");
+            if len > 1000 {
+                let kept = parallel.iter().filter(|&&f| f > 0.0).count() as f64 / len as f64;
+                assert!((kept - 0.7).abs() < 0.01, "kept {kept}");
+            }
+        }
+    }
 
     #[test]
     fn batch_norm_train_normalises_and_updates_running_stats() {
