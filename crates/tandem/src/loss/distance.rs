@@ -10,23 +10,25 @@ use crate::error::Result;
 /// the gradient finite when two embeddings coincide.
 pub const EUCLIDEAN_EPS: f64 = 1e-4;
 
-#[cfg(test)]
-thread_local! {
-    /// Tests switch the fused CPU op off to compare it with the tensor version.
-    static FUSE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
-}
-
 /// Whether the Euclidean matrix goes through [`EuclideanFromParts`]: f32/f64 on the CPU.
 fn fused_on(dot: &Tensor) -> bool {
-    #[cfg(test)]
-    if !FUSE.with(|f| f.get()) {
-        return false;
-    }
     dot.device().is_cpu()
         && matches!(
             dot.dtype(),
             candle_core::DType::F32 | candle_core::DType::F64
         )
+}
+
+/// `sqrt(relu(|a|² + |b|² − 2 dot) + ε)` with `dot = a bᵀ`: one [`EuclideanFromParts`] op when
+/// `fused`, else candle's tensor ops (any device and dtype).
+fn euclidean(a: &Tensor, b: &Tensor, dot: Tensor, fused: bool) -> Result<Tensor> {
+    let a2 = a.sqr()?.sum_keepdim(D::Minus1)?;
+    let b2 = b.sqr()?.sum_keepdim(D::Minus1)?.t()?;
+    if fused {
+        return Ok(dot.apply_op3(&a2.contiguous()?, &b2.contiguous()?, EuclideanFromParts)?);
+    }
+    let d2 = a2.broadcast_add(&b2)?.broadcast_sub(&(dot * 2.0)?)?;
+    Ok((d2.relu()? + EUCLIDEAN_EPS)?.sqrt()?)
 }
 
 /// A dissimilarity: smaller always means closer, so every hinge reads `margin + d(a,p) - d(a,n)`.
@@ -53,17 +55,8 @@ impl Distance {
         let dot = a.matmul(&b.t()?)?;
         Ok(match self {
             Distance::Euclidean => {
-                let a2 = a.sqr()?.sum_keepdim(D::Minus1)?;
-                let b2 = b.sqr()?.sum_keepdim(D::Minus1)?.t()?;
-                if fused_on(&dot) {
-                    return Ok(dot.apply_op3(
-                        &a2.contiguous()?,
-                        &b2.contiguous()?,
-                        EuclideanFromParts,
-                    )?);
-                }
-                let d2 = a2.broadcast_add(&b2)?.broadcast_sub(&(dot * 2.0)?)?;
-                (d2.relu()? + EUCLIDEAN_EPS)?.sqrt()?
+                let fused = fused_on(&dot);
+                euclidean(a, b, dot, fused)?
             }
             Distance::Cosine => {
                 let na = a.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
@@ -73,15 +66,6 @@ impl Distance {
             }
             Distance::Dot => dot.neg()?,
         })
-    }
-
-    /// The tensor version of [`Distance::matrix`], for checking the fused one.
-    #[cfg(test)]
-    fn matrix_unfused(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        FUSE.with(|f| f.set(false));
-        let out = self.matrix(a, b);
-        FUSE.with(|f| f.set(true));
-        out
     }
 
     /// The same dissimilarity on two plain vectors, for reference loops and tests.
@@ -122,6 +106,8 @@ mod tests {
         let mut b_values = values(m * d, 2);
         b_values[3 * d..4 * d].copy_from_slice(&values(n * d, 1)[2 * d..3 * d]);
         for dtype in [DType::F32, DType::F64] {
+            let probe = Tensor::zeros((1, 1), dtype, &Device::Cpu).unwrap();
+            assert!(fused_on(&probe), "{dtype:?} on the CPU takes the fused op");
             let leaf = |v: Vec<f64>, rows: usize| {
                 Var::from_tensor(
                     &Tensor::from_vec(v, (rows, d), &Device::Cpu)
@@ -137,12 +123,8 @@ mod tests {
                 .unwrap();
             let run = |fused: bool| {
                 let (a, b) = (leaf(values(n * d, 1), n), leaf(b_values.clone(), m));
-                let dist = if fused {
-                    Distance::Euclidean.matrix(&a, &b)
-                } else {
-                    Distance::Euclidean.matrix_unfused(&a, &b)
-                }
-                .unwrap();
+                let dot = a.matmul(&b.t().unwrap()).unwrap();
+                let dist = euclidean(&a, &b, dot, fused).unwrap();
                 let grads = (&dist * &weights)
                     .unwrap()
                     .sum_all()
