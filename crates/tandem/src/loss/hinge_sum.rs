@@ -15,21 +15,40 @@ pub(super) struct HingeSum {
     pub triplets: Vec<[u32; 3]>,
 }
 
+/// The distance matrix's values, read in place (the hinges touch only the selected entries, so
+/// the matrix is not copied to f64 first).
+enum Values<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+impl Values<'_> {
+    fn get(&self, i: usize) -> f64 {
+        match self {
+            Values::F32(v) => f64::from(v[i]),
+            Values::F64(v) => v[i],
+        }
+    }
+}
+
 impl HingeSum {
-    fn hinge(&self, values: &[f64], cols: usize, [a, p, n]: [u32; 3]) -> f64 {
+    fn hinge(&self, values: &Values<'_>, cols: usize, [a, p, n]: [u32; 3]) -> f64 {
         let row = a as usize * cols;
-        self.margin + values[row + p as usize] - values[row + n as usize]
+        self.margin + values.get(row + p as usize) - values.get(row + n as usize)
     }
 
-    /// The matrix as f64 values and its column count.
-    fn values(storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(Vec<f64>, usize)> {
+    /// The matrix's values and its column count.
+    fn values<'a>(
+        storage: &'a CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(Values<'a>, usize)> {
         let (_, cols) = layout.shape().dims2()?;
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("hinge_sum: the distance matrix must be contiguous");
         };
         let values = match storage {
-            CpuStorage::F32(v) => v[start..end].iter().map(|&x| f64::from(x)).collect(),
-            CpuStorage::F64(v) => v[start..end].to_vec(),
+            CpuStorage::F32(v) => Values::F32(&v[start..end]),
+            CpuStorage::F64(v) => Values::F64(&v[start..end]),
             other => candle_core::bail!("hinge_sum: unsupported dtype {:?}", other.dtype()),
         };
         Ok((values, cols))
