@@ -135,7 +135,7 @@ pub fn read_features(path: &Path) -> Result<Matrix> {
         .take(HEADER_PREFIX as u64)
         .read_to_end(&mut head)
         .map_err(|e| Error::io(path, e))?;
-    let mut stream = std::io::Cursor::new(head.clone()).chain(reader);
+    let mut stream = std::io::Cursor::new(&head).chain(reader);
     let header = open_header(path, &head, &mut stream)?;
     features_from(path, &header, stream, file_len)
 }

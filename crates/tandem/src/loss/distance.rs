@@ -160,6 +160,33 @@ mod tests {
         }
     }
 
+    /// No references (or no anchors): an empty matrix and zero gradients, as the tensor
+    /// version gives, not a zero-sized chunk.
+    #[test]
+    fn fused_euclidean_of_an_empty_side_is_empty() {
+        use candle_core::{DType, Var};
+        for (n, m) in [(3, 0), (0, 4)] {
+            let a =
+                Var::from_tensor(&Tensor::ones((n, 5), DType::F32, &Device::Cpu).unwrap()).unwrap();
+            let b =
+                Var::from_tensor(&Tensor::ones((m, 5), DType::F32, &Device::Cpu).unwrap()).unwrap();
+            let dot = a.matmul(&b.t().unwrap()).unwrap();
+            let dist = euclidean(&a, &b, dot, true).unwrap();
+            assert_eq!(dist.dims(), [n, m]);
+            let grads = dist.sum_all().unwrap().backward().unwrap();
+            for (var, rows) in [(&a, n), (&b, m)] {
+                let g: Vec<f32> = grads
+                    .get(var)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                assert_eq!(g, vec![0.0; rows * 5]);
+            }
+        }
+    }
+
     #[test]
     fn matrix_matches_naive() {
         let a = [[0.6, 0.8, 0.0], [1.0, 0.0, 0.0]];

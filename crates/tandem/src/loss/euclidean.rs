@@ -18,7 +18,7 @@ use super::distance::EUCLIDEAN_EPS;
 /// `b2: [1, m]`, all contiguous on the CPU in f32 or f64.
 pub(super) struct EuclideanFromParts;
 
-/// The contiguous values of `storage` under `layout`, or an error naming the op.
+/// The contiguous part of `values` that `layout` covers, or an error naming the op.
 fn contiguous<'a, T: WithDType>(values: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&values[start..end]),
@@ -31,16 +31,22 @@ fn rows_per_task(m: usize) -> usize {
     (1 << 15) / m.max(1) + 1
 }
 
-fn forward<T: WithDType + Real>(dot: &[T], a2: &[T], b2: &[T]) -> Vec<T> {
+/// Values per parallel task: whole rows, never zero (an empty matrix then has no tasks).
+fn chunk_len(m: usize) -> usize {
+    m.max(1) * rows_per_task(m)
+}
+
+fn forward<T: Real>(dot: &[T], a2: &[T], b2: &[T]) -> Vec<T> {
     let m = b2.len();
+    let per_task = rows_per_task(m);
     let two = T::from_f64(2.0);
     let eps = T::from_f64(EUCLIDEAN_EPS);
     let mut out = vec![T::from_f64(0.0); dot.len()];
-    out.par_chunks_mut(m * rows_per_task(m))
-        .zip(dot.par_chunks(m * rows_per_task(m)))
+    out.par_chunks_mut(chunk_len(m))
+        .zip(dot.par_chunks(chunk_len(m)))
         .enumerate()
         .for_each(|(task, (out, dot))| {
-            let first = task * rows_per_task(m);
+            let first = task * per_task;
             for (r, (out, dot)) in out.chunks_mut(m).zip(dot.chunks(m)).enumerate() {
                 let a = a2[first + r];
                 for ((o, &d), &b) in out.iter_mut().zip(dot).zip(b2) {
@@ -56,7 +62,7 @@ fn forward<T: WithDType + Real>(dot: &[T], a2: &[T], b2: &[T]) -> Vec<T> {
 /// The gradients for `dot`, `a2` and `b2` from the distances' gradient `grad` (all `[n, m]`
 /// contiguous): `h = grad / (2 d)` where the squared distance is ≥ 0 (candle's ReLU passes the
 /// gradient at exactly 0), then `−2h`, its row sums and its column sums.
-fn backward<T: WithDType + Real>(
+fn backward<T: Real>(
     dot: &[T],
     a2: &[T],
     b2: &[T],
@@ -70,7 +76,7 @@ fn backward<T: WithDType + Real>(
     let mut grad_dot = vec![T::from_f64(0.0); dot.len()];
     let mut grad_a2 = vec![T::from_f64(0.0); a2.len()];
     let grad_b2 = grad_dot
-        .par_chunks_mut(m * per_task)
+        .par_chunks_mut(chunk_len(m))
         .zip(grad_a2.par_chunks_mut(per_task))
         .enumerate()
         .map(|(task, (grad_dot, grad_a2))| {
