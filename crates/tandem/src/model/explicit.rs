@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::model::Branch;
 use crate::model::gemm::{product, with_values};
-use crate::model::layers::{BN_EPS, dropout_mask};
+use crate::model::layers::{BN_EPS, DropoutDraws};
 
 /// Rows per task of a row-wise pass.
 const ROWS_PER_TASK: usize = 16;
@@ -32,11 +32,14 @@ pub(crate) fn supported(x: &Tensor) -> bool {
 struct BlockTape {
     /// The block's input, `[n, in]` (for the weight gradient).
     input: Tensor,
-    /// BatchNorm's normalised values `(z - mean) / std`, `[n, h]`, and `std` per column.
-    normalised: Option<(Vec<f32>, Vec<f32>)>,
+    /// BatchNorm's normalised values and `std`, when the block has BatchNorm.
+    normalised: Option<Normalised>,
     /// `∂a/∂y` of ReLU and dropout together: the dropout factor where `y ≥ 0`, else 0.
     gate: Vec<f32>,
 }
+
+/// BatchNorm's normalised values `(z - mean) / std`, `[n, h]`, and `std` per column.
+type Normalised = (Vec<f32>, Vec<f32>);
 
 /// What a branch's explicit forward keeps for its backward.
 pub(crate) struct BranchTape {
@@ -44,26 +47,43 @@ pub(crate) struct BranchTape {
     /// The output layer's input, `[n, w]`.
     out_input: Tensor,
     /// The embeddings, `[n, dim]`, unit rows.
-    embedded: Vec<f32>,
+    embedded: Tensor,
     /// The output layer's row norms before normalisation.
     norms: Vec<f32>,
 }
 
 /// `Σ_rows value(col, index)` per column of a row-major `[rows, cols]` layout.
 fn column_sums(rows: usize, cols: usize, value: impl Fn(usize, usize) -> f32 + Sync) -> Vec<f32> {
-    let mut sums = vec![0f32; cols];
-    sums.par_chunks_mut(COLUMNS_PER_TASK)
-        .enumerate()
-        .for_each(|(task, out)| {
+    let [sums] = column_sums_of(rows, cols, |col, i| [value(col, i)]);
+    sums
+}
+
+/// `K` column sums in one pass over a row-major `[rows, cols]` layout: `sums[k][col] =
+/// Σ_rows value(col, index)[k]`. Each task walks every row over its columns.
+fn column_sums_of<const K: usize>(
+    rows: usize,
+    cols: usize,
+    value: impl Fn(usize, usize) -> [f32; K] + Sync,
+) -> [Vec<f32>; K] {
+    let tasks: Vec<[Vec<f32>; K]> = (0..cols.div_ceil(COLUMNS_PER_TASK))
+        .into_par_iter()
+        .map(|task| {
             let first = task * COLUMNS_PER_TASK;
+            let width = COLUMNS_PER_TASK.min(cols - first);
+            let mut sums: [Vec<f32>; K] = std::array::from_fn(|_| vec![0f32; width]);
             for row in 0..rows {
                 let base = row * cols + first;
-                for (j, sum) in out.iter_mut().enumerate() {
-                    *sum += value(first + j, base + j);
+                for j in 0..width {
+                    let v = value(first + j, base + j);
+                    for (sum, v) in sums.iter_mut().zip(v) {
+                        sum[j] += v;
+                    }
                 }
             }
-        });
-    sums
+            sums
+        })
+        .collect();
+    std::array::from_fn(|k| tasks.iter().flat_map(|t| t[k].iter().copied()).collect())
 }
 
 /// A fresh `[rows, cols]` buffer filled by `value(row, col, index)`, rows split across tasks.
@@ -89,12 +109,96 @@ fn map_rows(
     out
 }
 
-/// `x Wᵀ + b` with the product from candle's gemm; returns `[n, out]` values.
-fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Vec<f32>> {
-    let z = product(x, &weight.detach().t()?)?;
-    let (n, cols) = z.dims2()?;
-    let bias: Vec<f32> = bias.to_vec1()?;
-    with_values(&z, |p| map_rows(n, cols, |_, col, i| p[i] + bias[col]))
+/// `buffer` in chunks of `len`, or `tasks` times nothing when it is empty (a pass that writes
+/// it only in some configurations).
+fn chunks_or_none(buffer: &mut [f32], len: usize, tasks: usize) -> Vec<Option<&mut [f32]>> {
+    if buffer.is_empty() {
+        (0..tasks).map(|_| None).collect()
+    } else {
+        buffer.chunks_mut(len).map(Some).collect()
+    }
+}
+
+/// BatchNorm's batch statistics of `z + bias` per column: mean and biased variance, in two
+/// passes as candle's `mean_keepdim` then `sqr().mean_keepdim()` compute them.
+fn batch_statistics(z: &[f32], bias: &[f32], n: usize, h: usize) -> (Vec<f32>, Vec<f32>) {
+    let scale = (1.0 / n as f64) as f32;
+    let mean: Vec<f32> = column_sums(n, h, |col, i| z[i] + bias[col])
+        .into_iter()
+        .map(|s| s * scale)
+        .collect();
+    let var = column_sums(n, h, |col, i| {
+        let c = z[i] + bias[col] - mean[col];
+        c * c
+    })
+    .into_iter()
+    .map(|s| s * scale)
+    .collect();
+    (mean, var)
+}
+
+/// One hidden block after its product `z = x Wᵀ` (`[n, h]` values): bias, BatchNorm on batch
+/// statistics (updating the running ones), ReLU and dropout in one pass over the rows, which
+/// writes what the backward needs (normalised values, the gate) and the activations. Nothing
+/// in between is stored: each separate pass read and wrote all of `[n, h]` again.
+fn block_forward(
+    block: &mut crate::model::branch::Block,
+    z: &[f32],
+    n: usize,
+    dropout: f64,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    device: &candle_core::Device,
+) -> Result<(Option<Normalised>, Vec<f32>, Vec<f32>)> {
+    let h = z.len() / n.max(1);
+    let bias: Vec<f32> = block.linear.bias.as_tensor().to_vec1()?;
+    // Per column: y = (z + b - shift) * factor + offset.
+    let (shift, factor, offset, std) = match &block.norm {
+        Some(norm) => {
+            let (mean, var) = batch_statistics(z, &bias, n, h);
+            norm.update_running(
+                &Tensor::from_slice(&mean, h, device)?,
+                &Tensor::from_slice(&var, h, device)?,
+                n,
+            )?;
+            let std: Vec<f32> = var.iter().map(|v| (v + BN_EPS as f32).sqrt()).collect();
+            let gamma: Vec<f32> = norm.gamma.as_tensor().to_vec1()?;
+            let beta: Vec<f32> = norm.beta.as_tensor().to_vec1()?;
+            (mean, gamma, beta, Some(std))
+        }
+        None => (vec![0.0; h], vec![1.0; h], vec![0.0; h], None),
+    };
+    let draws = (dropout > 0.0).then(|| DropoutDraws::take(n * h, dropout, rng));
+    let mut xhat = vec![0f32; if std.is_some() { n * h } else { 0 }];
+    let mut gate = vec![0f32; n * h];
+    let mut activated = vec![0f32; n * h];
+    let chunk = h.max(1) * ROWS_PER_TASK;
+    let tasks = (n * h).div_ceil(chunk);
+    chunks_or_none(&mut xhat, chunk, tasks)
+        .into_par_iter()
+        .zip(gate.par_chunks_mut(chunk))
+        .zip(activated.par_chunks_mut(chunk))
+        .enumerate()
+        .for_each(|(task, ((mut xhat, gate), activated))| {
+            let first = task * chunk;
+            let mut next_factor = draws.as_ref().map(|d| d.from(first));
+            for k in (0..gate.len()).step_by(h.max(1)) {
+                for col in 0..h {
+                    let zb = z[first + k + col] + bias[col];
+                    let y = match (&std, &mut xhat) {
+                        (Some(std), Some(xhat)) => {
+                            let x = (zb - shift[col]) / std[col];
+                            xhat[k + col] = x;
+                            x * factor[col] + offset[col]
+                        }
+                        _ => zb,
+                    };
+                    let keep = next_factor.as_mut().map_or(1.0, |next| next());
+                    gate[k + col] = if y >= 0.0 { keep } else { 0.0 };
+                    activated[k + col] = y.max(0.0) * keep;
+                }
+            }
+        });
+    Ok((std.map(|std| (xhat, std)), gate, activated))
 }
 
 /// The training forward of `branch` on `x` (BatchNorm on batch statistics, updating the
@@ -115,41 +219,11 @@ pub(crate) fn forward(
     let mut input = x.detach();
     let mut blocks = Vec::with_capacity(branch.blocks.len());
     for block in &mut branch.blocks {
-        let z = linear(&input, block.linear.weight.as_tensor(), &block.linear.bias)?;
-        let h = z.len() / n.max(1);
-        let (y, normalised) = match &block.norm {
-            Some(norm) => {
-                // Two passes, as candle's `mean_keepdim` then `sqr().mean_keepdim()` compute.
-                let scale = (1.0 / n as f64) as f32;
-                let mean: Vec<f32> = column_sums(n, h, |_, i| z[i])
-                    .into_iter()
-                    .map(|s| s * scale)
-                    .collect();
-                let var: Vec<f32> = column_sums(n, h, |col, i| {
-                    let c = z[i] - mean[col];
-                    c * c
-                })
-                .into_iter()
-                .map(|s| s * scale)
-                .collect();
-                norm.update_running(
-                    &Tensor::from_slice(&mean, h, &device)?,
-                    &Tensor::from_slice(&var, h, &device)?,
-                    n,
-                )?;
-                let std: Vec<f32> = var.iter().map(|v| (v + BN_EPS as f32).sqrt()).collect();
-                let xhat = map_rows(n, h, |_, col, i| (z[i] - mean[col]) / std[col]);
-                let gamma: Vec<f32> = norm.gamma.as_tensor().to_vec1()?;
-                let beta: Vec<f32> = norm.beta.as_tensor().to_vec1()?;
-                let y = map_rows(n, h, |_, col, i| xhat[i] * gamma[col] + beta[col]);
-                (y, Some((xhat, std)))
-            }
-            None => (z, None),
-        };
-        let mask = (branch.dropout > 0.0).then(|| dropout_mask(y.len(), branch.dropout, rng));
-        let factor = |i: usize| mask.as_ref().map_or(1.0, |m| m[i]);
-        let gate = map_rows(n, h, |_, _, i| if y[i] >= 0.0 { factor(i) } else { 0.0 });
-        let activated = map_rows(n, h, |_, _, i| y[i].max(0.0) * factor(i));
+        let z = product(&input, &block.linear.weight.as_tensor().detach().t()?)?;
+        let h = z.dim(1)?;
+        let (normalised, gate, activated) = with_values(&z, |z| {
+            block_forward(block, z, n, branch.dropout, rng, &device)
+        })??;
         blocks.push(BlockTape {
             input,
             normalised,
@@ -157,16 +231,28 @@ pub(crate) fn forward(
         });
         input = Tensor::from_vec(activated, (n, h), &device)?;
     }
-    let e = linear(&input, branch.out.weight.as_tensor(), &branch.out.bias)?;
-    let dim = e.len() / n.max(1);
-    let norms: Vec<f32> = e
-        .par_chunks(dim.max(1))
-        .map(|row| (row.iter().map(|v| v * v).sum::<f32>() + 1e-12).sqrt())
-        .collect();
-    let embedded = map_rows(n, dim, |row, _, i| e[i] / norms[row]);
-    let out = Tensor::from_slice(&embedded, (n, dim), &device)?;
+    // The output layer, its bias and the row normalisation in one pass per row.
+    let e = product(&input, &branch.out.weight.as_tensor().detach().t()?)?;
+    let dim = e.dim(1)?;
+    let bias: Vec<f32> = branch.out.bias.to_vec1()?;
+    let mut embedded = vec![0f32; n * dim];
+    let mut norms = vec![0f32; n];
+    with_values(&e, |e| {
+        embedded
+            .par_chunks_mut(dim.max(1))
+            .zip(e.par_chunks(dim.max(1)))
+            .zip(norms.par_iter_mut())
+            .for_each(|((out, e), norm)| {
+                for ((o, v), b) in out.iter_mut().zip(e).zip(&bias) {
+                    *o = v + b;
+                }
+                *norm = (out.iter().map(|v| v * v).sum::<f32>() + 1e-12).sqrt();
+                out.iter_mut().for_each(|o| *o /= *norm);
+            })
+    })?;
+    let embedded = Tensor::from_vec(embedded, (n, dim), &device)?;
     Ok((
-        out,
+        embedded.clone(),
         BranchTape {
             blocks,
             out_input: input,
@@ -224,18 +310,19 @@ pub(crate) fn backward(
 ) -> Result<()> {
     let grad = grad.to_dtype(DType::F32)?.contiguous()?;
     let (n, dim) = grad.dims2()?;
-    let u = &tape.embedded;
-    let de = with_values(&grad, |du| {
-        // d/de of e / ‖e‖: (du − u (u·du)) / ‖e‖, row by row.
-        let dots: Vec<f32> = u
-            .par_chunks(dim.max(1))
-            .zip(du.par_chunks(dim.max(1)))
-            .map(|(u, du)| u.iter().zip(du).map(|(a, b)| a * b).sum())
-            .collect();
-        map_rows(n, dim, |row, _, i| {
-            (du[i] - u[i] * dots[row]) / tape.norms[row]
+    let de = with_values(&tape.embedded, |u| {
+        with_values(&grad, |du| {
+            // d/de of e / ‖e‖: (du − u (u·du)) / ‖e‖, row by row.
+            let dots: Vec<f32> = u
+                .par_chunks(dim.max(1))
+                .zip(du.par_chunks(dim.max(1)))
+                .map(|(u, du)| u.iter().zip(du).map(|(a, b)| a * b).sum())
+                .collect();
+            map_rows(n, dim, |row, _, i| {
+                (du[i] - u[i] * dots[row]) / tape.norms[row]
+            })
         })
-    })?;
+    })??;
     let mut upstream = linear_backward(de, &tape.out_input, &branch.out, grads)?;
     let mut next_weight = branch.out.weight.as_tensor().detach();
     for (block, saved) in branch.blocks.iter().zip(tape.blocks).rev() {
@@ -243,16 +330,19 @@ pub(crate) fn backward(
         let da = product(&upstream, &next_weight)?;
         let h = da.dim(1)?;
         let dz = with_values(&da, |da| -> Result<Vec<f32>> {
-            let dy = map_rows(n, h, |_, _, i| da[i] * saved.gate[i]);
+            // dL/dy, recomputed where it is read rather than stored.
+            let dy = |i: usize| da[i] * saved.gate[i];
             let (Some(norm), Some((xhat, std))) = (&block.norm, &saved.normalised) else {
-                return Ok(dy);
+                return Ok(map_rows(n, h, |_, _, i| dy(i)));
             };
-            let dbeta = column_sums(n, h, |_, i| dy[i]);
-            let dgamma = column_sums(n, h, |_, i| dy[i] * xhat[i]);
+            let [dbeta, dgamma] = column_sums_of(n, h, |_, i| {
+                let d = dy(i);
+                [d, d * xhat[i]]
+            });
             let gamma: Vec<f32> = norm.gamma.as_tensor().to_vec1()?;
             let inv_n = 1.0 / n as f32;
             let dz = map_rows(n, h, |_, col, i| {
-                gamma[col] / std[col] * (dy[i] - dbeta[col] * inv_n - xhat[i] * dgamma[col] * inv_n)
+                gamma[col] / std[col] * (dy(i) - dbeta[col] * inv_n - xhat[i] * dgamma[col] * inv_n)
             });
             let device = saved.input.device();
             accumulate(
@@ -298,15 +388,19 @@ mod tests {
     #[test]
     fn equals_autograd_for_every_architecture() {
         let device = Device::Cpu;
-        let cases: [(&[usize], bool, f64); 6] = [
-            (&[], true, 0.5),
-            (&[24], true, 0.5),
-            (&[24], false, 0.5),
-            (&[24], true, 0.0),
-            (&[24, 16], true, 0.3),
-            (&[24, 16], false, 0.0),
+        // Rows: one task of a row pass, and several (37 > ROWS_PER_TASK: each task draws its
+        // dropout factors from its own place in the stream).
+        let cases: [(&[usize], bool, f64, usize); 8] = [
+            (&[], true, 0.5, 11),
+            (&[24], true, 0.5, 11),
+            (&[24], false, 0.5, 11),
+            (&[24], true, 0.0, 11),
+            (&[24, 16], true, 0.3, 11),
+            (&[24, 16], false, 0.0, 11),
+            (&[24, 16], true, 0.3, 37),
+            (&[24], false, 0.5, 37),
         ];
-        for (hidden, batch_norm, dropout) in cases {
+        for (hidden, batch_norm, dropout, rows) in cases {
             let cfg = ModelConfig {
                 hidden: hidden.to_vec(),
                 dim: 8,
@@ -319,9 +413,11 @@ mod tests {
             let mut values = ChaCha8Rng::seed_from_u64(11);
             let mut normal =
                 |n: usize| -> Vec<f32> { (0..n).map(|_| values.random_range(-2.0..2.0)).collect() };
-            let x = Tensor::from_vec(normal(11 * 13), (11, 13), &device).unwrap();
-            let mix = Tensor::from_vec(normal(11 * 8), (11, 8), &device).unwrap();
-            let what = format!("hidden {hidden:?}, batch norm {batch_norm}, dropout {dropout}");
+            let x = Tensor::from_vec(normal(rows * 13), (rows, 13), &device).unwrap();
+            let mix = Tensor::from_vec(normal(rows * 8), (rows, 8), &device).unwrap();
+            let what = format!(
+                "hidden {hidden:?}, batch norm {batch_norm}, dropout {dropout}, {rows} rows"
+            );
 
             let mut rng = ChaCha8Rng::seed_from_u64(3);
             let reference = autograd.forward(&x, Some(&mut rng)).unwrap();

@@ -172,33 +172,60 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
 
 /// Inverted dropout's factors for `len` elements in row-major order: `1 / (1 - p)` kept, `0`
 /// dropped, one `f64` draw from `rng` each, leaving `rng` where drawing them one by one would.
-///
-/// ChaCha's stream can be entered at any word: every `f64` takes two 32-bit words, so draw `k`
-/// reads words `start + 2k` and `start + 2k + 1`, and chunks of the mask are drawn in parallel
-/// from copies of `rng` set to their first word. (One by one this took 45 ms of each paper-size
-/// forward, on one core.)
+/// (One by one this took 45 ms of each paper-size forward, on one core: chunks are drawn in
+/// parallel, see [`DropoutDraws`].)
 pub(crate) fn dropout_mask(len: usize, p: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
     const CHUNK: usize = 1 << 16;
-    let keep = 1.0 - p;
-    let scale = (1.0 / keep) as f32;
-    let start = rng.get_word_pos();
+    let draws = DropoutDraws::take(len, p, rng);
     let mut mask = vec![0f32; len];
-    let origin = rng.clone();
     mask.par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(chunk, factors)| {
-            let mut local = origin.clone();
-            local.set_word_pos(start + 2 * (chunk * CHUNK) as u128);
-            for factor in factors {
-                *factor = if local.random::<f64>() < keep {
-                    scale
-                } else {
-                    0.0
-                };
-            }
+            let mut next = draws.from(chunk * CHUNK);
+            factors.iter_mut().for_each(|f| *f = next());
         });
-    rng.set_word_pos(start + 2 * len as u128);
     mask
+}
+
+/// The dropout draws of `len` elements, taken from a generator, to be read from any element
+/// on: ChaCha's stream can be entered at any word, and every `f64` takes two 32-bit words, so
+/// draw `k` reads words `start + 2k` and `start + 2k + 1`. Tasks that each cover some rows can
+/// then draw their own factors in parallel, inside the pass that uses them.
+pub(crate) struct DropoutDraws {
+    origin: ChaCha8Rng,
+    start: u128,
+    keep: f64,
+    scale: f32,
+}
+
+impl DropoutDraws {
+    /// Takes `len` draws with drop probability `p` from `rng`, which is left where drawing
+    /// them one by one would leave it.
+    pub(crate) fn take(len: usize, p: f64, rng: &mut ChaCha8Rng) -> Self {
+        let start = rng.get_word_pos();
+        let draws = DropoutDraws {
+            origin: rng.clone(),
+            start,
+            keep: 1.0 - p,
+            scale: (1.0 / (1.0 - p)) as f32,
+        };
+        rng.set_word_pos(start + 2 * len as u128);
+        draws
+    }
+
+    /// The factors of elements `first`, `first + 1`, … one per call.
+    pub(crate) fn from(&self, first: usize) -> impl FnMut() -> f32 + use<> {
+        let mut local = self.origin.clone();
+        local.set_word_pos(self.start + 2 * first as u128);
+        let (keep, scale) = (self.keep, self.scale);
+        move || {
+            if local.random::<f64>() < keep {
+                scale
+            } else {
+                0.0
+            }
+        }
+    }
 }
 
 #[cfg(test)]
