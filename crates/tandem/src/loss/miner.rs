@@ -25,26 +25,44 @@ impl Miner {
     /// by the lower reference index, so selection is deterministic. Returns the indices
     /// selected.
     pub fn select_row(self, violations: &[f64], negative: &[bool], margin: f64) -> Vec<usize> {
-        let mut candidates: Vec<usize> = (0..violations.len()).filter(|&j| negative[j]).collect();
+        self.select(
+            (0..violations.len())
+                .filter(|&j| negative[j])
+                .map(|j| (j, violations[j])),
+            margin,
+        )
+    }
+
+    /// [`Miner::select_row`] over `(reference, violation)` of a row's negatives in increasing
+    /// reference order, in one pass and without the row's dense arrays: the top-k keeps a
+    /// sorted list of its k best so far, and most candidates cost one comparison with the
+    /// worst of them. Returns the indices selected, in increasing order.
+    pub fn select(self, negatives: impl Iterator<Item = (usize, f64)>, margin: f64) -> Vec<usize> {
         let k = match self {
-            Miner::All => return candidates,
+            Miner::All => return negatives.map(|(j, _)| j).collect(),
             Miner::SemiHard => {
-                candidates.retain(|&j| violations[j] > 0.0 && violations[j] < margin);
-                return candidates;
+                return negatives
+                    .filter(|&(_, v)| v > 0.0 && v < margin)
+                    .map(|(j, _)| j)
+                    .collect();
             }
             Miner::TopK(k) => k,
             Miner::Hardest => 1,
         };
-        if candidates.len() > k {
-            let order = |a: &usize, b: &usize| {
-                violations[*b]
-                    .total_cmp(&violations[*a])
-                    .then_with(|| a.cmp(b))
-            };
-            candidates.select_nth_unstable_by(k - 1, order);
-            candidates.truncate(k);
+        // Best first: larger violation, then lower index. Candidates arrive in increasing
+        // index order, so one equal to the worst kept never displaces it.
+        let mut best: Vec<(f64, usize)> = Vec::with_capacity(k + 1);
+        for (j, v) in negatives {
+            if best.len() == k && best.last().is_none_or(|&(worst, _)| v <= worst) {
+                continue;
+            }
+            let at = best.partition_point(|&(kept, _)| kept >= v);
+            best.insert(at, (v, j));
+            best.truncate(k);
         }
-        candidates
+        let mut chosen: Vec<usize> = best.into_iter().map(|(_, j)| j).collect();
+        chosen.sort_unstable();
+        chosen
     }
 }
 
@@ -65,6 +83,38 @@ mod tests {
         assert_eq!(Miner::Hardest.select_row(&v, &neg, 1.0), vec![1]);
         assert_eq!(Miner::All.select_row(&v, &neg, 1.0), vec![0, 1, 2, 3]);
         assert_eq!(Miner::TopK(10).select_row(&v, &neg, 1.0).len(), 4);
+    }
+
+    /// The one-pass selection equals sorting every negative by (violation desc, index asc) and
+    /// taking the first k, on rows full of ties.
+    #[test]
+    fn top_k_equals_sorting_every_negative() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for case in 0..500 {
+            let len = rng.random_range(0..60);
+            // Few distinct values (ties), zeros included as clamped hinges are.
+            let v: Vec<f64> = (0..len)
+                .map(|_| f64::from(rng.random_range(0..6u8)) * 0.25)
+                .collect();
+            let neg: Vec<bool> = (0..len).map(|_| rng.random_bool(0.8)).collect();
+            let k = rng.random_range(1..12);
+            let mut order: Vec<usize> = (0..len).filter(|&j| neg[j]).collect();
+            order.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+            let mut want = order[..k.min(order.len())].to_vec();
+            want.sort_unstable();
+            assert_eq!(
+                Miner::TopK(k).select_row(&v, &neg, 1.0),
+                want,
+                "case {case}"
+            );
+            let hardest = order[..order.len().min(1)].to_vec();
+            assert_eq!(
+                Miner::Hardest.select_row(&v, &neg, 1.0),
+                hardest,
+                "case {case}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod memory;
 mod miner;
 mod objective;
 mod reducer;
+mod selected_hinges;
 mod temperature;
 mod term;
 

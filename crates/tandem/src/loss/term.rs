@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::loss::hinge_sum::HingeSum;
+use crate::loss::selected_hinges::SelectedHinges;
 use crate::loss::{Distance, Memory, Miner, Reducer, Temperature};
 
 /// Which side of the pair a term's anchors or references come from.
@@ -335,13 +336,12 @@ impl Term {
                     .map(|&(a, p)| {
                         let (a, p) = (a as usize, p as usize);
                         let row = &values[a * n_refs..(a + 1) * n_refs];
-                        let negative: Vec<bool> = (0..n_refs).map(|r| negative_of(a, r)).collect();
-                        let hinge: Vec<f64> = row
-                            .iter()
-                            .map(|&d| (margin + row[p] - d).max(0.0))
-                            .collect();
-                        let chosen = miner.select_row(&hinge, &negative, margin);
-                        let active = chosen.iter().filter(|&&r| hinge[r] > 0.0).count();
+                        let hinge = |r: usize| (margin + row[p] - row[r]).max(0.0);
+                        let negatives = (0..n_refs)
+                            .filter(|&r| negative_of(a, r))
+                            .map(|r| (r, hinge(r)));
+                        let chosen = miner.select(negatives, margin);
+                        let active = chosen.iter().filter(|&&r| hinge(r) > 0.0).count();
                         let triplets = chosen
                             .into_iter()
                             .map(|r| [a as u32, p as u32, r as u32])
@@ -352,7 +352,22 @@ impl Term {
                 let active = mined.iter().map(|m| m.1).sum();
                 let triplets: Vec<[u32; 3]> = mined.into_iter().flat_map(|m| m.0).collect();
                 let selected = triplets.len();
-                let sum = if device.is_cpu() {
+                let sum = if device.is_cpu() && SelectedHinges::supports(self.distance) {
+                    let at = |a: u32, r: u32| values[a as usize * n_refs + r as usize];
+                    let distances = triplets
+                        .iter()
+                        .map(|&[a, p, n]| (at(a, p), at(a, n)))
+                        .collect();
+                    anchors.contiguous()?.apply_op2(
+                        &refs.embeddings.contiguous()?,
+                        SelectedHinges {
+                            margin,
+                            distance: self.distance,
+                            triplets,
+                            distances,
+                        },
+                    )?
+                } else if device.is_cpu() {
                     dist.contiguous()?
                         .apply_op1(HingeSum { margin, triplets })?
                 } else {
