@@ -5,7 +5,7 @@
 //! row that the mask keeps. This op reads and differentiates only the selected entries.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
 
 /// `Σ_t max(0, margin + d[a_t, p_t] − d[a_t, n_t])` over selected triplets, as indices into a
 /// contiguous `[anchors, references]` distance matrix.
@@ -28,6 +28,52 @@ impl Values<'_> {
             Values::F32(v) => f64::from(v[i]),
             Values::F64(v) => v[i],
         }
+    }
+}
+
+/// A `[rows, cols]` matrix's values as f64, read in place from CPU storage in any 2-D layout (a
+/// transposed view included, so that one direction of a term can read the other's matrix
+/// without a copy).
+pub(super) struct MatrixValues<'a> {
+    values: Values<'a>,
+    start: usize,
+    strides: [usize; 2],
+}
+
+impl<'a> MatrixValues<'a> {
+    /// The values of a 2-D f32 or f64 CPU tensor's storage.
+    ///
+    /// # Errors
+    /// Another device or dtype, or a layout that is not 2-D.
+    pub fn of(storage: &'a Storage, layout: &Layout) -> candle_core::Result<Self> {
+        let values = match storage {
+            Storage::Cpu(CpuStorage::F32(v)) => Values::F32(v),
+            Storage::Cpu(CpuStorage::F64(v)) => Values::F64(v),
+            _ => candle_core::bail!("distance values: f32 or f64 on the CPU"),
+        };
+        let &[row, col] = layout.stride() else {
+            candle_core::bail!("distance values: a 2-D matrix, got {:?}", layout.shape());
+        };
+        Ok(MatrixValues {
+            values,
+            start: layout.start_offset(),
+            strides: [row, col],
+        })
+    }
+
+    /// Row-major values with `cols` columns.
+    pub fn dense(values: &'a [f64], cols: usize) -> Self {
+        MatrixValues {
+            values: Values::F64(values),
+            start: 0,
+            strides: [cols, 1],
+        }
+    }
+
+    /// The value at `(row, col)`.
+    pub fn get(&self, row: usize, col: usize) -> f64 {
+        self.values
+            .get(self.start + row * self.strides[0] + col * self.strides[1])
     }
 }
 

@@ -38,11 +38,28 @@ impl Miner {
     /// sorted list of its k best so far, and most candidates cost one comparison with the
     /// worst of them. Returns the indices selected, in increasing order.
     pub fn select(self, negatives: impl Iterator<Item = (usize, f64)>, margin: f64) -> Vec<usize> {
+        self.select_where(negatives, |_| true, margin)
+    }
+
+    /// [`Miner::select`] over `(reference, violation)` of every reference of a row, of which
+    /// `negative` says which are negatives. The top-k asks only about a reference that would
+    /// enter its list, so most references cost one comparison.
+    pub fn select_where(
+        self,
+        references: impl Iterator<Item = (usize, f64)>,
+        negative: impl Fn(usize) -> bool,
+        margin: f64,
+    ) -> Vec<usize> {
         let k = match self {
-            Miner::All => return negatives.map(|(j, _)| j).collect(),
+            Miner::All => {
+                return references
+                    .filter(|&(j, _)| negative(j))
+                    .map(|(j, _)| j)
+                    .collect();
+            }
             Miner::SemiHard => {
-                return negatives
-                    .filter(|&(_, v)| v > 0.0 && v < margin)
+                return references
+                    .filter(|&(j, v)| v > 0.0 && v < margin && negative(j))
                     .map(|(j, _)| j)
                     .collect();
             }
@@ -52,8 +69,11 @@ impl Miner {
         // Best first: larger violation, then lower index. Candidates arrive in increasing
         // index order, so one equal to the worst kept never displaces it.
         let mut best: Vec<(f64, usize)> = Vec::with_capacity(k + 1);
-        for (j, v) in negatives {
+        for (j, v) in references {
             if best.len() == k && best.last().is_none_or(|&(worst, _)| v <= worst) {
+                continue;
+            }
+            if !negative(j) {
                 continue;
             }
             let at = best.partition_point(|&(kept, _)| kept >= v);
@@ -108,6 +128,9 @@ mod tests {
                 want,
                 "case {case}"
             );
+            let every = || (0..len).map(|j| (j, v[j]));
+            let where_negative = Miner::TopK(k).select_where(every(), |j| neg[j], 1.0);
+            assert_eq!(where_negative, want, "case {case}, negatives by predicate");
             let hardest = order[..order.len().min(1)].to_vec();
             assert_eq!(
                 Miner::Hardest.select_row(&v, &neg, 1.0),

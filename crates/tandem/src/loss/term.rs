@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::loss::hinge_sum::HingeSum;
+use crate::loss::hinge_sum::{HingeSum, MatrixValues};
 use crate::loss::selected_hinges::SelectedHinges;
 use crate::loss::{Distance, Memory, Miner, Reducer, Temperature};
 
@@ -150,8 +150,9 @@ impl DistanceCache {
                 return Ok(m.clone());
             }
             if *k == (reference, anchor, distance) {
-                // Contiguous, as index_select and the hinge sum read it.
-                return Ok(m.t()?.contiguous()?);
+                // A transposed view, no copy: the miner reads any layout, and the tensor
+                // paths make it contiguous where they need to.
+                return Ok(m.t()?);
             }
         }
         let m = compute()?;
@@ -262,7 +263,6 @@ impl Term {
             compute()?
         };
         let n_refs = refs.ids.len();
-        let values: Vec<f64> = dist.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
         // A sample is never its own positive or negative.
         let is_self = |a: usize, r: usize| {
             same_set
@@ -277,23 +277,41 @@ impl Term {
             return self.sigmoid(batch, &dist, anchor_ids, &refs, &is_self);
         }
 
-        // Tuple rows (anchor, positive), chosen on values only.
-        let mut rows: Vec<(u32, u32)> = Vec::new();
-        for (a, &id) in anchor_ids.iter().enumerate() {
-            let row = &values[a * n_refs..(a + 1) * n_refs];
-            let positives = (0..n_refs).filter(|&r| refs.ids[r] == id && !is_self(a, r));
-            match self.positive {
-                Positive::Each => rows.extend(positives.map(|p| (a as u32, p as u32))),
-                Positive::Farthest => {
-                    // Largest distance; ties to the lower index.
-                    let far = positives.fold(None::<usize>, |best, p| match best {
-                        Some(b) if row[b] >= row[p] => Some(b),
-                        _ => Some(p),
-                    });
-                    rows.extend(far.map(|p| (a as u32, p as u32)));
+        // The distances, read in place on the CPU (elsewhere copied to the host once). The
+        // storage stays held until the last read, before any tensor op on the matrix.
+        let on_host = dist.device().is_cpu() && matches!(dist.dtype(), DType::F32 | DType::F64);
+        let host: Vec<f64> = if on_host {
+            Vec::new()
+        } else {
+            dist.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?
+        };
+        let held = dist.storage_and_layout();
+        let values = if on_host {
+            MatrixValues::of(&held.0, held.1)?
+        } else {
+            MatrixValues::dense(&host, n_refs)
+        };
+
+        // Tuple rows (anchor, positive), chosen on values only; anchors in parallel, in order.
+        let per_anchor: Vec<Vec<(u32, u32)>> = anchor_ids
+            .par_iter()
+            .enumerate()
+            .map(|(a, &id)| {
+                let positives = (0..n_refs).filter(|&r| refs.ids[r] == id && !is_self(a, r));
+                match self.positive {
+                    Positive::Each => positives.map(|p| (a as u32, p as u32)).collect(),
+                    Positive::Farthest => {
+                        // Largest distance; ties to the lower index.
+                        let far = positives.fold(None::<usize>, |best, p| match best {
+                            Some(b) if values.get(a, b) >= values.get(a, p) => Some(b),
+                            _ => Some(p),
+                        });
+                        far.map(|p| vec![(a as u32, p as u32)]).unwrap_or_default()
+                    }
                 }
-            }
-        }
+            })
+            .collect();
+        let rows: Vec<(u32, u32)> = per_anchor.into_iter().flatten().collect();
         let device = dist.device();
         if rows.is_empty() {
             return Ok(TermOutput {
@@ -316,7 +334,7 @@ impl Term {
                 (rows.len(), 1),
                 device,
             )?;
-            let d_rows = dist.index_select(&a_idx, 0)?;
+            let d_rows = dist.contiguous()?.index_select(&a_idx, 0)?;
             let d_pos = d_rows.gather(&p_idx, 1)?;
             Ok((d_rows, d_pos))
         };
@@ -335,12 +353,13 @@ impl Term {
                     .par_iter()
                     .map(|&(a, p)| {
                         let (a, p) = (a as usize, p as usize);
-                        let row = &values[a * n_refs..(a + 1) * n_refs];
-                        let hinge = |r: usize| (margin + row[p] - row[r]).max(0.0);
-                        let negatives = (0..n_refs)
-                            .filter(|&r| negative_of(a, r))
-                            .map(|r| (r, hinge(r)));
-                        let chosen = miner.select(negatives, margin);
+                        let positive = values.get(a, p);
+                        let hinge = |r: usize| (margin + positive - values.get(a, r)).max(0.0);
+                        let chosen = miner.select_where(
+                            (0..n_refs).map(|r| (r, hinge(r))),
+                            |r| negative_of(a, r),
+                            margin,
+                        );
                         let active = chosen.iter().filter(|&&r| hinge(r) > 0.0).count();
                         let triplets = chosen
                             .into_iter()
@@ -352,12 +371,17 @@ impl Term {
                 let active = mined.iter().map(|m| m.1).sum();
                 let triplets: Vec<[u32; 3]> = mined.into_iter().flat_map(|m| m.0).collect();
                 let selected = triplets.len();
-                let sum = if device.is_cpu() && SelectedHinges::supports(self.distance) {
-                    let at = |a: u32, r: u32| values[a as usize * n_refs + r as usize];
-                    let distances = triplets
+                let sparse = device.is_cpu() && SelectedHinges::supports(self.distance);
+                let at = |a: u32, r: u32| values.get(a as usize, r as usize);
+                let distances: Vec<(f64, f64)> = match sparse {
+                    true => triplets
                         .iter()
                         .map(|&[a, p, n]| (at(a, p), at(a, n)))
-                        .collect();
+                        .collect(),
+                    false => Vec::new(),
+                };
+                drop(held);
+                let sum = if sparse {
                     anchors.contiguous()?.apply_op2(
                         &refs.embeddings.contiguous()?,
                         SelectedHinges {
@@ -398,15 +422,15 @@ impl Term {
                 let mut active = 0;
                 for (k, &(a, p)) in rows.iter().enumerate() {
                     let (a, p) = (a as usize, p as usize);
-                    let row = &values[a * n_refs..(a + 1) * n_refs];
                     penalty[k * n_refs + p] = 0.0;
                     let mut beaten = false;
                     for r in (0..n_refs).filter(|&r| negative_of(a, r)) {
                         penalty[k * n_refs + r] = 0.0;
-                        beaten |= row[r] <= row[p];
+                        beaten |= values.get(a, r) <= values.get(a, p);
                     }
                     active += usize::from(beaten);
                 }
+                drop(held);
                 let (d_rows, d_pos) = tuple_rows()?;
                 let logits = (d_rows.neg()? + self.similarity_offset())?.broadcast_mul(&scale)?;
                 let positive = (d_pos.neg()? + self.similarity_offset())?.broadcast_mul(&scale)?;
