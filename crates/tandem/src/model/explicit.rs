@@ -10,6 +10,8 @@
 //! rounding (checked in the tests against [`Branch::forward`] and its autograd gradients).
 
 use candle_core::backprop::GradStore;
+use std::ops::Range;
+
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
@@ -52,38 +54,34 @@ pub(crate) struct BranchTape {
     norms: Vec<f32>,
 }
 
-/// `Σ_rows value(col, index)` per column of a row-major `[rows, cols]` layout.
-fn column_sums(rows: usize, cols: usize, value: impl Fn(usize, usize) -> f32 + Sync) -> Vec<f32> {
-    let [sums] = column_sums_of(rows, cols, |col, i| [value(col, i)]);
-    sums
-}
-
-/// `K` column sums in one pass over a row-major `[rows, cols]` layout: `sums[k][col] =
-/// Σ_rows value(col, index)[k]`. Each task walks every row over its columns.
-fn column_sums_of<const K: usize>(
+/// `K` column sums in one pass over a row-major `[rows, cols]` layout, the columns split
+/// across tasks: `add_row(row, columns, sums)` adds row `row`'s values in `columns` to
+/// `sums[k]` (indexed from the range's start). Every column is summed over the rows in order,
+/// so the sums do not depend on the split; written over slices, the additions vectorise across
+/// columns (a closure per element did not, and ran at about 1.4 GB/s).
+fn column_sums<const K: usize>(
     rows: usize,
     cols: usize,
-    value: impl Fn(usize, usize) -> [f32; K] + Sync,
+    add_row: impl Fn(usize, Range<usize>, &mut [Vec<f32>; K]) + Sync,
 ) -> [Vec<f32>; K] {
     let tasks: Vec<[Vec<f32>; K]> = (0..cols.div_ceil(COLUMNS_PER_TASK))
         .into_par_iter()
         .map(|task| {
             let first = task * COLUMNS_PER_TASK;
-            let width = COLUMNS_PER_TASK.min(cols - first);
-            let mut sums: [Vec<f32>; K] = std::array::from_fn(|_| vec![0f32; width]);
+            let columns = first..COLUMNS_PER_TASK.min(cols - first) + first;
+            let mut sums: [Vec<f32>; K] = std::array::from_fn(|_| vec![0f32; columns.len()]);
             for row in 0..rows {
-                let base = row * cols + first;
-                for j in 0..width {
-                    let v = value(first + j, base + j);
-                    for (sum, v) in sums.iter_mut().zip(v) {
-                        sum[j] += v;
-                    }
-                }
+                add_row(row, columns.clone(), &mut sums);
             }
             sums
         })
         .collect();
     std::array::from_fn(|k| tasks.iter().flat_map(|t| t[k].iter().copied()).collect())
+}
+
+/// Row `row`'s values in `columns` of a row-major matrix with `cols` columns.
+fn in_row<'a>(values: &'a [f32], row: usize, cols: usize, columns: &Range<usize>) -> &'a [f32] {
+    &values[row * cols + columns.start..row * cols + columns.end]
 }
 
 /// A fresh `[rows, cols]` buffer filled by `value(row, col, index)`, rows split across tasks.
@@ -123,18 +121,22 @@ fn chunks_or_none(buffer: &mut [f32], len: usize, tasks: usize) -> Vec<Option<&m
 /// passes as candle's `mean_keepdim` then `sqr().mean_keepdim()` compute them.
 fn batch_statistics(z: &[f32], bias: &[f32], n: usize, h: usize) -> (Vec<f32>, Vec<f32>) {
     let scale = (1.0 / n as f64) as f32;
-    let mean: Vec<f32> = column_sums(n, h, |col, i| z[i] + bias[col])
-        .into_iter()
-        .map(|s| s * scale)
-        .collect();
-    let var = column_sums(n, h, |col, i| {
-        let c = z[i] + bias[col] - mean[col];
-        c * c
-    })
-    .into_iter()
-    .map(|s| s * scale)
-    .collect();
-    (mean, var)
+    let [mean] = column_sums(n, h, |row, columns, [sums]| {
+        let z = in_row(z, row, h, &columns);
+        for ((sum, z), b) in sums.iter_mut().zip(z).zip(&bias[columns]) {
+            *sum += z + b;
+        }
+    });
+    let mean: Vec<f32> = mean.into_iter().map(|s| s * scale).collect();
+    let [var] = column_sums(n, h, |row, columns, [sums]| {
+        let z = in_row(z, row, h, &columns);
+        let (bias, mean) = (&bias[columns.clone()], &mean[columns]);
+        for (((sum, z), b), m) in sums.iter_mut().zip(z).zip(bias).zip(mean) {
+            let c = z + b - m;
+            *sum += c * c;
+        }
+    });
+    (mean, var.into_iter().map(|s| s * scale).collect())
 }
 
 /// One hidden block after its product `z = x Wᵀ` (`[n, h]` values): bias, BatchNorm on batch
@@ -282,7 +284,11 @@ fn linear_backward(
     grads: &mut GradStore,
 ) -> Result<Tensor> {
     let (n, cols) = (input.dim(0)?, layer.bias.dim(0)?);
-    let db = column_sums(n, cols, |_, i| dz[i]);
+    let [db] = column_sums(n, cols, |row, columns, [sums]| {
+        for (sum, d) in sums.iter_mut().zip(in_row(&dz, row, cols, &columns)) {
+            *sum += d;
+        }
+    });
     let dz = Tensor::from_vec(dz, (n, cols), input.device())?;
     let dw = product(&dz.t()?, input)?;
     accumulate(grads, layer.weight.as_tensor(), dw)?;
@@ -335,9 +341,20 @@ pub(crate) fn backward(
             let (Some(norm), Some((xhat, std))) = (&block.norm, &saved.normalised) else {
                 return Ok(map_rows(n, h, |_, _, i| dy(i)));
             };
-            let [dbeta, dgamma] = column_sums_of(n, h, |_, i| {
-                let d = dy(i);
-                [d, d * xhat[i]]
+            let [dbeta, dgamma] = column_sums(n, h, |row, columns, [dbeta, dgamma]| {
+                let [da, gate, xhat] =
+                    [da, &saved.gate[..], &xhat[..]].map(|v| in_row(v, row, h, &columns));
+                for ((((b, g), da), gate), x) in dbeta
+                    .iter_mut()
+                    .zip(dgamma.iter_mut())
+                    .zip(da)
+                    .zip(gate)
+                    .zip(xhat)
+                {
+                    let d = da * gate;
+                    *b += d;
+                    *g += d * x;
+                }
             });
             let gamma: Vec<f32> = norm.gamma.as_tensor().to_vec1()?;
             let inv_n = 1.0 / n as f32;
