@@ -1,8 +1,10 @@
-//! The sum of a term's selected hinges as one op on the distance matrix. The tensor version
-//! (`index_select` the tuple rows, `gather` the positives, subtract, add the margin, ReLU,
-//! multiply by a 0/1 mask, sum) makes eight `[tuple rows, references]` tensors forward and as
-//! many backward, a million elements each at the paper's batch, for the top-10 hinges of each
-//! row that the mask keeps. This op reads and differentiates only the selected entries.
+//! The sum of a term's selected hinges as one op on the distance matrix, for the cosine
+//! distance (Euclidean and dot go through `selected_hinges.rs`, which never forms the matrix's
+//! gradient). The tensor version (`index_select` the tuple rows, `gather` the positives,
+//! subtract, add the margin, ReLU, multiply by a 0/1 mask, sum) makes eight `[tuple rows,
+//! references]` tensors forward and as many backward, a million elements each at the paper's
+//! batch, for the top-10 hinges of each row that the mask keeps. This op reads and
+//! differentiates only the selected entries.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
