@@ -373,12 +373,11 @@ impl Term {
                 let selected = triplets.len();
                 let sparse = device.is_cpu() && SelectedHinges::supports(self.distance);
                 let at = |a: u32, r: u32| values.get(a as usize, r as usize);
-                let distances: Vec<(f64, f64)> = match sparse {
-                    true => triplets
-                        .iter()
-                        .map(|&[a, p, n]| (at(a, p), at(a, n)))
-                        .collect(),
-                    false => Vec::new(),
+                let distances: Vec<(f64, f64)> = if sparse {
+                    let pair = |&[a, p, n]: &[u32; 3]| (at(a, p), at(a, n));
+                    triplets.iter().map(pair).collect()
+                } else {
+                    Vec::new()
                 };
                 drop(held);
                 let sum = if sparse {
