@@ -40,6 +40,9 @@ pub mod model;
 pub mod text;
 pub mod train;
 
+#[cfg(test)]
+mod test_values;
+
 pub use error::{Error, Result};
 
 /// The device tandem computes on: the first CUDA GPU when built with the `cuda` feature and one

@@ -97,11 +97,7 @@ mod tests {
     #[test]
     fn fused_euclidean_equals_the_tensor_version() {
         use candle_core::{DType, Var};
-        let values = |n: usize, salt: usize| -> Vec<f64> {
-            (0..n)
-                .map(|i| ((i * 7919 + salt * 104_729) % 2001) as f64 / 1000.0 - 1.0)
-                .collect()
-        };
+        let values = crate::test_values::spread;
         let (n, m, d) = (7, 9, 5);
         let mut b_values = values(m * d, 2);
         b_values[3 * d..4 * d].copy_from_slice(&values(n * d, 1)[2 * d..3 * d]);

@@ -150,11 +150,7 @@ mod tests {
     /// positive repeats after another row.
     #[test]
     fn equals_the_sum_through_the_matrix() {
-        let values = |n: usize, salt: usize| -> Vec<f64> {
-            (0..n)
-                .map(|i| ((i * 7919 + salt * 104_729) % 2001) as f64 / 1000.0 - 1.0)
-                .collect()
-        };
+        let values = crate::test_values::spread;
         let triplets: Vec<[u32; 3]> = vec![
             [0, 1, 2],
             [0, 1, 3],

@@ -116,8 +116,9 @@ mod tests {
     fn products_equal_the_naive_loop() {
         let device = Device::Cpu;
         let values = |n: usize, salt: usize| -> Vec<f32> {
-            (0..n)
-                .map(|i| ((i * 7919 + salt * 104_729) % 2001) as f32 / 1000.0 - 1.0)
+            crate::test_values::spread(n, salt)
+                .into_iter()
+                .map(|v| v as f32)
                 .collect()
         };
         let (n, k, m) = (37, 53, 29);

@@ -374,8 +374,9 @@ mod tests {
     fn fused_update_equals_tensor_arithmetic_bit_for_bit() {
         let rows = super::super::adam_kernel::CHUNK + 41;
         let n = 3 * rows;
-        let start: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
+        let start: Vec<f32> = crate::test_values::spread(n, 0)
+            .into_iter()
+            .map(|v| v as f32)
             .collect();
         let fused_var = Var::from_vec(start.clone(), (rows, 3), &Device::Cpu).unwrap();
         let tensor_var = Var::from_vec(start, (rows, 3), &Device::Cpu).unwrap();
