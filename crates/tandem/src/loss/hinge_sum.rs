@@ -9,8 +9,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
 
-/// `Σ_t max(0, margin + d[a_t, p_t] − d[a_t, n_t])` over selected triplets, as indices into a
-/// contiguous `[anchors, references]` distance matrix.
+/// `Σ_t max(0, margin + d[a_t, p_t] − d[a_t, n_t])` over selected triplets, as indices into an
+/// `[anchors, references]` distance matrix.
 pub(super) struct HingeSum {
     pub margin: f64,
     /// `(anchor row, positive column, negative column)`.
@@ -48,10 +48,21 @@ impl<'a> MatrixValues<'a> {
     /// # Errors
     /// Another device or dtype, or a layout that is not 2-D.
     pub fn of(storage: &'a Storage, layout: &Layout) -> candle_core::Result<Self> {
+        match storage {
+            Storage::Cpu(cpu) => Self::of_cpu(cpu, layout),
+            _ => candle_core::bail!("distance values: the matrix must be on the CPU"),
+        }
+    }
+
+    /// [`MatrixValues::of`] on CPU storage.
+    ///
+    /// # Errors
+    /// Another dtype, or a layout that is not 2-D.
+    pub fn of_cpu(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<Self> {
         let values = match storage {
-            Storage::Cpu(CpuStorage::F32(v)) => Values::F32(v),
-            Storage::Cpu(CpuStorage::F64(v)) => Values::F64(v),
-            _ => candle_core::bail!("distance values: f32 or f64 on the CPU"),
+            CpuStorage::F32(v) => Values::F32(v),
+            CpuStorage::F64(v) => Values::F64(v),
+            other => candle_core::bail!("distance values: unsupported dtype {:?}", other.dtype()),
         };
         let &[row, col] = layout.stride() else {
             candle_core::bail!("distance values: a 2-D matrix, got {:?}", layout.shape());
@@ -80,26 +91,9 @@ impl<'a> MatrixValues<'a> {
 }
 
 impl HingeSum {
-    fn hinge(&self, values: &Values<'_>, cols: usize, [a, p, n]: [u32; 3]) -> f64 {
-        let row = a as usize * cols;
-        self.margin + values.get(row + p as usize) - values.get(row + n as usize)
-    }
-
-    /// The matrix's values and its column count.
-    fn values<'a>(
-        storage: &'a CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(Values<'a>, usize)> {
-        let (_, cols) = layout.shape().dims2()?;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("hinge_sum: the distance matrix must be contiguous");
-        };
-        let values = match storage {
-            CpuStorage::F32(v) => Values::F32(&v[start..end]),
-            CpuStorage::F64(v) => Values::F64(&v[start..end]),
-            other => candle_core::bail!("hinge_sum: unsupported dtype {:?}", other.dtype()),
-        };
-        Ok((values, cols))
+    fn hinge(&self, values: &MatrixValues<'_>, [a, p, n]: [u32; 3]) -> f64 {
+        let (a, p, n) = (a as usize, p as usize, n as usize);
+        self.margin + values.get(a, p) - values.get(a, n)
     }
 }
 
@@ -113,11 +107,11 @@ impl CustomOp1 for HingeSum {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (values, cols) = Self::values(storage, layout)?;
+        let values = MatrixValues::of_cpu(storage, layout)?;
         let sum: f64 = self
             .triplets
             .iter()
-            .map(|&t| self.hinge(&values, cols, t).max(0.0))
+            .map(|&t| self.hinge(&values, t).max(0.0))
             .sum();
         let out = match storage.dtype() {
             DType::F32 => CpuStorage::F32(vec![sum as f32]),
@@ -135,15 +129,12 @@ impl CustomOp1 for HingeSum {
         let (rows, cols) = arg.dims2()?;
         let upstream = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let (storage, layout) = arg.storage_and_layout();
-        let candle_core::Storage::Cpu(storage) = &*storage else {
-            candle_core::bail!("hinge_sum: CPU only");
-        };
-        let (values, _) = Self::values(storage, layout)?;
+        let values = MatrixValues::of(&storage, layout)?;
         // ReLU passes the gradient at exactly 0, as candle's does.
         let active = self
             .triplets
             .iter()
-            .filter(|&&t| self.hinge(&values, cols, t) >= 0.0)
+            .filter(|&&t| self.hinge(&values, t) >= 0.0)
             .map(|t| t.map(|i| i as usize));
         let gradient = match arg.dtype() {
             DType::F32 => {
@@ -164,5 +155,43 @@ impl CustomOp1 for HingeSum {
             }
         };
         Ok(Some(gradient))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// On a transposed view (what one ranking direction reads of the other's matrix) the op
+    /// gives the same sum and the same gradient as on a contiguous copy.
+    #[test]
+    fn a_transposed_view_reads_like_its_copy() {
+        let stored =
+            Var::from_vec(crate::test_values::spread(4 * 6, 3), (4, 6), &Device::Cpu).unwrap();
+        // `[6, 4]` anchors × references, as the view and as a copy.
+        let view = stored.as_tensor().t().unwrap();
+        let copy = view.contiguous().unwrap();
+        assert!(!view.is_contiguous());
+        let op = || HingeSum {
+            margin: 0.5,
+            triplets: vec![[0, 1, 2], [0, 1, 3], [5, 2, 0], [3, 3, 1]],
+        };
+        let (on_view, on_copy) = (view.apply_op1(op()).unwrap(), copy.apply_op1(op()).unwrap());
+        let scalar = |t: &Tensor| t.to_scalar::<f64>().unwrap();
+        assert_eq!(scalar(&on_view), scalar(&on_copy));
+        assert!(scalar(&on_view) > 0.0);
+        let via_view = on_view.backward().unwrap();
+        let via_copy = on_copy.backward().unwrap();
+        let grad = |g: &candle_core::backprop::GradStore| -> Vec<f64> {
+            g.get(stored.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        assert_eq!(grad(&via_view), grad(&via_copy));
+        assert!(grad(&via_view).iter().any(|&g| g != 0.0));
     }
 }

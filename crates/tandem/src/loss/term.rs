@@ -391,8 +391,8 @@ impl Term {
                         },
                     )?
                 } else if device.is_cpu() {
-                    dist.contiguous()?
-                        .apply_op1(HingeSum { margin, triplets })?
+                    // Any layout: the op reads through the strides (a transposed view too).
+                    dist.apply_op1(HingeSum { margin, triplets })?
                 } else {
                     // On a GPU: the tensor version of the same sum over the tuple rows.
                     let mut mask = vec![0f32; rows.len() * n_refs];
