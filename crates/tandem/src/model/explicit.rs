@@ -153,8 +153,8 @@ fn block_forward(
 ) -> Result<(Option<Normalised>, Vec<f32>, Vec<f32>)> {
     let h = z.len() / n.max(1);
     let bias: Vec<f32> = block.linear.bias.as_tensor().to_vec1()?;
-    // Per column: y = (z + b - shift) * factor + offset.
-    let (shift, factor, offset, std) = match &block.norm {
+    // With BatchNorm, per column: y = (z + b − mean) / std · γ + β; without, y = z + b.
+    let (mean, gamma, beta, std) = match &block.norm {
         Some(norm) => {
             let (mean, var) = batch_statistics(z, &bias, n, h);
             norm.update_running(
@@ -167,7 +167,7 @@ fn block_forward(
             let beta: Vec<f32> = norm.beta.as_tensor().to_vec1()?;
             (mean, gamma, beta, Some(std))
         }
-        None => (vec![0.0; h], vec![1.0; h], vec![0.0; h], None),
+        None => (Vec::new(), Vec::new(), Vec::new(), None),
     };
     let draws = (dropout > 0.0).then(|| DropoutDraws::take(n * h, dropout, rng));
     let mut xhat = vec![0f32; if std.is_some() { n * h } else { 0 }];
@@ -188,9 +188,9 @@ fn block_forward(
                     let zb = z[first + k + col] + bias[col];
                     let y = match (&std, &mut xhat) {
                         (Some(std), Some(xhat)) => {
-                            let x = (zb - shift[col]) / std[col];
+                            let x = (zb - mean[col]) / std[col];
                             xhat[k + col] = x;
-                            x * factor[col] + offset[col]
+                            x * gamma[col] + beta[col]
                         }
                         _ => zb,
                     };
