@@ -25,25 +25,15 @@ impl Miner {
     /// by the lower reference index, so selection is deterministic. Returns the indices
     /// selected.
     pub fn select_row(self, violations: &[f64], negative: &[bool], margin: f64) -> Vec<usize> {
-        self.select(
-            (0..violations.len())
-                .filter(|&j| negative[j])
-                .map(|j| (j, violations[j])),
-            margin,
-        )
+        let references = violations.iter().copied().enumerate();
+        self.select_where(references, |j| negative[j], margin)
     }
 
-    /// [`Miner::select_row`] over `(reference, violation)` of a row's negatives in increasing
-    /// reference order, in one pass and without the row's dense arrays: the top-k keeps a
-    /// sorted list of its k best so far, and most candidates cost one comparison with the
-    /// worst of them. Returns the indices selected, in increasing order.
-    pub fn select(self, negatives: impl Iterator<Item = (usize, f64)>, margin: f64) -> Vec<usize> {
-        self.select_where(negatives, |_| true, margin)
-    }
-
-    /// [`Miner::select`] over `(reference, violation)` of every reference of a row, of which
-    /// `negative` says which are negatives. The top-k asks only about a reference that would
-    /// enter its list, so most references cost one comparison.
+    /// [`Miner::select_row`] over `(reference, violation)` of every reference of a row in
+    /// increasing reference order, of which `negative` says which are negatives: one pass,
+    /// without the row's dense arrays. The top-k keeps a sorted list of its k best so far and
+    /// asks about negativity only for a reference that would enter it, so most references cost
+    /// one comparison. Returns the indices selected, in increasing order.
     pub fn select_where(
         self,
         references: impl Iterator<Item = (usize, f64)>,
