@@ -1,0 +1,20 @@
+/* mimalloc's options for the tandem binary, set before `main` (mimalloc takes options only
+ * from the environment or from its C API, and our Rust crates forbid `unsafe`).
+ *
+ * purge_delay: how long freed memory stays committed before mimalloc returns it to the OS.
+ * Its default, 1 s, is about one paper-size training step on a 2-core machine, so each step's
+ * large buffers (gemm outputs and packing, activations, gradients) were returned and faulted
+ * in again on the next step: about 3,500 page faults per step, and about 10% of its time
+ * (README, Benchmarks, item 10). 10 s keeps them across steps and still gives memory back when a
+ * long-running process (`tandem serve`) goes idle. MIMALLOC_PURGE_DELAY in the environment
+ * still wins. */
+#include <stdlib.h>
+#include <mimalloc.h>
+
+#define TANDEM_PURGE_DELAY_MS 10000
+
+__attribute__((constructor)) static void tandem_allocator_options(void) {
+  if (getenv("MIMALLOC_PURGE_DELAY") == NULL && getenv("MIMALLOC_RESET_DELAY") == NULL) {
+    mi_option_set(mi_option_purge_delay, TANDEM_PURGE_DELAY_MS);
+  }
+}
