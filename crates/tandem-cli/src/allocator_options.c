@@ -13,8 +13,14 @@
 
 #define TANDEM_PURGE_DELAY_MS 10000
 
+/* Constructors run in link order, so mimalloc may already have read its options (and, with
+ * MIMALLOC_VERBOSE, printed them); it reads purge_delay again at every purge, so setting it
+ * here takes effect either way. The options are printed again as they now stand. */
 __attribute__((constructor)) static void tandem_allocator_options(void) {
   if (getenv("MIMALLOC_PURGE_DELAY") == NULL && getenv("MIMALLOC_RESET_DELAY") == NULL) {
     mi_option_set(mi_option_purge_delay, TANDEM_PURGE_DELAY_MS);
+  }
+  if (mi_option_is_enabled(mi_option_verbose)) {
+    mi_options_print();
   }
 }

@@ -120,6 +120,33 @@ fn help_lists_the_commands() {
     insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
 }
 
+/// The binary keeps freed memory for 10 s (`allocator_options.c`, linked whole: a plain static
+/// library would be dropped by the linker and the option silently stay at mimalloc's 1 s), and
+/// `MIMALLOC_PURGE_DELAY` in the environment still overrides it. With `MIMALLOC_VERBOSE` set,
+/// mimalloc prints its options when it starts and the binary prints them again once set: the
+/// last value printed is the one in force.
+#[test]
+fn the_allocator_keeps_freed_memory_for_ten_seconds() {
+    let purge_delay = |env: Option<&str>| -> String {
+        let mut c = tandem();
+        c.arg("--help").env("MIMALLOC_VERBOSE", "1");
+        if let Some(value) = env {
+            c.env("MIMALLOC_PURGE_DELAY", value);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        stderr
+            .lines()
+            .filter_map(|l| l.split("option 'purge_delay': ").nth(1))
+            .last()
+            .unwrap_or_else(|| panic!("mimalloc printed no purge_delay:\n{stderr}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(purge_delay(None), "10000");
+    assert_eq!(purge_delay(Some("250")), "250");
+}
 #[test]
 fn train_eval_embed_on_a_tiny_fixture() {
     let data = tempfile::tempdir().unwrap();
