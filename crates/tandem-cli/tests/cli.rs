@@ -138,8 +138,8 @@ fn the_allocator_keeps_freed_memory_for_ten_seconds() {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         stderr
             .lines()
-            .filter_map(|l| l.split("option 'purge_delay': ").nth(1))
-            .last()
+            .rev()
+            .find_map(|l| l.split("option 'purge_delay': ").nth(1))
             .unwrap_or_else(|| panic!("mimalloc printed no purge_delay:\n{stderr}"))
             .trim()
             .to_string()
