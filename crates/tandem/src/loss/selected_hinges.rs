@@ -11,6 +11,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::Distance;
 
@@ -79,54 +80,68 @@ impl CustomOp2 for SelectedHinges {
         let upstream = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let (u, dim) = Self::rows(anchors)?;
         let (v, _) = Self::rows(references)?;
-        let mut du = vec![0f64; u.len()];
-        let mut dv = vec![0f64; v.len()];
-        // Adds `c · ∂d(u_a, v_r)` to both rows.
-        let mut add = |a: usize, r: usize, d: f64, c: f64| {
-            let (ua, vr) = (&u[a * dim..(a + 1) * dim], &v[r * dim..(r + 1) * dim]);
-            let (dua, dvr) = (
-                &mut du[a * dim..(a + 1) * dim],
-                &mut dv[r * dim..(r + 1) * dim],
-            );
-            match self.distance {
-                Distance::Euclidean => {
-                    let s = c / d;
-                    for k in 0..dim {
-                        let step = s * (ua[k] - vr[k]);
-                        dua[k] += step;
-                        dvr[k] -= step;
-                    }
-                }
-                _ => {
-                    for k in 0..dim {
-                        dua[k] -= c * vr[k];
-                        dvr[k] -= c * ua[k];
-                    }
-                }
-            }
-        };
-        // ReLU passes the gradient at exactly 0, as candle's does. The positive's coefficient
-        // is gathered over its tuple row's triplets and added once.
-        let mut positive: Option<(usize, usize, f64, f64)> = None;
+        // Each active pair adds `c · ∂d(u_a, v_r)` to both rows: `s (u_a − v_r)` with
+        // `s = c / d` (Euclidean) or `−c v_r` and `−c u_a` with `s = c` (dot). ReLU passes the
+        // gradient at exactly 0, as candle's does. The positive's coefficient is gathered over
+        // its tuple row's triplets and added once, after the row's negatives.
+        let euclidean = matches!(self.distance, Distance::Euclidean);
+        let scale = |d: f64, c: f64| if euclidean { c / d } else { c };
+        let mut pairs: Vec<(u32, u32, f64)> = Vec::with_capacity(2 * self.triplets.len());
+        let mut positive: Option<(u32, u32, f64, f64)> = None;
         for (&[a, p, n], &pair) in self.triplets.iter().zip(&self.distances) {
             if self.hinge(pair) < 0.0 {
                 continue;
             }
-            let (a, p, n) = (a as usize, p as usize, n as usize);
             match &mut positive {
                 Some((pa, pp, _, c)) if (*pa, *pp) == (a, p) => *c += upstream,
                 _ => {
                     if let Some((pa, pp, d, c)) = positive.take() {
-                        add(pa, pp, d, c);
+                        pairs.push((pa, pp, scale(d, c)));
                     }
                     positive = Some((a, p, pair.0, upstream));
                 }
             }
-            add(a, n, pair.1, -upstream);
+            pairs.push((a, n, scale(pair.1, -upstream)));
         }
         if let Some((pa, pp, d, c)) = positive {
-            add(pa, pp, d, c);
+            pairs.push((pa, pp, scale(d, c)));
         }
+        // Rows in parallel, each adding its pairs in the order above: the same additions in
+        // the same order as one pass over the pairs, so the same bits.
+        let mut du = vec![0f64; u.len()];
+        for_each_row(
+            &mut du,
+            dim,
+            &pairs,
+            |&(a, _, _)| a,
+            |du, &(a, r, s)| {
+                let (ua, vr) = (row_of(&u, a, dim), row_of(&v, r, dim));
+                for k in 0..dim {
+                    du[k] += if euclidean {
+                        s * (ua[k] - vr[k])
+                    } else {
+                        -(s * vr[k])
+                    };
+                }
+            },
+        );
+        let mut dv = vec![0f64; v.len()];
+        for_each_row(
+            &mut dv,
+            dim,
+            &pairs,
+            |&(_, r, _)| r,
+            |dv, &(a, r, s)| {
+                let (ua, vr) = (row_of(&u, a, dim), row_of(&v, r, dim));
+                for k in 0..dim {
+                    dv[k] -= if euclidean {
+                        s * (ua[k] - vr[k])
+                    } else {
+                        s * ua[k]
+                    };
+                }
+            },
+        );
         let gradient = |values: Vec<f64>, like: &Tensor| {
             Tensor::from_vec(values, like.shape(), like.device())?.to_dtype(like.dtype())
         };
@@ -137,11 +152,138 @@ impl CustomOp2 for SelectedHinges {
     }
 }
 
+/// Row `i` of a `[rows, dim]` row-major matrix.
+fn row_of(values: &[f64], i: u32, dim: usize) -> &[f64] {
+    &values[i as usize * dim..(i as usize + 1) * dim]
+}
+
+/// Calls `add(row_values, pair)` for every pair whose row (`row_of`) is that row of `values`
+/// (`[rows, dim]` row-major), rows in parallel, each row's pairs in their order in `pairs`.
+fn for_each_row<P: Sync>(
+    values: &mut [f64],
+    dim: usize,
+    pairs: &[P],
+    row_of: impl Fn(&P) -> u32 + Sync,
+    add: impl Fn(&mut [f64], &P) + Sync,
+) {
+    if dim == 0 {
+        return;
+    }
+    let rows = values.len() / dim;
+    // A stable counting sort of the pairs by row: row `i`'s are `order[starts[i]..starts[i + 1]]`.
+    let mut starts = vec![0usize; rows + 1];
+    for pair in pairs {
+        starts[row_of(pair) as usize + 1] += 1;
+    }
+    for i in 0..rows {
+        starts[i + 1] += starts[i];
+    }
+    let mut next = starts.clone();
+    let mut order = vec![0usize; pairs.len()];
+    for (index, pair) in pairs.iter().enumerate() {
+        let slot = &mut next[row_of(pair) as usize];
+        order[*slot] = index;
+        *slot += 1;
+    }
+    values
+        .par_chunks_mut(dim)
+        .enumerate()
+        .for_each(|(i, values)| {
+            for &index in &order[starts[i]..starts[i + 1]] {
+                add(values, &pairs[index]);
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::loss::hinge_sum::HingeSum;
     use candle_core::{Device, Var};
+
+    /// The parallel backward against one sequential pass over the pairs (the positive's
+    /// coefficient added after its tuple row's negatives): the same bits, on a batch where
+    /// rows are shared by many pairs, for both distances and with some hinges inactive.
+    #[test]
+    fn rows_in_parallel_equal_one_pass_in_order() {
+        let (n, m, dim) = (40, 50, 16);
+        let u = crate::test_values::spread(n * dim, 3);
+        let v = crate::test_values::spread(m * dim, 4);
+        let mut triplets = Vec::new();
+        for a in 0..n as u32 {
+            for p in [a % m as u32, (a * 7 + 1) % m as u32] {
+                for k in 0..5u32 {
+                    triplets.push([a, p, (a * 13 + k * 11 + 2) % m as u32]);
+                }
+            }
+        }
+        let distances: Vec<(f64, f64)> = triplets
+            .iter()
+            .enumerate()
+            .map(|(i, _)| (0.5 + (i % 7) as f64 * 0.1, 0.4 + (i % 5) as f64 * 0.13))
+            .collect();
+        for distance in [Distance::Euclidean, Distance::Dot] {
+            let op = SelectedHinges {
+                margin: 0.05,
+                distance,
+                triplets: triplets.clone(),
+                distances: distances.clone(),
+            };
+            assert!(distances.iter().any(|&d| op.hinge(d) < 0.0));
+            let tensor = |values: &[f64], rows: usize| {
+                Tensor::from_vec(values.to_vec(), (rows, dim), &candle_core::Device::Cpu).unwrap()
+            };
+            let (anchors, references) = (tensor(&u, n), tensor(&v, m));
+            let upstream = Tensor::new(0.75f64, &candle_core::Device::Cpu).unwrap();
+            let (du, dv) = op.bwd(&anchors, &references, &upstream, &upstream).unwrap();
+            let flat = |t: Option<Tensor>| -> Vec<f64> {
+                t.unwrap().flatten_all().unwrap().to_vec1().unwrap()
+            };
+            let (du, dv) = (flat(du), flat(dv));
+
+            let (mut want_u, mut want_v) = (vec![0f64; n * dim], vec![0f64; m * dim]);
+            let mut add = |a: usize, r: usize, d: f64, c: f64| {
+                for k in 0..dim {
+                    let (x, y) = (u[a * dim + k], v[r * dim + k]);
+                    if distance == Distance::Euclidean {
+                        let step = c / d * (x - y);
+                        want_u[a * dim + k] += step;
+                        want_v[r * dim + k] -= step;
+                    } else {
+                        want_u[a * dim + k] -= c * y;
+                        want_v[r * dim + k] -= c * x;
+                    }
+                }
+            };
+            let mut positive: Option<(usize, usize, f64, f64)> = None;
+            for (&[a, p, q], &pair) in triplets.iter().zip(&distances) {
+                if op.hinge(pair) < 0.0 {
+                    continue;
+                }
+                let (a, p, q) = (a as usize, p as usize, q as usize);
+                match &mut positive {
+                    Some((pa, pp, _, c)) if (*pa, *pp) == (a, p) => *c += 0.75,
+                    _ => {
+                        if let Some((pa, pp, d, c)) = positive.take() {
+                            add(pa, pp, d, c);
+                        }
+                        positive = Some((a, p, pair.0, 0.75));
+                    }
+                }
+                add(a, q, pair.1, -0.75);
+            }
+            if let Some((pa, pp, d, c)) = positive {
+                add(pa, pp, d, c);
+            }
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(
+                want_u.iter().any(|g| g.abs() > 0.1),
+                "{distance:?}: a real gradient"
+            );
+            assert_eq!(bits(&du), bits(&want_u), "{distance:?}: anchors");
+            assert_eq!(bits(&dv), bits(&want_v), "{distance:?}: references");
+        }
+    }
 
     /// The op against the sum through the distance matrix ([`HingeSum`] on
     /// [`Distance::matrix`], differentiated by autograd): the same loss bit for bit and the same
