@@ -116,12 +116,15 @@ impl CustomOp2 for SelectedHinges {
             |&(a, _, _)| a,
             |du, &(a, r, s)| {
                 let (ua, vr) = (row_of(&u, a, dim), row_of(&v, r, dim));
-                for k in 0..dim {
-                    du[k] += if euclidean {
-                        s * (ua[k] - vr[k])
-                    } else {
-                        -(s * vr[k])
-                    };
+                // One loop per distance (a branch inside kept it from vectorising).
+                if euclidean {
+                    for ((du, x), y) in du.iter_mut().zip(ua).zip(vr) {
+                        *du += s * (x - y);
+                    }
+                } else {
+                    for (du, y) in du.iter_mut().zip(vr) {
+                        *du -= s * y;
+                    }
                 }
             },
         );
@@ -133,12 +136,14 @@ impl CustomOp2 for SelectedHinges {
             |&(_, r, _)| r,
             |dv, &(a, r, s)| {
                 let (ua, vr) = (row_of(&u, a, dim), row_of(&v, r, dim));
-                for k in 0..dim {
-                    dv[k] -= if euclidean {
-                        s * (ua[k] - vr[k])
-                    } else {
-                        s * ua[k]
-                    };
+                if euclidean {
+                    for ((dv, x), y) in dv.iter_mut().zip(ua).zip(vr) {
+                        *dv -= s * (x - y);
+                    }
+                } else {
+                    for (dv, x) in dv.iter_mut().zip(ua) {
+                        *dv -= s * x;
+                    }
                 }
             },
         );
