@@ -162,13 +162,13 @@ fn row_of(values: &[f64], i: u32, dim: usize) -> &[f64] {
     &values[i as usize * dim..(i as usize + 1) * dim]
 }
 
-/// Calls `add(row_values, pair)` for every pair whose row (`row_of`) is that row of `values`
+/// Calls `add(row_values, pair)` for every pair whose row (`pair_row`) is that row of `values`
 /// (`[rows, dim]` row-major), rows in parallel, each row's pairs in their order in `pairs`.
 fn for_each_row<P: Sync>(
     values: &mut [f64],
     dim: usize,
     pairs: &[P],
-    row_of: impl Fn(&P) -> u32 + Sync,
+    pair_row: impl Fn(&P) -> u32 + Sync,
     add: impl Fn(&mut [f64], &P) + Sync,
 ) {
     if dim == 0 {
@@ -178,7 +178,7 @@ fn for_each_row<P: Sync>(
     // A stable counting sort of the pairs by row: row `i`'s are `order[starts[i]..starts[i + 1]]`.
     let mut starts = vec![0usize; rows + 1];
     for pair in pairs {
-        starts[row_of(pair) as usize + 1] += 1;
+        starts[pair_row(pair) as usize + 1] += 1;
     }
     for i in 0..rows {
         starts[i + 1] += starts[i];
@@ -186,7 +186,7 @@ fn for_each_row<P: Sync>(
     let mut next = starts.clone();
     let mut order = vec![0usize; pairs.len()];
     for (index, pair) in pairs.iter().enumerate() {
-        let slot = &mut next[row_of(pair) as usize];
+        let slot = &mut next[pair_row(pair) as usize];
         order[*slot] = index;
         *slot += 1;
     }
