@@ -93,11 +93,17 @@ impl InplaceOp2 for AdamInPlace<'_> {
             .zip(grad.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
-            .for_each(|(((p, g), m), v)| {
-                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                    c.update(p, g, m, v);
-                }
-            });
+            .for_each(|(((p, g), m), v)| update_chunk(&c, p, g, m, v));
         Ok(())
+    }
+}
+
+/// [`AdamConstants::update`] over a chunk, compiled for AVX2 where the CPU has it (the
+/// baseline x86-64 build does the divisions and square roots four lanes at a time). Both are
+/// exact IEEE operations and nothing is fused, so every target gives the same bits.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+fn update_chunk(c: &AdamConstants, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        c.update(p, g, m, v);
     }
 }
