@@ -107,7 +107,20 @@ impl CustomOp2 for SelectedHinges {
             pairs.push((pa, pp, scale(d, c)));
         }
         // Rows in parallel, each adding its pairs in the order above: the same additions in
-        // the same order as one pass over the pairs, so the same bits.
+        // the same order as one pass over the pairs, so the same bits. The pair's gradient is
+        // the same expression from either side: `s (own − other)` or `−s · other`.
+        let add = |gradient: &mut [f64], own: &[f64], other: &[f64], s: f64| {
+            // One loop per distance (a branch inside kept it from vectorising).
+            if euclidean {
+                for ((g, x), y) in gradient.iter_mut().zip(own).zip(other) {
+                    *g += s * (x - y);
+                }
+            } else {
+                for (g, y) in gradient.iter_mut().zip(other) {
+                    *g -= s * y;
+                }
+            }
+        };
         let mut du = vec![0f64; u.len()];
         for_each_row(
             &mut du,
@@ -115,17 +128,7 @@ impl CustomOp2 for SelectedHinges {
             &pairs,
             |&(a, _, _)| a,
             |du, &(a, r, s)| {
-                let (ua, vr) = (row_of(&u, a, dim), row_of(&v, r, dim));
-                // One loop per distance (a branch inside kept it from vectorising).
-                if euclidean {
-                    for ((du, x), y) in du.iter_mut().zip(ua).zip(vr) {
-                        *du += s * (x - y);
-                    }
-                } else {
-                    for (du, y) in du.iter_mut().zip(vr) {
-                        *du -= s * y;
-                    }
-                }
+                add(du, row_of(&u, a, dim), row_of(&v, r, dim), s);
             },
         );
         let mut dv = vec![0f64; v.len()];
@@ -135,16 +138,7 @@ impl CustomOp2 for SelectedHinges {
             &pairs,
             |&(_, r, _)| r,
             |dv, &(a, r, s)| {
-                let (ua, vr) = (row_of(&u, a, dim), row_of(&v, r, dim));
-                if euclidean {
-                    for ((dv, x), y) in dv.iter_mut().zip(ua).zip(vr) {
-                        *dv -= s * (x - y);
-                    }
-                } else {
-                    for (dv, x) in dv.iter_mut().zip(ua) {
-                        *dv -= s * x;
-                    }
-                }
+                add(dv, row_of(&v, r, dim), row_of(&u, a, dim), s);
             },
         );
         let gradient = |values: Vec<f64>, like: &Tensor| {
