@@ -120,8 +120,8 @@ fn help_lists_the_commands() {
     insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
 }
 
-/// The binary keeps freed memory for 10 s (`allocator_options.c`, linked whole: a plain static
-/// library would be dropped by the linker and the option silently stay at mimalloc's 1 s), and
+/// The binary keeps freed memory for 10 s (`allocator_options.c`, whose object build.rs links
+/// into the binary: left out, the option would silently stay at mimalloc's 1 s), and
 /// `MIMALLOC_PURGE_DELAY` in the environment still overrides it. With `MIMALLOC_VERBOSE` set,
 /// mimalloc prints its options when it starts and the binary prints them again once set: the
 /// last value printed is the one in force.
@@ -147,6 +147,7 @@ fn the_allocator_keeps_freed_memory_for_ten_seconds() {
     assert_eq!(purge_delay(None), "10000");
     assert_eq!(purge_delay(Some("250")), "250");
 }
+
 #[test]
 fn train_eval_embed_on_a_tiny_fixture() {
     let data = tempfile::tempdir().unwrap();
