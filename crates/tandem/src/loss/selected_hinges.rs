@@ -121,26 +121,23 @@ impl CustomOp2 for SelectedHinges {
                 }
             }
         };
-        let mut du = vec![0f64; u.len()];
-        for_each_row(
-            &mut du,
-            dim,
-            &pairs,
-            |&(a, _, _)| a,
-            |du, &(a, r, s)| {
-                add(du, row_of(&u, a, dim), row_of(&v, r, dim), s);
-            },
-        );
-        let mut dv = vec![0f64; v.len()];
-        for_each_row(
-            &mut dv,
-            dim,
-            &pairs,
-            |&(_, r, _)| r,
-            |dv, &(a, r, s)| {
-                add(dv, row_of(&v, r, dim), row_of(&u, a, dim), s);
-            },
-        );
+        // One side's gradient: `oriented` gives a pair's (own row, other row).
+        let side = |own: &[f64], other: &[f64], oriented: fn(&(u32, u32, f64)) -> (u32, u32)| {
+            let mut gradient = vec![0f64; own.len()];
+            for_each_row(
+                &mut gradient,
+                dim,
+                &pairs,
+                |pair| oriented(pair).0,
+                |gradient, pair| {
+                    let (i, j) = oriented(pair);
+                    add(gradient, row_of(own, i, dim), row_of(other, j, dim), pair.2);
+                },
+            );
+            gradient
+        };
+        let du = side(&u, &v, |&(a, r, _)| (a, r));
+        let dv = side(&v, &u, |&(a, r, _)| (r, a));
         let gradient = |values: Vec<f64>, like: &Tensor| {
             Tensor::from_vec(values, like.shape(), like.device())?.to_dtype(like.dtype())
         };
