@@ -5,13 +5,16 @@
  * Its default, 1 s, is about one paper-size training step on a 2-core machine, so each step's
  * large buffers (gemm outputs and packing, activations, gradients) were returned and faulted
  * in again on the next step: about 3,500 page faults per step, and about 10% of its time
- * (README, Benchmarks, item 10). 10 s keeps them across steps and still gives memory back when a
- * long-running process (`tandem serve`) goes idle. MIMALLOC_PURGE_DELAY in the environment
- * still wins. */
+ * (README, Benchmarks, item 10). The delay is not renewed by later frees: mimalloc purges
+ * everything free at the moment the delay, counted from the first free after the last purge,
+ * runs out. With 10 s a training run still lost its large buffers every ~10 steps (11k–25k page
+ * faults in 41 steps, 2–10% of the step time); 60 s makes that once a minute, and a
+ * long-running process (`tandem serve`) still gives memory back after a burst.
+ * MIMALLOC_PURGE_DELAY in the environment still wins. */
 #include <stdlib.h>
 #include <mimalloc.h>
 
-#define TANDEM_PURGE_DELAY_MS 10000
+#define TANDEM_PURGE_DELAY_MS 60000
 
 /* Constructors run in link order, so mimalloc may already have read its options (and, with
  * MIMALLOC_VERBOSE, printed them); it reads purge_delay again at every purge, so setting it
