@@ -182,21 +182,38 @@ fn block_forward(
         .enumerate()
         .for_each(|(task, ((mut xhat, gate), activated))| {
             let first = task * chunk;
-            let mut next_factor = draws.as_ref().map(|d| d.from(first));
+            // The task's dropout factors, drawn in bulk before the arithmetic, so that the
+            // loops below have no generator call in them and vectorise.
+            let mut factors = Vec::new();
+            if let Some(draws) = &draws {
+                factors.resize(gate.len(), 0f32);
+                draws.fill(first, &mut factors, &mut Vec::new());
+            }
             for k in (0..gate.len()).step_by(h.max(1)) {
-                for col in 0..h {
-                    let zb = z[first + k + col] + bias[col];
-                    let y = match (&std, &mut xhat) {
-                        (Some(std), Some(xhat)) => {
-                            let x = (zb - mean[col]) / std[col];
-                            xhat[k + col] = x;
-                            x * gamma[col] + beta[col]
+                let z = &z[first + k..first + k + h];
+                let (gate, activated) = (&mut gate[k..k + h], &mut activated[k..k + h]);
+                // y first (into `activated`), then ReLU and dropout over it.
+                match (&std, xhat.as_deref_mut()) {
+                    (Some(std), Some(xhat)) => {
+                        let xhat = &mut xhat[k..k + h];
+                        for col in 0..h {
+                            let x = (z[col] + bias[col] - mean[col]) / std[col];
+                            xhat[col] = x;
+                            activated[col] = x * gamma[col] + beta[col];
                         }
-                        _ => zb,
-                    };
-                    let keep = next_factor.as_mut().map_or(1.0, |next| next());
-                    gate[k + col] = if y >= 0.0 { keep } else { 0.0 };
-                    activated[k + col] = y.max(0.0) * keep;
+                    }
+                    _ => {
+                        for col in 0..h {
+                            activated[col] = z[col] + bias[col];
+                        }
+                    }
+                }
+                let keep = factors.get(k..k + h);
+                for col in 0..h {
+                    let y = activated[col];
+                    let keep = keep.map_or(1.0, |keep| keep[col]);
+                    gate[col] = if y >= 0.0 { keep } else { 0.0 };
+                    activated[col] = y.max(0.0) * keep;
                 }
             }
         });
