@@ -84,24 +84,21 @@ fn in_row<'a>(values: &'a [f32], row: usize, cols: usize, columns: &Range<usize>
     &values[row * cols + columns.start..row * cols + columns.end]
 }
 
-/// A fresh `[rows, cols]` buffer filled by `value(row, col, index)`, rows split across tasks.
-/// Row and column are counted, not divided out of the index: a division per element made
-/// these passes several times slower than the arithmetic they do.
-fn map_rows(
-    rows: usize,
-    cols: usize,
-    value: impl Fn(usize, usize, usize) -> f32 + Sync,
-) -> Vec<f32> {
+/// Row `row` of a row-major matrix with `cols` columns.
+fn row_of(values: &[f32], row: usize, cols: usize) -> &[f32] {
+    &values[row * cols..][..cols]
+}
+
+/// A fresh `[rows, cols]` buffer, row `row` written by `fill(row, values)`, rows split across
+/// tasks. The callers write each row with loops over slices of their inputs, which vectorise
+/// (a closure per element, with its index bounds-checked in every input, did not).
+fn map_rows(rows: usize, cols: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     let mut out = vec![0f32; rows * cols];
     out.par_chunks_mut(cols.max(1) * ROWS_PER_TASK)
         .enumerate()
         .for_each(|(task, chunk)| {
             for (offset, values) in chunk.chunks_mut(cols.max(1)).enumerate() {
-                let row = task * ROWS_PER_TASK + offset;
-                let first = row * cols;
-                for (col, v) in values.iter_mut().enumerate() {
-                    *v = value(row, col, first + col);
-                }
+                fill(task * ROWS_PER_TASK + offset, values);
             }
         });
     out
@@ -341,8 +338,12 @@ pub(crate) fn backward(
                 .zip(du.par_chunks(dim.max(1)))
                 .map(|(u, du)| u.iter().zip(du).map(|(a, b)| a * b).sum())
                 .collect();
-            map_rows(n, dim, |row, _, i| {
-                (du[i] - u[i] * dots[row]) / tape.norms[row]
+            map_rows(n, dim, |row, out| {
+                let (u, du) = (row_of(u, row, dim), row_of(du, row, dim));
+                let (dot, norm) = (dots[row], tape.norms[row]);
+                for ((o, du), u) in out.iter_mut().zip(du).zip(u) {
+                    *o = (du - u * dot) / norm;
+                }
             })
         })
     })??;
@@ -353,10 +354,14 @@ pub(crate) fn backward(
         let da = product(&upstream, &next_weight)?;
         let h = da.dim(1)?;
         let dz = with_values(&da, |da| -> Result<Vec<f32>> {
-            // dL/dy, recomputed where it is read rather than stored.
-            let dy = |i: usize| da[i] * saved.gate[i];
             let (Some(norm), Some((xhat, std))) = (&block.norm, &saved.normalised) else {
-                return Ok(map_rows(n, h, |_, _, i| dy(i)));
+                // dL/dz = dL/dy, the gate applied to dL/da.
+                return Ok(map_rows(n, h, |row, out| {
+                    let (da, gate) = (row_of(da, row, h), row_of(&saved.gate, row, h));
+                    for ((o, da), gate) in out.iter_mut().zip(da).zip(gate) {
+                        *o = da * gate;
+                    }
+                }));
             };
             let [dbeta, dgamma] = column_sums(n, h, |row, columns, [dbeta, dgamma]| {
                 let [da, gate, xhat] =
@@ -375,8 +380,17 @@ pub(crate) fn backward(
             });
             let gamma: Vec<f32> = norm.gamma.as_tensor().to_vec1()?;
             let inv_n = 1.0 / n as f32;
-            let dz = map_rows(n, h, |_, col, i| {
-                gamma[col] / std[col] * (dy(i) - dbeta[col] * inv_n - xhat[i] * dgamma[col] * inv_n)
+            // dz = γ/σ · (dy − mean(dy) − x̂ · mean(dy x̂)), with dy = da · gate recomputed here
+            // rather than stored. The per-column factors are computed once; each is the same
+            // f32 operation as in the per-element formula, so the same bits.
+            let scale: Vec<f32> = gamma.iter().zip(std).map(|(g, s)| g / s).collect();
+            let mean_dy: Vec<f32> = dbeta.iter().map(|b| b * inv_n).collect();
+            let dz = map_rows(n, h, |row, out| {
+                let [da, gate, xhat] = [da, &saved.gate[..], &xhat[..]].map(|v| row_of(v, row, h));
+                for col in 0..h {
+                    let dy = da[col] * gate[col];
+                    out[col] = scale[col] * (dy - mean_dy[col] - xhat[col] * dgamma[col] * inv_n);
+                }
             });
             let device = saved.input.device();
             accumulate(
