@@ -170,6 +170,11 @@ impl StepBench {
     /// One training step; returns the loss and the seconds since its start at the end of
     /// each phase (forward, loss, backward, optimiser).
     fn timed_step(&mut self) -> Result<(f32, [f64; 4])> {
+        super::on_pool::on_pool(|| self.timed_step_here())
+    }
+
+    /// [`StepBench::timed_step`] on the calling thread.
+    fn timed_step_here(&mut self) -> Result<(f32, [f64; 4])> {
         let started = Instant::now();
         let mut marks = [0.0; 4];
         let forward =
@@ -230,10 +235,13 @@ impl StepBench {
             &self.image_ids,
             &self.text_ids,
         );
+        let objective = &self.objective;
         time(runs, || {
-            let out = self.objective.forward(&batch)?;
-            out.total.backward()?;
-            Ok(())
+            super::on_pool::on_pool(|| {
+                let out = objective.forward(&batch)?;
+                out.total.backward()?;
+                Ok(())
+            })
         })
     }
 }

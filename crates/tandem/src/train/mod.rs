@@ -5,6 +5,7 @@ pub mod bench;
 mod early_stop;
 mod health;
 mod observer;
+mod on_pool;
 mod optimizer;
 mod schedule;
 mod trainer;

@@ -17,6 +17,7 @@ use crate::eval::{Protocol, RetrievalMetrics, ranks_from_embeddings};
 use crate::fsio;
 use crate::loss::{Embedded, Memory, Objective, Temperature};
 use crate::model::{Backward, Checkpoint, TwoBranch, load_checkpoint, save_checkpoint};
+use crate::train::on_pool::on_pool;
 use crate::train::{
     EarlyStopping, EpochReport, Health, Observer, Optimizer, StepReport, step_decay,
 };
@@ -491,8 +492,6 @@ fn run(
             } else {
                 Vec::new()
             };
-            let forward = model.forward_train(&images, &texts, &mut rng, Backward::Explicit)?;
-            let (ei, et) = (forward.images.clone(), forward.texts.clone());
             // Global ids, so the memory can tell images of different batches apart; the
             // sample keys are the dataset rows.
             let image_ids = &batch.images;
@@ -501,32 +500,38 @@ fn run(
                 .iter()
                 .map(|&l| batch.images[l as usize])
                 .collect();
-            let out = objective.forward(
-                &Embedded::new(&ei, &et, image_ids, &text_ids)
-                    .with_keys(image_ids, &batch.texts)
-                    .with_memory(&memory)
-                    .with_temperature(&temperature),
-            )?;
-            let health = Health::measure(&ei, &et, &batch.text_image)?;
-            let loss = out
-                .total
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
-            let mut grads = None;
-            let failure = if loss.is_finite() {
-                let g = model.backward(forward, &out.total)?;
-                let bad = first_nonfinite_gradient(&g, &named)?;
-                grads = Some(g);
-                bad
-            } else {
-                Some(
-                    out.terms
-                        .iter()
-                        .find(|(_, v, _)| !v.is_finite())
-                        .map(|(n, v, _)| (format!("{n} loss"), *v))
-                        .unwrap_or(("total loss".into(), loss)),
-                )
-            };
+            // Forward, loss and backward on a rayon worker (see `on_pool`).
+            let (ei, et, out, health, loss, grads, failure) = on_pool(|| -> Result<_> {
+                let forward = model.forward_train(&images, &texts, &mut rng, Backward::Explicit)?;
+                let (ei, et) = (forward.images.clone(), forward.texts.clone());
+                let out = objective.forward(
+                    &Embedded::new(&ei, &et, image_ids, &text_ids)
+                        .with_keys(image_ids, &batch.texts)
+                        .with_memory(&memory)
+                        .with_temperature(&temperature),
+                )?;
+                let health = Health::measure(&ei, &et, &batch.text_image)?;
+                let loss = out
+                    .total
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
+                let mut grads = None;
+                let failure = if loss.is_finite() {
+                    let g = model.backward(forward, &out.total)?;
+                    let bad = first_nonfinite_gradient(&g, &named)?;
+                    grads = Some(g);
+                    bad
+                } else {
+                    Some(
+                        out.terms
+                            .iter()
+                            .find(|(_, v, _)| !v.is_finite())
+                            .map(|(n, v, _)| (format!("{n} loss"), *v))
+                            .unwrap_or(("total loss".into(), loss)),
+                    )
+                };
+                Ok((ei, et, out, health, loss, grads, failure))
+            })?;
             if let Some((what, value)) = failure {
                 if !t.skip_nonfinite {
                     return Err(Error::NonFinite {
@@ -552,7 +557,7 @@ fn run(
                 continue;
             }
             let grads = grads.expect("finite loss has gradients");
-            optimizer.step(&grads)?;
+            on_pool(|| optimizer.step(&grads))?;
             temperature.clamp()?;
             memory.record(&ei, image_ids, image_ids, &et, &text_ids, &batch.texts)?;
             loss_sum += loss;
