@@ -79,14 +79,14 @@ fn column_sums<const K: usize>(
     std::array::from_fn(|k| tasks.iter().flat_map(|t| t[k].iter().copied()).collect())
 }
 
-/// Row `row`'s values in `columns` of a row-major matrix with `cols` columns.
-fn in_row<'a>(values: &'a [f32], row: usize, cols: usize, columns: &Range<usize>) -> &'a [f32] {
-    &values[row * cols + columns.start..row * cols + columns.end]
-}
-
 /// Row `row` of a row-major matrix with `cols` columns.
 fn row_of(values: &[f32], row: usize, cols: usize) -> &[f32] {
     &values[row * cols..][..cols]
+}
+
+/// Row `row`'s values in `columns` of a row-major matrix with `cols` columns.
+fn in_row<'a>(values: &'a [f32], row: usize, cols: usize, columns: &Range<usize>) -> &'a [f32] {
+    &row_of(values, row, cols)[columns.clone()]
 }
 
 /// A fresh `[rows, cols]` buffer, row `row` written by `fill(row, values)`, rows split across
@@ -184,7 +184,7 @@ fn block_forward(
             let mut factors = Vec::new();
             if let Some(draws) = &draws {
                 factors.resize(gate.len(), 0f32);
-                draws.fill(first, &mut factors, &mut Vec::new());
+                draws.fill(first, &mut factors);
             }
             for k in (0..gate.len()).step_by(h.max(1)) {
                 let z = &z[first + k..first + k + h];

@@ -180,7 +180,7 @@ pub(crate) fn dropout_mask(len: usize, p: f64, rng: &mut ChaCha8Rng) -> Vec<f32>
     let mut mask = vec![0f32; len];
     mask.par_chunks_mut(CHUNK)
         .enumerate()
-        .for_each(|(chunk, factors)| draws.fill(chunk * CHUNK, factors, &mut Vec::new()));
+        .for_each(|(chunk, factors)| draws.fill(chunk * CHUNK, factors));
     mask
 }
 
@@ -210,20 +210,19 @@ impl DropoutDraws {
         draws
     }
 
-    /// Writes the factors of elements `first`, `first + 1`, … into `factors` (`words` is
-    /// scratch space). The generator fills all their words in one call and the comparisons
-    /// then run over the buffer: drawing one `f64` per element through the generator's
-    /// buffer checks kept the pass that used them scalar. The values are `rand`'s own: its
-    /// `f64` is the top 53 bits of a `u64` (two words, the first one low) times `2⁻⁵³`.
-    pub(crate) fn fill(&self, first: usize, factors: &mut [f32], words: &mut Vec<u64>) {
+    /// Writes the factors of elements `first`, `first + 1`, … into `factors`. The generator
+    /// fills all their words in one call and the comparisons then run over the buffer: drawing
+    /// one `f64` per element through the generator's buffer checks kept the pass that used
+    /// them scalar. The values are `rand`'s own: its `f64` is the top 53 bits of a `u64` (two
+    /// words, the first one low) times `2⁻⁵³`.
+    pub(crate) fn fill(&self, first: usize, factors: &mut [f32]) {
         let mut local = self.origin.clone();
         local.set_word_pos(self.start + 2 * first as u128);
-        words.clear();
-        words.resize(factors.len(), 0);
+        let mut words = vec![0u64; factors.len()];
         local.fill(&mut words[..]);
         let unit = 1.0 / (1u64 << 53) as f64;
         let (keep, scale) = (self.keep, self.scale);
-        for (factor, word) in factors.iter_mut().zip(words.iter()) {
+        for (factor, word) in factors.iter_mut().zip(&words) {
             *factor = if unit * ((word >> 11) as f64) < keep {
                 scale
             } else {
