@@ -1157,13 +1157,14 @@ fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
     assert!(exit.success(), "{exit:?}");
 }
 
-/// `bench --format json`: the probe comes first and sets the rate, every item with a known
-/// amount of matrix work is placed against that rate, and the small step's rows are there.
+/// `bench --format json`: the probe comes first with the machine's rate; every item with a
+/// known amount of matrix work is placed against the probe products run next to its runs, and
+/// the small step's rows are there.
 #[test]
 fn bench_reports_each_item_against_the_probe_rate() {
     let out = tandem()
         .args([
-            "bench", "--size", "small", "--runs", "1", "--format", "json",
+            "bench", "--size", "small", "--runs", "2", "--format", "json",
         ])
         .output()
         .unwrap();
@@ -1178,17 +1179,36 @@ fn bench_reports_each_item_against_the_probe_rate() {
     assert!((probe_gflop / probe["min"].as_f64().unwrap() - rate).abs() / rate < 1e-9);
     let mut placed = 0;
     for row in &rows[1..] {
-        let median = row["median"].as_f64().unwrap();
+        let number = |key: &str| row[key].as_f64().unwrap();
         match row["gflop"].as_f64() {
             Some(gflop) => {
-                let floor = row["times_floor"].as_f64().unwrap();
+                let floor = &row["floor"];
+                let of_floor = |key: &str| floor[key].as_f64().unwrap();
+                assert_eq!(row["times_floor"], floor["median"], "{row}");
                 assert!(
-                    (floor - median / (gflop / rate)).abs() < 1e-9 * floor,
+                    of_floor("min") <= of_floor("median") && of_floor("median") <= of_floor("max"),
+                    "{row}"
+                );
+                // Each run's ratio is its seconds over gflop / rate, for a rate among the
+                // probes': bounded by the fastest run at the slowest probe and the slowest
+                // run at the fastest probe.
+                let (slowest, fastest) = (of_floor("probe_slowest"), of_floor("probe_fastest"));
+                assert!(0.0 < slowest && slowest <= fastest, "{row}");
+                let tolerance = 1.0 + 1e-9;
+                assert!(
+                    number("min") * slowest / gflop <= of_floor("min") * tolerance,
+                    "{row}"
+                );
+                assert!(
+                    of_floor("max") <= number("max") * fastest / gflop * tolerance,
                     "{row}"
                 );
                 placed += 1;
             }
-            None => assert!(row["times_floor"].is_null(), "{row}"),
+            None => assert!(
+                row["times_floor"].is_null() && row["floor"].is_null(),
+                "{row}"
+            ),
         }
     }
     let names: Vec<&str> = rows.iter().map(|r| r["what"].as_str().unwrap()).collect();

@@ -1,11 +1,14 @@
 //! `tandem bench`: the training step at the paper's size and a small one, the loss alone and
 //! the evaluation ranking, each next to this machine's own matrix-multiply rate measured in the
-//! same run (the floor a step's matrix products set).
+//! same run (the floor a step's matrix products set): a probe product runs between any two
+//! timed runs, and each run is placed against the rate of its own moment.
 
 use anyhow::Result;
 use serde::Serialize;
 use tandem::data::LatentRows;
-use tandem::train::bench::{StepBench, StepShape, Timing, sgemm_gflops, time};
+use tandem::train::bench::{
+    FloorRatio, SgemmProbe, StepBench, StepShape, Timing, time, time_against_floor,
+};
 
 use crate::cli::{BenchSize, Format};
 
@@ -19,8 +22,11 @@ struct Row {
     gflop: Option<f64>,
     /// `gflop / median`.
     gflop_per_s: Option<f64>,
-    /// `median / (gflop / sgemm rate)`: 1.0 would be all time in gemm at the probe's rate.
+    /// Median over the runs of `seconds / (gflop / sgemm rate)`, each run against the probe
+    /// product next to it: 1.0 would be all time in gemm at the probe's rate.
     times_floor: Option<f64>,
+    /// The spread of those ratios and the probe rates they used.
+    floor: Option<FloorRatio>,
 }
 
 pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
@@ -28,18 +34,26 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
         anyhow::bail!("--runs must be at least 1");
     }
     let device = tandem::default_device()?;
-    // The probe runs before and after the other items and the faster of the two sets the rate:
-    // on a shared machine one probe alone was seen 30% slow for a while, which made the floor
-    // too low and a step look faster than its own products.
-    let first_probe = sgemm_gflops(2048, runs.max(3), &device)?;
+    let probe = SgemmProbe::new(2048, &device)?;
+    // Warm-up and the rate at the start, for the report's first line.
+    let first_probe = time(runs.max(3), || probe.seconds().map(drop))?;
     tracing::info!("matrix products: {}", tandem::model::gemm::backend());
     let mut rows = Vec::new();
-    let row = |what: String, timing: Timing, gflop: Option<f64>| Row {
+    let plain = |what: String, timing: Timing| Row {
         what,
         timing,
-        gflop,
-        gflop_per_s: gflop.map(|g| g / timing.median),
+        gflop: None,
+        gflop_per_s: None,
         times_floor: None,
+        floor: None,
+    };
+    let placed = |what: String, (timing, floor): (Timing, FloorRatio), gflop: f64| Row {
+        what,
+        timing,
+        gflop: Some(gflop),
+        gflop_per_s: Some(gflop / timing.median),
+        times_floor: Some(floor.median),
+        floor: Some(floor),
     };
     let shapes: &[(&str, StepShape)] = match size {
         BenchSize::Small => &[("small", StepShape::SMALL)],
@@ -48,9 +62,11 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
     };
     for &(name, shape) in shapes {
         tracing::info!("timing the {name} training step");
+        let gflop = shape.matmul_flops() / 1e9;
         let mut bench = StepBench::new(shape, &device)?;
-        let step = time(runs, || bench.step().map(drop))?;
-        rows.push(row(
+        let step = time_against_floor(runs, &probe, gflop, || bench.step().map(drop))?;
+        let step_median = step.0.median;
+        rows.push(placed(
             format!(
                 "train step, {name}: B = {} + {} captions, {}/{} → {} → {}",
                 shape.images,
@@ -61,15 +77,15 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
                 shape.dim
             ),
             step,
-            Some(shape.matmul_flops() / 1e9),
+            gflop,
         ));
         let mut reference = StepBench::new(shape, &device)?.with_autograd();
-        let autograd = time(runs, || reference.step().map(drop))?;
+        let autograd = time_against_floor(runs, &probe, gflop, || reference.step().map(drop))?;
         drop(reference);
-        rows.push(row(
+        rows.push(placed(
             "  same step, branches by candle's autograd (reference)".into(),
             autograd,
-            Some(shape.matmul_flops() / 1e9),
+            gflop,
         ));
         let phases = bench.time_phases(runs)?;
         for (phase, timing) in [
@@ -78,22 +94,22 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
             ("backward", phases.backward),
             ("optimiser update (Adam)", phases.optimizer),
         ] {
-            rows.push(row(format!("  of which {phase}"), timing, None));
+            rows.push(plain(format!("  of which {phase}"), timing));
         }
         let assembly = tandem::train::bench::time_batch_assembly(shape, runs, &device)?;
-        rows.push(row(
+        rows.push(plain(
             format!(
                 "  batch assembly (gather the rows; {:.1}% of the step)",
-                100.0 * assembly.median / step.median
+                100.0 * assembly.median / step_median
             ),
             assembly,
-            None,
         ));
-        let loss = bench.time_loss(runs)?;
-        rows.push(row(
+        let loss_gflop = shape.loss_flops() / 1e9;
+        let loss = bench.time_loss_against_floor(runs, &probe, loss_gflop)?;
+        rows.push(placed(
             format!("the paper's loss alone (forward + backward), {name} batch"),
             loss,
-            Some(shape.loss_flops() / 1e9),
+            loss_gflop,
         ));
     }
     // Evaluation: a COCO 1K fold's ranking both ways at width 512.
@@ -104,47 +120,56 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
     };
     let (ie, te) = (spec.draw(images, 1), spec.draw(texts, 2));
     let owner: Vec<u32> = (0..texts as u32).map(|t| t / 5).collect();
-    let rank = time(runs, || {
+    let rank_gflop = 2.0 * (images * texts * dim) as f64 / 1e9;
+    let rank = time_against_floor(runs, &probe, rank_gflop, || {
         tandem::eval::ranks_from_embeddings(&ie, &te, dim, &owner);
         Ok(())
     })?;
-    rows.push(row(
+    rows.push(placed(
         format!("evaluation ranking, {images} images × {texts} captions, dim {dim}"),
         rank,
-        Some(2.0 * (images * texts * dim) as f64 / 1e9),
+        rank_gflop,
     ));
 
-    let last_probe = sgemm_gflops(2048, runs.max(3), &device)?;
-    let (rate, probe) = if last_probe.0 > first_probe.0 {
+    let last_probe = time(runs.max(3), || probe.seconds().map(drop))?;
+    let rate_of = |t: &Timing| probe.gflop() / t.min;
+    let (first_rate, last_rate) = (rate_of(&first_probe), rate_of(&last_probe));
+    let timing = if last_rate > first_rate {
         last_probe
     } else {
         first_probe
     };
-    for r in &mut rows {
-        r.times_floor = r.gflop.map(|g| r.timing.median / (g / rate));
-    }
+    let (slowest, fastest) = rows
+        .iter()
+        .filter_map(|r| r.floor)
+        .fold((f64::INFINITY, 0f64), |(lo, hi), f| {
+            (lo.min(f.probe_slowest), hi.max(f.probe_fastest))
+        });
     rows.insert(
         0,
         Row {
             what: format!(
-                "sgemm probe 2048³, best of before ({:.0}) and after ({:.0} GFLOP/s)",
-                first_probe.0, last_probe.0
+                "sgemm probe 2048³: best of before ({first_rate:.0}) and after ({last_rate:.0} GFLOP/s)"
             ),
-            timing: probe,
-            gflop: Some(2.0 * 2048f64.powi(3) / 1e9),
-            gflop_per_s: Some(rate),
+            timing,
+            gflop: Some(probe.gflop()),
+            gflop_per_s: Some(first_rate.max(last_rate)),
             times_floor: None,
+            floor: None,
         },
     );
 
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Csv => {
-            println!("what,median_s,min_s,max_s,runs,gflop,gflop_per_s,times_floor");
+            println!(
+                "what,median_s,min_s,max_s,runs,gflop,gflop_per_s,times_floor,\
+                 times_floor_min,times_floor_max,probe_slowest,probe_fastest"
+            );
             let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
             for r in &rows {
                 println!(
-                    "{},{:.4},{:.4},{:.4},{},{},{},{}",
+                    "{},{:.4},{:.4},{:.4},{},{},{},{},{},{},{},{}",
                     crate::output::csv_field(&r.what),
                     r.timing.median,
                     r.timing.min,
@@ -152,31 +177,41 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
                     r.timing.runs,
                     opt(r.gflop),
                     opt(r.gflop_per_s),
-                    opt(r.times_floor)
+                    opt(r.times_floor),
+                    opt(r.floor.map(|f| f.min)),
+                    opt(r.floor.map(|f| f.max)),
+                    opt(r.floor.map(|f| f.probe_slowest)),
+                    opt(r.floor.map(|f| f.probe_fastest)),
                 );
             }
         }
         Format::Table => {
             println!(
-                "{:<66} {:>10} {:>19} {:>7} {:>8} {:>7}",
-                "what", "median", "min–max", "GFLOP", "GFLOP/s", "× floor"
+                "{:<66} {:>10} {:>19} {:>7} {:>8} {:>7} {:>11}",
+                "what", "median", "min–max", "GFLOP", "GFLOP/s", "× floor", "runs"
             );
             let opt =
                 |v: Option<f64>, p: usize| v.map_or("–".to_string(), |v| format!("{v:.p$}"));
             for r in &rows {
                 let range = format!("{:.3}–{:.3} s", r.timing.min, r.timing.max);
+                let floor_range = r
+                    .floor
+                    .map_or("–".to_string(), |f| format!("{:.2}–{:.2}", f.min, f.max));
                 println!(
-                    "{:<66} {:>8.3} s {:>19} {:>7} {:>8} {:>7}",
+                    "{:<66} {:>8.3} s {:>19} {:>7} {:>8} {:>7} {:>11}",
                     r.what,
                     r.timing.median,
                     range,
                     opt(r.gflop, 1),
                     opt(r.gflop_per_s, 1),
-                    opt(r.times_floor, 2)
+                    opt(r.times_floor, 2),
+                    floor_range
                 );
             }
             println!(
-                "(median of {runs} runs after one warm-up; floor = GFLOP / {rate:.1} GFLOP/s, this machine's sgemm rate measured above; gemm: {})",
+                "(median of {runs} runs after one warm-up; × floor: the median over the runs of seconds / (GFLOP / sgemm rate), \
+                 each run against the faster of the probe products just before and just after it, \
+                 which ran at {slowest:.0}–{fastest:.0} GFLOP/s; gemm: {})",
                 tandem::model::gemm::backend()
             );
         }

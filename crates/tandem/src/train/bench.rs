@@ -227,6 +227,28 @@ impl StepBench {
     /// # Errors
     /// A tensor error.
     pub fn time_loss(&mut self, runs: usize) -> Result<Timing> {
+        self.loss_runs(|run| time(runs, run))
+    }
+
+    /// [`StepBench::time_loss`] with each run placed against the floor (see
+    /// [`time_against_floor`]); `gflop` is the loss's matrix-product work.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn time_loss_against_floor(
+        &mut self,
+        runs: usize,
+        probe: &SgemmProbe,
+        gflop: f64,
+    ) -> Result<(Timing, FloorRatio)> {
+        self.loss_runs(|run| time_against_floor(runs, probe, gflop, run))
+    }
+
+    /// Hands `timer` one run of the loss forward and backward on the batch's embeddings.
+    fn loss_runs<R>(
+        &mut self,
+        timer: impl FnOnce(&mut dyn FnMut() -> Result<()>) -> Result<R>,
+    ) -> Result<R> {
         let (images, texts) = self.model.forward(&self.images, &self.texts, Mode::Eval)?;
         let (images, texts) = (Var::from_tensor(&images)?, Var::from_tensor(&texts)?);
         let batch = Embedded::new(
@@ -236,7 +258,7 @@ impl StepBench {
             &self.text_ids,
         );
         let objective = &self.objective;
-        time(runs, || {
+        timer(&mut || {
             super::on_pool::on_pool(|| {
                 let out = objective.forward(&batch)?;
                 out.total.backward()?;
@@ -341,22 +363,144 @@ pub fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
 }
 
 /// The machine's single-precision matrix-multiply rate through the gemm the training step
-/// uses ([`crate::model::gemm`]): an `n × n` by `n × n` product timed `runs` times, GFLOP/s of
+/// uses ([`crate::model::gemm`]): one `n × n` by `n × n` product per call.
+pub struct SgemmProbe {
+    a: Tensor,
+    b: Tensor,
+    device: Device,
+}
+
+impl SgemmProbe {
+    /// Random `n × n` operands on `device`.
+    ///
+    /// # Errors
+    /// A tensor error from allocation on `device`.
+    pub fn new(n: usize, device: &Device) -> Result<Self> {
+        Ok(SgemmProbe {
+            a: Tensor::randn(0f32, 1.0, (n, n), device)?,
+            b: Tensor::randn(0f32, 1.0, (n, n), device)?,
+            device: device.clone(),
+        })
+    }
+
+    /// Floating-point operations of one product.
+    pub fn gflop(&self) -> f64 {
+        let n = self.a.dim(0).unwrap_or(0) as f64;
+        2.0 * n * n * n / 1e9
+    }
+
+    /// Seconds of one product.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn seconds(&self) -> Result<f64> {
+        let started = Instant::now();
+        let c = crate::model::gemm::product(&self.a, &self.b)?;
+        self.device.synchronize()?;
+        let seconds = started.elapsed().as_secs_f64();
+        drop(c);
+        Ok(seconds)
+    }
+
+    /// GFLOP/s of one product.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn rate(&self) -> Result<f64> {
+        Ok(self.gflop() / self.seconds()?)
+    }
+}
+
+/// The machine's sgemm rate: [`SgemmProbe`] timed `runs` times (after a warm-up), GFLOP/s of
 /// the fastest.
 ///
 /// # Errors
 /// A tensor error from allocation on `device`.
 pub fn sgemm_gflops(n: usize, runs: usize, device: &Device) -> Result<(f64, Timing)> {
-    let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
-    let b = Tensor::randn(0f32, 1.0, (n, n), device)?;
-    let timing = time(runs, || {
-        let c = crate::model::gemm::product(&a, &b)?;
-        device.synchronize()?;
-        drop(c);
-        Ok(())
-    })?;
-    let flops = 2.0 * (n * n * n) as f64;
-    Ok((flops / timing.min / 1e9, timing))
+    let probe = SgemmProbe::new(n, device)?;
+    let timing = time(runs, || probe.seconds().map(drop))?;
+    Ok((probe.gflop() / timing.min, timing))
+}
+
+/// How a timed item compares with the floor its matrix products set, run by run: each run's
+/// seconds against `gflop / rate`, the rate being the faster of the two probe products timed
+/// just before and just after that run. On a shared machine the sgemm rate was seen to drift
+/// by 1.5× within a minute; a probe next to each run places each run against the rate of its
+/// own moment, where one rate for the whole bench would place a run made in a slow minute
+/// against a fast one (or the reverse).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FloorRatio {
+    /// Median over the runs of `seconds / (gflop / rate)`.
+    pub median: f64,
+    /// Smallest run ratio.
+    pub min: f64,
+    /// Largest run ratio.
+    pub max: f64,
+    /// Slowest probe rate used, GFLOP/s.
+    pub probe_slowest: f64,
+    /// Fastest probe rate used, GFLOP/s.
+    pub probe_fastest: f64,
+}
+
+impl FloorRatio {
+    /// `seconds[i]` is run `i`; `rates[i]` and `rates[i + 1]` are the probe rates (GFLOP/s)
+    /// just before and just after it, so there is one more rate than runs.
+    ///
+    /// # Errors
+    /// A message when the counts do not fit or there is no run.
+    pub fn of(seconds: &[f64], rates: &[f64], gflop: f64) -> Result<FloorRatio> {
+        if seconds.is_empty() || rates.len() != seconds.len() + 1 {
+            return Err(candle_core::Error::Msg(format!(
+                "FloorRatio::of: {} runs need {} probe rates, got {}",
+                seconds.len(),
+                seconds.len() + 1,
+                rates.len()
+            ))
+            .into());
+        }
+        let used: Vec<f64> = rates.windows(2).map(|w| w[0].max(w[1])).collect();
+        let ratios: Vec<f64> = seconds
+            .iter()
+            .zip(&used)
+            .map(|(s, rate)| s * rate / gflop)
+            .collect();
+        let ratio = Timing::of(ratios);
+        let rate = Timing::of(used);
+        Ok(FloorRatio {
+            median: ratio.median,
+            min: ratio.min,
+            max: ratio.max,
+            probe_slowest: rate.min,
+            probe_fastest: rate.max,
+        })
+    }
+}
+
+/// Times `runs` calls of `f` after one warm-up call, with a probe product before the first
+/// run and after each, and places each run against its floor (see [`FloorRatio`]). `gflop`
+/// is the matrix-product work of one call.
+///
+/// # Errors
+/// The first error of `f` or of the probe.
+pub fn time_against_floor(
+    runs: usize,
+    probe: &SgemmProbe,
+    gflop: f64,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(Timing, FloorRatio)> {
+    f()?;
+    let runs = runs.max(1);
+    let mut seconds = Vec::with_capacity(runs);
+    let mut rates = Vec::with_capacity(runs + 1);
+    rates.push(probe.rate()?);
+    for _ in 0..runs {
+        let started = Instant::now();
+        f()?;
+        seconds.push(started.elapsed().as_secs_f64());
+        rates.push(probe.rate()?);
+    }
+    let floor = FloorRatio::of(&seconds, &rates, gflop)?;
+    Ok((Timing::of(seconds), floor))
 }
 
 #[cfg(test)]
@@ -386,6 +530,44 @@ mod tests {
                 "step {step}: explicit {a}, autograd {b}"
             );
         }
+    }
+
+    /// Hand-computed: three runs of 1, 2 and 3 s of 10 GFLOP between probes of 10, 20, 5
+    /// and 10 GFLOP/s. Each run takes the faster of its two probes: 20, 20, 10. Ratios:
+    /// 1·20/10 = 2, 2·20/10 = 4, 3·10/10 = 3.
+    #[test]
+    fn each_run_is_placed_against_the_faster_probe_next_to_it() {
+        let floor = FloorRatio::of(&[1.0, 2.0, 3.0], &[10.0, 20.0, 5.0, 10.0], 10.0).unwrap();
+        assert_eq!(
+            floor,
+            FloorRatio {
+                median: 3.0,
+                min: 2.0,
+                max: 4.0,
+                probe_slowest: 10.0,
+                probe_fastest: 20.0,
+            }
+        );
+        assert!(FloorRatio::of(&[1.0], &[1.0], 1.0).is_err());
+        assert!(FloorRatio::of(&[], &[1.0], 1.0).is_err());
+    }
+
+    #[test]
+    fn the_probe_and_the_paired_timing_report_consistent_rates() {
+        let probe = SgemmProbe::new(64, &Device::Cpu).unwrap();
+        assert!((probe.gflop() - 2.0 * 64f64.powi(3) / 1e9).abs() < 1e-15);
+        let mut calls = 0;
+        let (timing, floor) = time_against_floor(3, &probe, 1e-3, || {
+            calls += 1;
+            probe.seconds().map(drop)
+        })
+        .unwrap();
+        assert_eq!((calls, timing.runs), (4, 3));
+        assert!(floor.min <= floor.median && floor.median <= floor.max);
+        assert!(0.0 < floor.probe_slowest && floor.probe_slowest <= floor.probe_fastest);
+        // Each run's ratio lies between its seconds at the slowest and at the fastest rate.
+        assert!(floor.median >= timing.min * floor.probe_slowest / 1e-3 * (1.0 - 1e-12));
+        assert!(floor.median <= timing.max * floor.probe_fastest / 1e-3 * (1.0 + 1e-12));
     }
 
     #[test]
