@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 use tandem::data::LatentRows;
 use tandem::train::bench::{
-    FloorRatio, SgemmProbe, StepBench, StepShape, Timing, time, time_against_floor,
+    FloorRatio, SgemmProbe, StepBench, StepShape, Timing, time_against_floor,
 };
 
 use crate::cli::{BenchSize, Format};
@@ -35,8 +35,8 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
     }
     let device = tandem::default_device()?;
     let probe = SgemmProbe::new(2048, &device)?;
-    // Warm-up and the rate at the start, for the report's first line.
-    let first_probe = time(runs.max(3), || probe.seconds().map(drop))?;
+    // The rate at the start, for the report's first line.
+    let (first_rate, first_probe) = probe.best_rate(runs.max(3))?;
     tracing::info!("matrix products: {}", tandem::model::gemm::backend());
     let mut rows = Vec::new();
     let plain = |what: String, timing: Timing| Row {
@@ -131,9 +131,7 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
         rank_gflop,
     ));
 
-    let last_probe = time(runs.max(3), || probe.seconds().map(drop))?;
-    let rate_of = |t: &Timing| probe.gflop() / t.min;
-    let (first_rate, last_rate) = (rate_of(&first_probe), rate_of(&last_probe));
+    let (last_rate, last_probe) = probe.best_rate(runs.max(3))?;
     let timing = if last_rate > first_rate {
         last_probe
     } else {

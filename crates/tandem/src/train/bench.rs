@@ -365,6 +365,7 @@ pub fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
 /// The machine's single-precision matrix-multiply rate through the gemm the training step
 /// uses ([`crate::model::gemm`]): one `n × n` by `n × n` product per call.
 pub struct SgemmProbe {
+    n: usize,
     a: Tensor,
     b: Tensor,
     device: Device,
@@ -377,6 +378,7 @@ impl SgemmProbe {
     /// A tensor error from allocation on `device`.
     pub fn new(n: usize, device: &Device) -> Result<Self> {
         Ok(SgemmProbe {
+            n,
             a: Tensor::randn(0f32, 1.0, (n, n), device)?,
             b: Tensor::randn(0f32, 1.0, (n, n), device)?,
             device: device.clone(),
@@ -385,8 +387,7 @@ impl SgemmProbe {
 
     /// Floating-point operations of one product.
     pub fn gflop(&self) -> f64 {
-        let n = self.a.dim(0).unwrap_or(0) as f64;
-        2.0 * n * n * n / 1e9
+        2.0 * (self.n as f64).powi(3) / 1e9
     }
 
     /// Seconds of one product.
@@ -409,17 +410,16 @@ impl SgemmProbe {
     pub fn rate(&self) -> Result<f64> {
         Ok(self.gflop() / self.seconds()?)
     }
-}
 
-/// The machine's sgemm rate: [`SgemmProbe`] timed `runs` times (after a warm-up), GFLOP/s of
-/// the fastest.
-///
-/// # Errors
-/// A tensor error from allocation on `device`.
-pub fn sgemm_gflops(n: usize, runs: usize, device: &Device) -> Result<(f64, Timing)> {
-    let probe = SgemmProbe::new(n, device)?;
-    let timing = time(runs, || probe.seconds().map(drop))?;
-    Ok((probe.gflop() / timing.min, timing))
+    /// The product timed `runs` times after a warm-up: GFLOP/s of the fastest, and the
+    /// timing.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn best_rate(&self, runs: usize) -> Result<(f64, Timing)> {
+        let timing = time(runs, || self.seconds().map(drop))?;
+        Ok((self.gflop() / timing.min, timing))
+    }
 }
 
 /// How a timed item compares with the floor its matrix products set, run by run: each run's
@@ -556,6 +556,9 @@ mod tests {
     fn the_probe_and_the_paired_timing_report_consistent_rates() {
         let probe = SgemmProbe::new(64, &Device::Cpu).unwrap();
         assert!((probe.gflop() - 2.0 * 64f64.powi(3) / 1e9).abs() < 1e-15);
+        let (best, timing) = probe.best_rate(2).unwrap();
+        assert_eq!(timing.runs, 2);
+        assert!((best - probe.gflop() / timing.min).abs() <= 1e-12 * best);
         let mut calls = 0;
         let (timing, floor) = time_against_floor(3, &probe, 1e-3, || {
             calls += 1;
