@@ -222,16 +222,8 @@ impl StepBench {
     }
 
     /// Times the loss forward and backward alone, `runs` times, on the batch's embeddings
-    /// (evaluation mode, made variables so that the backward runs).
-    ///
-    /// # Errors
-    /// A tensor error.
-    pub fn time_loss(&mut self, runs: usize) -> Result<Timing> {
-        self.loss_runs(|run| time(runs, run))
-    }
-
-    /// [`StepBench::time_loss`] with each run placed against the floor (see
-    /// [`time_against_floor`]); `gflop` is the loss's matrix-product work.
+    /// (evaluation mode, made variables so that the backward runs), each run placed against
+    /// the floor (see [`time_against_floor`]); `gflop` is the loss's matrix-product work.
     ///
     /// # Errors
     /// A tensor error.
@@ -241,14 +233,6 @@ impl StepBench {
         probe: &SgemmProbe,
         gflop: f64,
     ) -> Result<(Timing, FloorRatio)> {
-        self.loss_runs(|run| time_against_floor(runs, probe, gflop, run))
-    }
-
-    /// Hands `timer` one run of the loss forward and backward on the batch's embeddings.
-    fn loss_runs<R>(
-        &mut self,
-        timer: impl FnOnce(&mut dyn FnMut() -> Result<()>) -> Result<R>,
-    ) -> Result<R> {
         let (images, texts) = self.model.forward(&self.images, &self.texts, Mode::Eval)?;
         let (images, texts) = (Var::from_tensor(&images)?, Var::from_tensor(&texts)?);
         let batch = Embedded::new(
@@ -258,7 +242,7 @@ impl StepBench {
             &self.text_ids,
         );
         let objective = &self.objective;
-        timer(&mut || {
+        time_against_floor(runs, probe, gflop, || {
             super::on_pool::on_pool(|| {
                 let out = objective.forward(&batch)?;
                 out.total.backward()?;
