@@ -132,6 +132,17 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+/// How the learning rate moves over a run (a linear warm-up may come first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrScheduleKind {
+    /// × `lr_decay_factor` every `lr_decay_epochs` epochs; with `lr_decay_epochs = 0` (the
+    /// default) a constant rate, which is what the reference runs.
+    Step,
+    /// Half a cosine from `lr` to `min_lr` over the steps after the warm-up.
+    Cosine,
+}
+
 /// Optimisation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -148,10 +159,17 @@ pub struct TrainConfig {
     pub momentum: f64,
     /// Weight decay.
     pub weight_decay: f64,
-    /// Multiply the learning rate by `lr_decay_factor` every this many epochs (0: never).
+    /// `step` (constant unless `lr_decay_epochs > 0`) or `cosine`.
+    pub lr_schedule: LrScheduleKind,
+    /// For `step`: multiply the learning rate by `lr_decay_factor` every this many epochs
+    /// (0: never, the default, as the reference runs).
     pub lr_decay_epochs: usize,
     /// Step-decay factor.
     pub lr_decay_factor: f64,
+    /// Steps of linear warm-up from `lr / warmup` to the schedule's rate (0: none).
+    pub lr_warmup_steps: usize,
+    /// For `cosine`: the rate at the last step.
+    pub min_lr: f64,
     /// Stop after this many epochs without a better validation rsum (0: never).
     pub patience: usize,
     /// Rows per forward pass when embedding for evaluation.
@@ -267,9 +285,12 @@ impl Default for TrainConfig {
             lr: 1e-4,
             momentum: 0.9,
             weight_decay: 0.0,
-            lr_decay_epochs: 10,
+            lr_schedule: LrScheduleKind::Step,
+            lr_decay_epochs: 0,
             lr_decay_factor: 0.1,
-            patience: 5,
+            lr_warmup_steps: 0,
+            min_lr: 0.0,
+            patience: 0,
             eval_batch_size: 1024,
             skip_nonfinite: false,
         }
@@ -466,6 +487,20 @@ impl Config {
                 "train.lr_decay_factor",
                 t.lr_decay_factor.to_string(),
                 "must be in (0, 1]",
+            );
+        }
+        if t.lr_schedule == LrScheduleKind::Cosine && t.lr_decay_epochs > 0 {
+            return bad(
+                "train.lr_decay_epochs",
+                t.lr_decay_epochs.to_string(),
+                "applies to lr_schedule = \"step\" only; set it to 0 with \"cosine\"",
+            );
+        }
+        if !(t.min_lr >= 0.0 && t.min_lr <= t.lr) {
+            return bad(
+                "train.min_lr",
+                t.min_lr.to_string(),
+                "must be in [0, train.lr]",
             );
         }
         if t.eval_batch_size == 0 {

@@ -34,6 +34,7 @@ pub mod data;
 mod error;
 pub mod eval;
 pub mod fsio;
+pub mod image;
 pub mod index;
 pub mod loss;
 pub mod model;

@@ -14,7 +14,7 @@ pub use early_stop::{EarlyStopping, Verdict};
 pub use health::{COLLAPSE_SPREAD, Health};
 pub use observer::{EpochReport, NoopObserver, Observer, StepReport};
 pub use optimizer::{Adam, Optimizer, SgdMomentum};
-pub use schedule::step_decay;
+pub use schedule::{LrSchedule, step_decay};
 pub use trainer::{
     RunFiles, TrainOutcome, evaluate_protocol, evaluate_split, resolve_splits, resume, train,
 };

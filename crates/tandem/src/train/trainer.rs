@@ -19,7 +19,7 @@ use crate::loss::{Embedded, Memory, Objective, Temperature};
 use crate::model::{Backward, Checkpoint, TwoBranch, load_checkpoint, save_checkpoint};
 use crate::train::on_pool::on_pool;
 use crate::train::{
-    EarlyStopping, EpochReport, Health, Observer, Optimizer, StepReport, step_decay,
+    EarlyStopping, EpochReport, Health, LrSchedule, Observer, Optimizer, StepReport,
 };
 
 /// The files of a run folder.
@@ -453,18 +453,20 @@ fn run(
     };
 
     let steps_per_epoch = batcher.epoch(first_epoch_to_run).len();
+    let schedule = LrSchedule::new(t, steps_per_epoch);
     observer.on_start(t.epochs, steps_per_epoch);
     let mut epochs_run = first_epoch_to_run;
     let mut stopped_early = false;
     for epoch in first_epoch_to_run..t.epochs {
         let epoch_start = Instant::now();
-        let lr = step_decay(t.lr, t.lr_decay_factor, t.lr_decay_epochs, epoch);
-        optimizer.set_learning_rate(lr);
         let batches = batcher.epoch(epoch);
         let objective = Objective::for_epoch(&config.loss, epoch);
         let mut loss_sum = 0.0;
         let mut skipped_in_epoch = 0;
+        let mut lr = schedule.lr(step, epoch);
         for (k, batch) in batches.iter().enumerate() {
+            lr = schedule.lr(step, epoch);
+            optimizer.set_learning_rate(lr);
             step += 1;
             let b = batch.images.len();
             let images = Tensor::from_vec(

@@ -2,6 +2,7 @@
 
 mod data;
 mod eval;
+mod image;
 mod index;
 mod loss;
 mod text;
