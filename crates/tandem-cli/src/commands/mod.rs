@@ -4,6 +4,7 @@ mod bench;
 mod compare;
 mod demo;
 mod embed;
+mod encode_images;
 mod encode_text;
 mod eval;
 mod report;
@@ -145,6 +146,25 @@ pub fn run(command: Command) -> Result<()> {
                 None => encode_text::Encoder::Tfidf { max_features },
             };
             encode_text::run(&captions, &out, encoder)
+        }
+        Command::EncodeImages {
+            images,
+            list,
+            out,
+            encoder,
+            batch_size,
+            skip_bad,
+        } => {
+            let pictures = match (&images, &list) {
+                (Some(dir), _) => encode_images::Pictures::Folder(dir),
+                (None, Some(list)) => encode_images::Pictures::List(list),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let options = tandem::image::EncodeOptions {
+                batch_size,
+                skip_bad,
+            };
+            encode_images::run(pictures, &out, &encoder, options)
         }
         Command::Bench { size, runs, format } => bench::run(size, runs, format),
         Command::Demo {

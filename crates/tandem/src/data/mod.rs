@@ -4,6 +4,7 @@ mod batcher;
 mod captions;
 mod dataset;
 pub mod npy;
+pub mod npy_rows;
 mod safetensors;
 mod split;
 mod synthetic;

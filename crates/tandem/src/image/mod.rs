@@ -5,6 +5,7 @@
 
 mod decode;
 pub mod efficientnet;
+mod encode_files;
 mod encoder;
 mod jpeg;
 pub mod layers;
@@ -13,5 +14,8 @@ mod preprocess;
 pub mod torch_legacy;
 
 pub use decode::{MAX_PIXELS, read_rgb8, to_rgb8};
+pub use encode_files::{
+    EncodeOptions, EncodedFiles, SkippedFile, encode_files, list_pictures, progress_path,
+};
 pub use encoder::{IMAGE_ENCODER_FILE, ImageEncoder, ImageEncoderRecord, find_weights};
 pub use preprocess::{Preprocessing, Rgb8, resize_bilinear};

@@ -237,3 +237,82 @@ fn bad_weights_are_one_clear_error() {
         "{err}"
     );
 }
+
+/// A run stopped by a bad file keeps its finished batches; once the file is fixed, the run
+/// resumes from there and writes what a straight run writes. With `skip_bad` the file is left
+/// out and every row stays aligned with `encoded`.
+#[test]
+fn encoding_files_resumes_and_skips_bad_files_without_shifting_rows() {
+    use tandem::image::{EncodeOptions, encode_files, progress_path};
+    let Some(weights) = weights() else { return };
+    let encoder = ImageEncoder::load(&weights).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = [
+        "coffee.png",
+        "chelsea.jpg",
+        "tiny_20x13.png",
+        "emoji_dog.gif",
+        "clock_la.png",
+        "rocket_cmyk.jpg",
+    ];
+    for n in names {
+        std::fs::copy(fixture(n), dir.path().join(n)).unwrap();
+    }
+    let files: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let options = EncodeOptions {
+        batch_size: 2,
+        skip_bad: false,
+    };
+    let straight = dir.path().join("straight.npy");
+    encode_files(&encoder, dir.path(), &files, &straight, options, |_, _| {}).unwrap();
+    let straight = npy::read_features(&straight).unwrap();
+    assert_eq!(straight.rows, 6);
+
+    // A bad fifth file stops the run after two batches.
+    std::fs::write(
+        dir.path().join("clock_la.png"),
+        b"\x89PNG\r\n\x1a\n truncated",
+    )
+    .unwrap();
+    let out = dir.path().join("images.npy");
+    let err = encode_files(&encoder, dir.path(), &files, &out, options, |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("clock_la.png"), "{err}");
+    assert!(progress_path(&out).exists() && !out.exists());
+
+    // Fixed, it resumes at file 4 and gives the straight run's rows.
+    std::fs::copy(fixture("clock_la.png"), dir.path().join("clock_la.png")).unwrap();
+    let mut first = None;
+    encode_files(&encoder, dir.path(), &files, &out, options, |done, _| {
+        first.get_or_insert(done);
+    })
+    .unwrap();
+    assert_eq!(first, Some(4));
+    assert_eq!(npy::read_features(&out).unwrap(), straight);
+    assert!(!progress_path(&out).exists());
+
+    // Skipping: the bad file is listed, the rows are the others', in order.
+    std::fs::write(dir.path().join("tiny_20x13.png"), b"not a picture").unwrap();
+    let skip = dir.path().join("skip.npy");
+    let result = encode_files(
+        &encoder,
+        dir.path(),
+        &files,
+        &skip,
+        EncodeOptions {
+            skip_bad: true,
+            ..options
+        },
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(result.skipped.len(), 1);
+    assert_eq!(result.skipped[0].file, "tiny_20x13.png");
+    assert_eq!(result.encoded.len(), 5);
+    let skipped = npy::read_features(&skip).unwrap();
+    for (row, name) in result.encoded.iter().enumerate() {
+        let i = files.iter().position(|f| f == name).unwrap();
+        assert_eq!(skipped.row(row), straight.row(i), "{name}");
+    }
+}
