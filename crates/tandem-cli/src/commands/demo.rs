@@ -33,7 +33,7 @@ pub fn run(
 
     let label = config.loss.label();
     for run in ["model", "linear"] {
-        super::train::record_text_encoder(&data, &out.join(run))?;
+        super::train::record_encoders(&data, &out.join(run))?;
     }
     let (_, model) =
         super::train::train_and_test(&dataset, &out.join("model"), &config, "test", &label)?;

@@ -8,6 +8,7 @@ use tandem::data::{PairedDataset, npy};
 pub fn run(model: &Path, data: &Path, out: &Path) -> Result<()> {
     let (checkpoint, run_dir) = super::open_model(model)?;
     tandem::text::TextEncoderRecord::check_same(&run_dir, data)?;
+    tandem::image::ImageEncoderRecord::check_same(&run_dir, data)?;
     let dataset = PairedDataset::open(data)?;
     let mut m = checkpoint.model;
     let chunk = checkpoint.config.train.eval_batch_size;

@@ -1,9 +1,39 @@
 //! `tandem encode-images`: pictures → image features with the built-in EfficientNet-Lite.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use tandem::image::{EncodeOptions, ImageEncoder, encode_files, list_pictures};
+
+/// `image_files.txt`: each row's picture, relative to the dataset folder when it can be.
+pub fn write_image_files(images: &Path, out: &Path, files: &[String]) -> Result<()> {
+    let base = std::path::absolute(out)?;
+    let root = std::path::absolute(images)?;
+    let mut text = String::new();
+    for f in files {
+        let path = relative(&base, &root.join(f));
+        text.push_str(&path.to_string_lossy());
+        text.push('\n');
+    }
+    Ok(tandem::fsio::write_atomic(
+        &out.join(IMAGE_FILES),
+        text.as_bytes(),
+    )?)
+}
+
+/// `path` relative to `base` (both absolute), with `..` where needed.
+fn relative(base: &Path, path: &Path) -> PathBuf {
+    let (b, p): (Vec<_>, Vec<_>) = (base.components().collect(), path.components().collect());
+    let common = b.iter().zip(&p).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &p[common..] {
+        out.push(c);
+    }
+    out
+}
 
 /// Where the pictures are.
 pub enum Pictures<'a> {
@@ -87,9 +117,7 @@ pub fn run(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let mut listing = result.encoded.join("\n");
-    listing.push('\n');
-    tandem::fsio::write_atomic(&folder.join(IMAGE_FILES), listing.as_bytes())?;
+    write_image_files(&root, folder, &result.encoded)?;
     let skipped_path = folder.join(SKIPPED_IMAGES);
     if result.skipped.is_empty() {
         let _ = std::fs::remove_file(&skipped_path);
@@ -118,4 +146,21 @@ pub fn run(
         folder.join(tandem::image::IMAGE_ENCODER_FILE).display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_climb_out_of_the_dataset_folder() {
+        assert_eq!(
+            relative(Path::new("/a/b/data"), Path::new("/a/b/data/x.png")),
+            PathBuf::from("x.png")
+        );
+        assert_eq!(
+            relative(Path::new("/a/b/data"), Path::new("/a/pics/x.png")),
+            PathBuf::from("../../pics/x.png")
+        );
+    }
 }

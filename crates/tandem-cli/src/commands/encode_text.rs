@@ -20,8 +20,33 @@ pub fn run(captions: &Path, out: &Path, encoder: Encoder<'_>) -> Result<()> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(folder)
         .with_context(|| format!("{}: cannot create the folder", folder.display()))?;
-    let mut started = std::time::Instant::now();
-    let (features, record) = match encoder {
+    let started = std::time::Instant::now();
+    let (features, record) = encode(&texts, captions, encoder)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let dim = record.dim();
+    npy::write_f32(out, texts.len(), dim, &features)?;
+    record.write_to(folder)?;
+    tracing::info!(
+        "encoded {} captions into {} ({dim} features each) in {seconds:.1} s ({:.0} captions/s) with {}; recorded in {}",
+        texts.len(),
+        out.display(),
+        texts.len() as f64 / seconds.max(1e-9),
+        record.describe(),
+        folder.join(tandem::text::TEXT_ENCODER_FILE).display()
+    );
+    Ok(())
+}
+
+/// Text features of `texts` (row-major) and the record of the encoder that made them;
+/// `source` names the captions in messages.
+pub fn encode(
+    texts: &[String],
+    source: &Path,
+    encoder: Encoder<'_>,
+) -> Result<(Vec<f32>, TextEncoderRecord)> {
+    let captions = source;
+    let started = std::time::Instant::now();
+    Ok(match encoder {
         Encoder::Sentence { folder, batch_size } => {
             let device = tandem::default_device()?;
             let encoder = SentenceEncoder::open(folder, &device)?;
@@ -30,9 +55,8 @@ pub fn run(captions: &Path, out: &Path, encoder: Encoder<'_>) -> Result<()> {
                 encoder.record().describe(),
                 started.elapsed().as_secs_f64()
             );
-            started = std::time::Instant::now();
             let bar = crate::progress::counter_bar("encode", texts.len());
-            let features = encoder.encode(&texts, batch_size, |done| {
+            let features = encoder.encode(texts, batch_size, |done| {
                 if let Some(bar) = &bar {
                     bar.set_position(done as u64);
                 }
@@ -47,7 +71,7 @@ pub fn run(captions: &Path, out: &Path, encoder: Encoder<'_>) -> Result<()> {
                 anyhow::bail!("--max-features must be at least 1");
             }
             let tfidf = TfIdf::fit(
-                &texts,
+                texts,
                 TfIdf::DEFAULT_WORD_NGRAMS,
                 TfIdf::DEFAULT_CHAR_NGRAMS,
                 max_features,
@@ -58,20 +82,7 @@ pub fn run(captions: &Path, out: &Path, encoder: Encoder<'_>) -> Result<()> {
                     captions.display()
                 );
             }
-            (tfidf.transform(&texts), TextEncoderRecord::Tfidf(tfidf))
+            (tfidf.transform(texts), TextEncoderRecord::Tfidf(tfidf))
         }
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    let dim = record.dim();
-    npy::write_f32(out, texts.len(), dim, &features)?;
-    record.write_to(folder)?;
-    tracing::info!(
-        "encoded {} captions into {} ({dim} features each) in {seconds:.1} s ({:.0} captions/s) with {}; recorded in {}",
-        texts.len(),
-        out.display(),
-        texts.len() as f64 / seconds.max(1e-9),
-        record.describe(),
-        folder.join(tandem::text::TEXT_ENCODER_FILE).display()
-    );
-    Ok(())
+    })
 }

@@ -24,6 +24,7 @@ pub fn run(
     }
     let (checkpoint, run_dir) = super::open_model(model)?;
     tandem::text::TextEncoderRecord::check_same(&run_dir, data)?;
+    tandem::image::ImageEncoderRecord::check_same(&run_dir, data)?;
     let dataset = PairedDataset::open(data)?;
     let splits = resolve_splits(&dataset, &checkpoint.config, Some(&run_dir))?;
     let ids = splits.get(split)?;

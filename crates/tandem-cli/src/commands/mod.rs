@@ -7,6 +7,7 @@ mod embed;
 mod encode_images;
 mod encode_text;
 mod eval;
+mod prepare;
 mod report;
 mod search;
 mod train;
@@ -82,6 +83,8 @@ pub fn run(command: Command) -> Result<()> {
             text_features,
             text,
             encoder,
+            image,
+            image_encoder,
             k,
             mode,
             format,
@@ -93,6 +96,10 @@ pub fn run(command: Command) -> Result<()> {
                 _ if !text.is_empty() => search::Query::Text {
                     texts: &text,
                     encoder: encoder.as_deref(),
+                },
+                _ if !image.is_empty() => search::Query::Image {
+                    files: &image,
+                    encoder: image_encoder.as_deref(),
                 },
                 _ => unreachable!("clap requires one query"),
             };
@@ -166,6 +173,38 @@ pub fn run(command: Command) -> Result<()> {
             };
             encode_images::run(pictures, &out, &encoder, options)
         }
+        Command::Prepare {
+            images,
+            captions,
+            out,
+            image_encoder,
+            text_encoder,
+            tfidf: _,
+            val_images,
+            test_images,
+            seed,
+            batch_size,
+            skip_bad,
+        } => prepare::run(prepare::PrepareArgs {
+            images: &images,
+            captions: &captions,
+            out: &out,
+            image_encoder: &image_encoder,
+            text_encoder: match &text_encoder {
+                Some(folder) => encode_text::Encoder::Sentence {
+                    folder,
+                    batch_size: 64,
+                },
+                None => encode_text::Encoder::Tfidf { max_features: 2048 },
+            },
+            options: tandem::image::EncodeOptions {
+                batch_size,
+                skip_bad,
+            },
+            val_images,
+            test_images,
+            seed,
+        }),
         Command::Bench { size, runs, format } => bench::run(size, runs, format),
         Command::Demo {
             data,

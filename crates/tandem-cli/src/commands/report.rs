@@ -171,6 +171,7 @@ pub fn run(runs: &[PathBuf], data: &Path, out: &Path, split: &str, protocol: &st
     for run in runs {
         let (_, run_dir) = super::open_model(run)?;
         tandem::text::TextEncoderRecord::check_same(&run_dir, data)?;
+        tandem::image::ImageEncoderRecord::check_same(&run_dir, data)?;
     }
     let evaluated: Vec<Evaluated> = runs
         .iter()

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use tandem::data::{Matrix, PairedDataset, npy};
+use tandem::image::{ImageEncoder, ImageEncoderRecord};
 use tandem::index::{Direction, GraphRecall, Hit, HnswParams, Index, SearchMode};
 use tandem::text::{SentenceEncoder, TextEncoderRecord};
 
@@ -26,6 +27,7 @@ pub fn build(
         model.to_path_buf()
     };
     TextEncoderRecord::check_same(&run_dir, data)?;
+    tandem::image::ImageEncoderRecord::check_same(&run_dir, data)?;
     let dataset = PairedDataset::open(data)?;
     let mut index = Index::build(&checkpoint, &dataset)?;
     index.attach_image_files(data)?;
@@ -49,6 +51,13 @@ pub fn build(
         None => TextEncoderRecord::read_from(data)?,
     };
     if let Some(record) = record {
+        record.write_to(out)?;
+    }
+    let image_record = match tandem::image::ImageEncoderRecord::read_from(&run_dir)? {
+        Some(r) => Some(r),
+        None => tandem::image::ImageEncoderRecord::read_from(data)?,
+    };
+    if let Some(record) = image_record {
         record.write_to(out)?;
     }
     tracing::info!(
@@ -144,6 +153,53 @@ pub enum Query<'a> {
         texts: &'a [String],
         encoder: Option<&'a Path>,
     },
+    /// Pictures, and where the image encoder's weights are when they moved.
+    Image {
+        files: &'a [std::path::PathBuf],
+        encoder: Option<&'a Path>,
+    },
+}
+
+/// The image encoder recorded in the index folder, loaded from `moved_to` when given, else from
+/// its recorded path, and checked against the record.
+pub fn open_image_encoder(index_dir: &Path, moved_to: Option<&Path>) -> Result<ImageEncoder> {
+    let Some(record) = ImageEncoderRecord::read_from(index_dir)? else {
+        anyhow::bail!(
+            "{}: the index does not record which encoder made its image features, so a picture cannot be encoded as a query\n  fix: encode the pictures with `tandem encode-images`, train on those features and build the index again",
+            index_dir.display()
+        );
+    };
+    let weights = moved_to.unwrap_or(&record.path);
+    let encoder = ImageEncoder::load(weights)
+        .with_context(|| format!("opening the index's image encoder {}", weights.display()))?;
+    if !encoder.record().same_encoder(&record) {
+        anyhow::bail!(
+            "{}: this is {}, but the index's image features were made by {}\n  fix: pass --image-encoder with the weights the features were encoded with",
+            weights.display(),
+            encoder.record().describe(),
+            record.describe()
+        );
+    }
+    Ok(encoder)
+}
+
+/// Image features of `files` from the encoder recorded in the index folder.
+fn encode_pictures(
+    index_dir: &Path,
+    files: &[std::path::PathBuf],
+    moved_to: Option<&Path>,
+) -> Result<Matrix> {
+    let encoder = open_image_encoder(index_dir, moved_to)?;
+    let pictures = files
+        .iter()
+        .map(|f| tandem::image::read_rgb8(f))
+        .collect::<tandem::Result<Vec<_>>>()?;
+    let rows = encoder.encode(&pictures)?;
+    Ok(Matrix {
+        rows: rows.len(),
+        cols: encoder.record().dim,
+        data: rows.into_iter().flatten().collect(),
+    })
 }
 
 /// The encoder recorded in the index folder, loaded (`None` when the index records none);
@@ -234,6 +290,22 @@ pub fn run(
                 .embed_all(&features, &rows, false, 1024)
                 .with_context(|| format!("embedding {}", path.display()))?;
             (Direction::TextToImage, embedded)
+        }
+        Query::Image { files, encoder } => {
+            let features = encode_pictures(index_dir, files, encoder)?;
+            if features.cols != index.model.d_image {
+                anyhow::bail!(
+                    "--image: {} image features per picture, the index's model expects {}\n  fix: use an index whose model was trained on this encoder's features",
+                    features.cols,
+                    index.model.d_image
+                );
+            }
+            let rows: Vec<u32> = (0..features.rows as u32).collect();
+            let embedded = index
+                .model
+                .embed_all(&features, &rows, true, 1024)
+                .context("embedding --image")?;
+            (Direction::ImageToText, embedded)
         }
     };
     let results = index.search(&queries, direction, k, mode)?;

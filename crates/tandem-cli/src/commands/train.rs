@@ -29,8 +29,14 @@ pub fn prepare_run_dir(out: &Path, overwrite: bool) -> Result<()> {
 
 /// Copies the dataset's `text_encoder.json` into the run, so queries in words can be encoded
 /// like the training captions and other encoders' features are refused.
-pub fn record_text_encoder(data: &Path, out: &Path) -> Result<()> {
+pub fn record_encoders(data: &Path, out: &Path) -> Result<()> {
     if let Some(record) = TextEncoderRecord::read_from(data)? {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("{}: cannot create the run folder", out.display()))?;
+        record.write_to(out)?;
+    }
+    // Likewise the image encoder's, so queries by picture are embedded as the training images.
+    if let Some(record) = tandem::image::ImageEncoderRecord::read_from(data)? {
         std::fs::create_dir_all(out)
             .with_context(|| format!("{}: cannot create the run folder", out.display()))?;
         record.write_to(out)?;
@@ -103,7 +109,7 @@ pub fn run(
 ) -> Result<()> {
     prepare_run_dir(out, overwrite)?;
     let dataset = PairedDataset::open(data)?;
-    record_text_encoder(data, out)?;
+    record_encoders(data, out)?;
     let (_, metrics) = train_and_test(&dataset, out, config, split, "train")?;
     print_metrics(&metrics, format);
     Ok(())
@@ -134,6 +140,7 @@ pub fn resume(
         }
     }
     TextEncoderRecord::check_same(run_dir, data)?;
+    tandem::image::ImageEncoderRecord::check_same(run_dir, data)?;
     let dataset = PairedDataset::open(data)?;
     let device = tandem::default_device()?;
     let mut progress = Progress::new("resume");

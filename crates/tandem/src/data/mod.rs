@@ -1,6 +1,7 @@
 //! Loading paired image–text features, splitting them by image and batching them.
 
 mod batcher;
+mod caption_sources;
 mod captions;
 mod dataset;
 pub mod npy;
@@ -11,6 +12,7 @@ mod synthetic;
 
 pub use self::safetensors::read_dataset as parse_safetensors_dataset;
 pub use batcher::{Batch, Batcher};
+pub use caption_sources::{CaptionSource, read_caption_source};
 pub use captions::{parse_captions, read_caption_texts, read_captions};
 pub use dataset::PairedDataset;
 pub use split::{SplitView, Splits};
