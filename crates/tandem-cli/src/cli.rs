@@ -339,6 +339,10 @@ pub enum Command {
         /// were encoded (checked against the recorded one).
         #[arg(long)]
         encoder: Option<PathBuf>,
+        /// EfficientNet-Lite weights for picture queries, when they moved since the features
+        /// were encoded (checked against the recorded ones).
+        #[arg(long)]
+        image_encoder: Option<PathBuf>,
         #[command(flatten)]
         mode: SearchModeArgs,
         /// Exact searches waiting together are scored in one pass over the gallery, up to this

@@ -905,15 +905,21 @@ impl Server {
 
     /// One HTTP/1.1 request; returns the status and the body.
     fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        self.request_bytes(method, path, body.as_bytes())
+    }
+
+    /// [`Server::request`] with a body of any bytes (a picture upload).
+    fn request_bytes(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.addr,
             body.len()
         )
         .unwrap();
+        stream.write_all(body).unwrap();
         let mut response = Vec::new();
         stream.read_to_end(&mut response).unwrap();
         let response = String::from_utf8(response).unwrap();
@@ -1348,6 +1354,28 @@ fn prepare_train_and_search_by_picture() {
     let json: serde_json::Value = serde_json::from_slice(&stdout_of_success(out)).unwrap();
     assert_eq!(json["direction"], "image_to_text");
     assert_eq!(json["results"][0].as_array().unwrap().len(), 16);
+
+    // The server answers pictures too: uploaded, or by a path on its disk, alike.
+    let server = Server::start(&index);
+    let (status, _, health) = server.get("/health");
+    assert_eq!(status, 200);
+    assert!(health.contains("efficientnet-lite0"), "{health}");
+    let coffee = std::fs::read(pictures.join("coffee.png")).unwrap();
+    let (status, uploaded) = server.request_bytes("POST", "/search/image?k=5", &coffee);
+    assert_eq!(status, 200, "{uploaded}");
+    let uploaded: serde_json::Value = serde_json::from_str(&uploaded).unwrap();
+    let path = serde_json::json!({"image_path": pictures.join("coffee.png"), "k": 5}).to_string();
+    let (status, by_path) = server.search(&path);
+    assert_eq!(status, 200);
+    assert_eq!(uploaded["results"], by_path["results"]);
+    assert_eq!(uploaded["results"].as_array().unwrap().len(), 5);
+    let (status, bad) = server.request_bytes("POST", "/search/image", b"not a picture");
+    assert_eq!(status, 400);
+    assert!(
+        bad.contains("uploaded picture") && bad.contains("not a picture"),
+        "{bad}"
+    );
+    drop(server);
 
     // A broken picture stops prepare with its name; --skip-bad leaves it and its captions out.
     std::fs::write(pictures.join("rocket.jpg"), b"\xff\xd8\xff\xe0 cut").unwrap();

@@ -117,6 +117,7 @@ pub fn run(command: Command) -> Result<()> {
             index,
             addr,
             encoder,
+            image_encoder,
             mode,
             batch,
         } => {
@@ -124,6 +125,13 @@ pub fn run(command: Command) -> Result<()> {
                 anyhow::bail!("--batch must be at least 1");
             }
             let text = search::open_text_encoder(&index, encoder.as_deref())?;
+            let pictures = match tandem::image::ImageEncoderRecord::read_from(&index)? {
+                Some(_) => Some(search::open_image_encoder(
+                    &index,
+                    image_encoder.as_deref(),
+                )?),
+                None => None,
+            };
             let opened = tandem::index::Index::open(&index)?;
             let mode = search::mode_for(&opened, mode)?;
             tracing::info!(
@@ -135,10 +143,9 @@ pub fn run(command: Command) -> Result<()> {
                     .map(|t| format!("; words encoded by {}", t.describe()))
                     .unwrap_or_default()
             );
-            crate::server::serve(
-                crate::server::AppState::new(opened, text, mode, batch),
-                addr,
-            )
+            let mut state = crate::server::AppState::new(opened, text, mode, batch);
+            state.pictures = pictures;
+            crate::server::serve(state, addr)
         }
         Command::EncodeText {
             captions,

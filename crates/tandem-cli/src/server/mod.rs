@@ -23,9 +23,9 @@ use tandem::index::{Index, SearchMode};
 pub use batcher::DEFAULT_BATCH;
 pub use query::{Embedder, QueryText, SearchRequest};
 
-/// Largest request body accepted (a 1M-float feature vector would not fit; 512-d ones do
-/// many times over).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Largest request body accepted: a photo upload to `/search/image` fits; a 1M-float
+/// feature vector as JSON does not.
+pub const MAX_BODY_BYTES: usize = 8 << 20;
 
 /// What every handler shares.
 pub struct AppState {
@@ -36,6 +36,8 @@ pub struct AppState {
     pub exact: batcher::ExactBatcher,
     pub embedder: Embedder,
     pub text: Option<QueryText>,
+    /// Encodes picture queries, when the index records its image encoder.
+    pub pictures: Option<tandem::image::ImageEncoder>,
     pub metrics: metrics::Metrics,
 }
 
@@ -51,6 +53,7 @@ impl AppState {
             mode,
             embedder,
             text,
+            pictures: None,
             metrics: metrics::Metrics::new(),
         }
     }
@@ -61,6 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/search", post(search))
+        .route("/search/image", post(search_image))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .route("/image/{id}", get(image))
@@ -172,6 +176,51 @@ async fn search(
     }
 }
 
+/// `POST /search/image?k=10`: the body is a picture file (any format tandem decodes); answers
+/// its nearest captions like `/search`.
+async fn search_image(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(params): axum::extract::Query<ImageParams>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return error(
+                rejection.status(),
+                format!("{} (at most {MAX_BODY_BYTES} bytes)", rejection.body_text()),
+            );
+        }
+    };
+    let worker = state.clone();
+    let job = move || {
+        query::run_picture(
+            &worker,
+            query::Picture::Upload(body.to_vec()),
+            params.k,
+            params.exact,
+        )
+    };
+    match tokio::task::spawn_blocking(job).await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(query::Rejected(message))) => error(StatusCode::BAD_REQUEST, message),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("search failed: {e}"),
+        ),
+    }
+}
+
+/// The query string of `/search/image`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageParams {
+    #[serde(default = "query::default_k")]
+    k: usize,
+    #[serde(default)]
+    exact: bool,
+}
+
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let index = &state.index;
     Json(serde_json::json!({
@@ -184,6 +233,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             SearchMode::Approximate { ef } => format!("hnsw (ef {ef})"),
         },
         "text_queries": state.text.as_ref().map(QueryText::describe),
+        "picture_queries": state.pictures.as_ref().map(|p| p.record().describe()),
     }))
     .into_response()
 }

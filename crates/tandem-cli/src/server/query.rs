@@ -21,6 +21,9 @@ pub const MAX_K: usize = 1000;
 ///   features (image→text), embedded by the index's model.
 /// - `{"text": "a dog on a beach"}`: words, encoded as the training captions were (text→image).
 ///
+/// - `{"image_path": "/photos/a.jpg"}`: a picture on the server's disk, encoded by the image
+///   encoder the index records (image→text); `POST /search/image` takes the picture itself.
+///
 /// `"exact": true` scores every gallery row even when the server searches its HNSW graphs.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +35,8 @@ pub struct SearchRequest {
     #[serde(default)]
     pub text: Option<String>,
     #[serde(default)]
+    pub image_path: Option<std::path::PathBuf>,
+    #[serde(default)]
     pub direction: Option<Direction>,
     #[serde(default = "default_k")]
     pub k: usize,
@@ -39,7 +44,7 @@ pub struct SearchRequest {
     pub exact: bool,
 }
 
-fn default_k() -> usize {
+pub fn default_k() -> usize {
     10
 }
 
@@ -86,23 +91,70 @@ impl QueryText {
 /// The model, behind a lock: embedding a feature query uses its branches.
 pub struct Embedder(pub Mutex<TwoBranch>);
 
-pub fn run(state: &AppState, request: SearchRequest) -> Result<Answer, Rejected> {
-    if request.k == 0 || request.k > MAX_K {
+/// A picture query: a file on the server's disk or uploaded bytes.
+pub enum Picture {
+    Path(std::path::PathBuf),
+    Upload(Vec<u8>),
+}
+
+fn check_k(k: usize) -> Result<(), Rejected> {
+    if k == 0 || k > MAX_K {
         return Err(Rejected(format!(
-            "k is {}; it must be between 1 and {MAX_K}",
-            request.k
+            "k is {k}; it must be between 1 and {MAX_K}"
         )));
     }
+    Ok(())
+}
+
+/// Encodes a picture with the index's image encoder and searches its captions.
+pub fn run_picture(
+    state: &AppState,
+    picture: Picture,
+    k: usize,
+    exact: bool,
+) -> Result<Answer, Rejected> {
+    check_k(k)?;
+    let Some(encoder) = &state.pictures else {
+        return Err(Rejected(
+            "this index does not record which encoder made its image features, so it cannot encode pictures; query by `id` or `features`".to_string(),
+        ));
+    };
+    let decoded = match picture {
+        Picture::Path(path) => tandem::image::read_rgb8(&path),
+        Picture::Upload(bytes) => {
+            tandem::image::decode_rgb8(std::path::Path::new("the uploaded picture"), bytes)
+        }
+    }
+    .map_err(|e| Rejected(e.to_string().lines().next().unwrap_or_default().to_string()))?;
+    let features = encoder
+        .encode(std::slice::from_ref(&decoded))
+        .map_err(|e| Rejected(format!("encoding the picture failed: {e}")))?;
+    let query = embed(state, features.into_iter().flatten().collect(), true)?;
+    search_one(state, query, Direction::ImageToText, k, exact)
+}
+
+pub fn run(state: &AppState, request: SearchRequest) -> Result<Answer, Rejected> {
+    check_k(request.k)?;
     let index = &state.index;
     let asked = [
         request.id.is_some(),
         request.features.is_some(),
         request.text.is_some(),
+        request.image_path.is_some(),
     ];
     if asked.iter().filter(|&&a| a).count() != 1 {
         return Err(Rejected(
-            "give exactly one of `id`, `features` or `text`".to_string(),
+            "give exactly one of `id`, `features`, `text` or `image_path`".to_string(),
         ));
+    }
+    if let Some(path) = request.image_path {
+        if request.direction == Some(Direction::TextToImage) {
+            return Err(Rejected(
+                "an `image_path` query searches captions: direction must be image_to_text"
+                    .to_string(),
+            ));
+        }
+        return run_picture(state, Picture::Path(path), request.k, request.exact);
     }
     let (direction, query) = if let Some(text) = &request.text {
         if request.direction == Some(Direction::ImageToText) {
@@ -150,15 +202,23 @@ pub fn run(state: &AppState, request: SearchRequest) -> Result<Answer, Rejected>
             )
         }
     };
-    let mode = if request.exact {
-        SearchMode::Exact
-    } else {
-        state.mode
-    };
+    search_one(state, query, direction, request.k, request.exact)
+}
+
+/// One embedded query against the gallery of `direction`.
+fn search_one(
+    state: &AppState,
+    query: Vec<f32>,
+    direction: Direction,
+    k: usize,
+    exact: bool,
+) -> Result<Answer, Rejected> {
+    let mode = if exact { SearchMode::Exact } else { state.mode };
     let results = match mode {
-        SearchMode::Exact => state.exact.search(query, direction, request.k),
-        SearchMode::Approximate { .. } => index
-            .search(&query, direction, request.k, mode)
+        SearchMode::Exact => state.exact.search(query, direction, k),
+        SearchMode::Approximate { .. } => state
+            .index
+            .search(&query, direction, k, mode)
             .map(|mut lists| lists.pop().unwrap_or_default()),
     }
     .map_err(|e| Rejected(format!("search failed: {e}")))?;

@@ -24,7 +24,14 @@ const FIX: &str = "give a PNG, JPEG, WebP, GIF, BMP or TIFF picture, or pass --s
 /// [`Error::Io`] when the file cannot be read; [`Error::BadFile`] naming the file when it is not
 /// a picture of a supported format, is truncated or corrupt, or is larger than [`MAX_PIXELS`].
 pub fn read_rgb8(path: &Path) -> Result<Rgb8> {
-    let bytes = fsio::read(path)?;
+    decode_rgb8(path, fsio::read(path)?)
+}
+
+/// [`read_rgb8`] on a file's bytes (an upload); `path` only names it in errors.
+///
+/// # Errors
+/// As [`read_rgb8`].
+pub fn decode_rgb8(path: &Path, bytes: Vec<u8>) -> Result<Rgb8> {
     // By content only: a file named .jpg that holds text is no picture.
     let Ok(format) = image::guess_format(&bytes) else {
         return Err(Error::bad_file(

@@ -13,7 +13,7 @@ mod pickle;
 mod preprocess;
 pub mod torch_legacy;
 
-pub use decode::{MAX_PIXELS, read_rgb8, to_rgb8};
+pub use decode::{MAX_PIXELS, decode_rgb8, read_rgb8, to_rgb8};
 pub use encode_files::{
     EncodeOptions, EncodedFiles, SkippedFile, encode_files, list_pictures, progress_path,
 };
