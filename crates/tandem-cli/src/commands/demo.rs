@@ -71,6 +71,7 @@ pub fn run(
             }
             rows.push(("chance", &chance));
             print!("{}", comparison_table(&rows));
+            search_example(&data, &dataset, &out.join("model"), &splits.test)?;
         }
         Format::Csv => {
             let name = format!("tandem ({label})");
@@ -86,5 +87,59 @@ pub fn run(
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
     }
+    Ok(())
+}
+
+/// Text→image search in the trained space: a few test captions and the images they find.
+fn search_example(
+    data: &Path,
+    dataset: &PairedDataset,
+    run: &Path,
+    test_images: &[u32],
+) -> Result<()> {
+    use tandem::index::{Direction, Index, SearchMode};
+    let (checkpoint, _) = super::open_model(run)?;
+    let mut index = Index::build(&checkpoint, dataset)?;
+    index.attach_image_files(data)?;
+    let in_test: std::collections::HashSet<u32> = test_images.iter().copied().collect();
+    let Some(captions) = &dataset.captions else {
+        return Ok(()); // a dataset without caption text has nothing to show in words
+    };
+    // The first caption of three test images spread over the split: not picked for success.
+    let firsts: Vec<usize> = (0..captions.len())
+        .filter(|&c| {
+            in_test.contains(&dataset.text_to_image[c])
+                && (c == 0 || dataset.text_to_image[c - 1] != dataset.text_to_image[c])
+        })
+        .collect();
+    let queries: Vec<usize> = (0..3)
+        .filter_map(|k| firsts.get(k * firsts.len() / 3).copied())
+        .collect();
+    println!();
+    println!(
+        "search in the trained space (text → image, whole gallery of {} images):",
+        index.n_images()
+    );
+    for q in queries {
+        let query = index.embedding_of(Direction::TextToImage, q)?;
+        let hits = index.search(&query, Direction::TextToImage, 3, SearchMode::Exact)?;
+        let truth = dataset.text_to_image[q];
+        let found = hits[0].iter().map(|h| {
+            let mark = if h.id == truth { " ✓" } else { "" };
+            format!("{}{mark}", h.text.as_deref().unwrap_or("?"))
+        });
+        println!(
+            "  \"{}\" → {}",
+            captions[q],
+            found.collect::<Vec<_>>().join(" | ")
+        );
+    }
+    println!(
+        "serve it with pictures: tandem index build --model {} --data {} --out idx && tandem serve --index idx",
+        run.display(),
+        std::fs::canonicalize(data)
+            .unwrap_or(data.to_path_buf())
+            .display()
+    );
     Ok(())
 }

@@ -268,6 +268,33 @@ impl EfficientNetLite {
     /// # Errors
     /// A tensor error when a shape is wrong.
     pub fn features(&self, images: Activations) -> Result<Vec<Vec<f32>>> {
+        use rayon::prelude::*;
+        // The products of one small batch keep only one core busy (candle's gemm does not split
+        // these shapes), so the batch is cut into one part per core, run side by side.
+        let per_image = images.h * images.w * images.c;
+        let parts = rayon::current_num_threads().min(images.n).max(1);
+        let chunk = images.n.div_ceil(parts).max(1);
+        let results: Vec<Result<Vec<Vec<f32>>>> = images
+            .data
+            .par_chunks(chunk * per_image)
+            .map(|part| {
+                let n = part.len() / per_image;
+                self.features_of(Activations {
+                    n,
+                    data: part.to_vec(),
+                    ..images
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(images.n);
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+
+    /// [`Self::features`] of one part of a batch.
+    fn features_of(&self, images: Activations) -> Result<Vec<Vec<f32>>> {
         let mut x = self.stem.forward(&images)?;
         drop(images);
         for block in &self.blocks {

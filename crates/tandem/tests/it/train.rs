@@ -139,7 +139,7 @@ fn checkpoint_from_other_feature_dimension_is_refused() {
         .embed_all(&other, &[0, 1], true, 8)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("dimension 432") && e.contains("has 5"), "{e}");
+    assert!(e.contains("dimension 1280") && e.contains("has 5"), "{e}");
 }
 
 #[test]
