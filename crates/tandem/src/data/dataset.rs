@@ -53,14 +53,24 @@ impl PairedDataset {
                     Err(Error::bad_dataset(
                         root,
                         format!("{name} is missing"),
-                        "a dataset folder needs images.npy, texts.npy and text_to_image.npy (or one dataset.safetensors)",
+                        "a dataset folder needs images.npy (or images.mat), texts.npy (or texts.mat) and text_to_image.npy, or one dataset.safetensors",
                     ))
                 }
             };
             let ids_path = need("text_to_image.npy")?;
-            let images = npy::read_features(&need("images.npy")?)?;
-            let texts = npy::read_features(&need("texts.npy")?)?;
             let ids = npy::read_ids(&ids_path)?;
+            // Features as .npy, or as MATLAB .mat (the reference's format), one item per row
+            // or per column (told apart by the counts the ids give).
+            let features = |name: &str, items: Option<usize>| -> Result<super::Matrix> {
+                let mat = root.join(format!("{name}.mat"));
+                if !root.join(format!("{name}.npy")).exists() && mat.exists() {
+                    return super::mat::read_mat_features(&mat, items);
+                }
+                npy::read_features(&need(&format!("{name}.npy"))?)
+            };
+            let images_seen = ids.iter().copied().max().map(|m| (m.max(0) + 1) as usize);
+            let images = features("images", images_seen)?;
+            let texts = features("texts", Some(ids.len()))?;
             (images, texts, ids, ids_path)
         };
         let text_to_image = check_ids(&ids_path, &raw_ids, texts.rows, images.rows)?;

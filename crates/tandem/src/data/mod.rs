@@ -4,6 +4,7 @@ mod batcher;
 mod caption_sources;
 mod captions;
 mod dataset;
+pub mod mat;
 pub mod npy;
 pub mod npy_rows;
 mod safetensors;

@@ -373,3 +373,31 @@ fn big_endian_and_float64_and_fortran_order_are_read_correctly() {
     assert_eq!((m.rows, m.cols), (2, 3));
     assert_eq!(m.data, vec![0., 1., 2., 3., 4., 5.]);
 }
+
+/// A folder with MATLAB features (the reference's format), texts stored one per column.
+#[test]
+fn a_dataset_folder_reads_mat_features() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mat");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures.join("compressed_v5.mat"),
+        dir.path().join("images.mat"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures.join("columns_v5.mat"),
+        dir.path().join("texts.mat"),
+    )
+    .unwrap();
+    tandem::fsio::write_atomic(
+        &dir.path().join("text_to_image.npy"),
+        &tandem::data::npy::encode_i64(&[0, 1, 2]),
+    )
+    .unwrap();
+    let d = tandem::data::PairedDataset::open(dir.path()).unwrap();
+    assert_eq!(
+        (d.images.rows, d.images.cols, d.texts.rows, d.texts.cols),
+        (3, 4, 3, 4)
+    );
+    assert_eq!(d.images.row(1), &[-0.375, -0.125, 0.125, 0.375]);
+}
