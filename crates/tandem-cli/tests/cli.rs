@@ -1075,7 +1075,7 @@ fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
     );
 
     // Bad requests: 400 (413 when too large) with one JSON error that says what is wrong.
-    let too_large = format!(r#"{{"text": "{}"}}"#, "x".repeat(2 << 20));
+    let too_large = format!(r#"{{"text": "{}"}}"#, "x".repeat(9 << 20));
     let bad: [(&str, u16, &str); 10] = [
         (
             r#"{"id": 1, "direction": "text_to_image", "k": 0}"#,
