@@ -33,6 +33,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Reads the JSON record at `path`; `None` when there is no such file.
+///
+/// # Errors
+/// [`Error::BadFile`] naming the file, with `what` it should be and the `fix`, when it does not
+/// parse; [`Error::Io`] when it cannot be read.
+pub fn read_json_record<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    fix: &str,
+) -> Result<Option<T>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&read(path)?)
+        .map(Some)
+        .map_err(|e| Error::bad_file(path, format!("not {what}: {e}"), fix))
+}
+
+/// Writes `value` as pretty JSON to `path` atomically.
+///
+/// # Errors
+/// [`Error::Io`] naming `path`.
+pub fn write_json_record<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_atomic(
+        path,
+        &serde_json::to_vec_pretty(value).expect("a record serialises"),
+    )
+}
+
 /// Reads a whole file, naming it in the error.
 ///
 /// # Errors

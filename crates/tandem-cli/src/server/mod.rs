@@ -141,19 +141,21 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({"error": message.into()}))).into_response()
 }
 
+/// Over MAX_BODY_BYTES (413) or an unreadable body: a JSON error like every other.
+fn body_error(rejection: BytesRejection) -> Response {
+    error(
+        rejection.status(),
+        format!("{} (at most {MAX_BODY_BYTES} bytes)", rejection.body_text()),
+    )
+}
+
 async fn search(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        // Over MAX_BODY_BYTES (413) or an unreadable body: a JSON error like every other.
-        Err(rejection) => {
-            return error(
-                rejection.status(),
-                format!("{} (at most {MAX_BODY_BYTES} bytes)", rejection.body_text()),
-            );
-        }
+        Err(rejection) => return body_error(rejection),
     };
     let request: SearchRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -185,12 +187,7 @@ async fn search_image(
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => {
-            return error(
-                rejection.status(),
-                format!("{} (at most {MAX_BODY_BYTES} bytes)", rejection.body_text()),
-            );
-        }
+        Err(rejection) => return body_error(rejection),
     };
     let worker = state.clone();
     let job = move || {

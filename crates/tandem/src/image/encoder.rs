@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::efficientnet::{EfficientNetLite, Variant};
 use super::layers::Activations;
@@ -59,18 +58,11 @@ impl ImageEncoderRecord {
     /// # Errors
     /// [`Error::BadFile`] when the file exists but is not a record.
     pub fn read_from(folder: &Path) -> Result<Option<Self>> {
-        let path = folder.join(IMAGE_ENCODER_FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let bytes = fsio::read(&path)?;
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::bad_file(
-                &path,
-                format!("not an image encoder record: {e}"),
-                "write it again with `tandem encode-images`, or delete it",
-            )
-        })
+        fsio::read_json_record(
+            &folder.join(IMAGE_ENCODER_FILE),
+            "an image encoder record",
+            "write it again with `tandem encode-images`, or delete it",
+        )
     }
 
     /// Writes `folder/image_encoder.json` atomically.
@@ -78,8 +70,7 @@ impl ImageEncoderRecord {
     /// # Errors
     /// [`Error::Io`] when the folder is not writable.
     pub fn write_to(&self, folder: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).expect("a record serialises");
-        fsio::write_atomic(&folder.join(IMAGE_ENCODER_FILE), &json)
+        fsio::write_json_record(&folder.join(IMAGE_ENCODER_FILE), self)
     }
 
     /// Checks that the image features in `data` were made by the encoder that `trained` (a run
@@ -161,11 +152,6 @@ pub fn find_weights(path: &Path) -> Result<PathBuf> {
     }
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = fsio::read(path)?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
-}
-
 impl ImageEncoder {
     /// Loads the weights at `path` (see [`find_weights`]); the variant comes from the file name.
     ///
@@ -202,7 +188,7 @@ impl ImageEncoder {
         let record = ImageEncoderRecord {
             model: variant.name.to_string(),
             path: std::path::absolute(&file).unwrap_or(file.clone()),
-            sha256: sha256_file(&file)?,
+            sha256: fsio::sha256(&file)?,
             dim: 1280,
             preprocessing,
             decoding: DECODING.to_string(),

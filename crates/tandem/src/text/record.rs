@@ -70,18 +70,11 @@ impl TextEncoderRecord {
     /// # Errors
     /// [`Error::BadFile`] when the file exists but is not a record.
     pub fn read_from(folder: &Path) -> Result<Option<Self>> {
-        let path = folder.join(TEXT_ENCODER_FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let bytes = fsio::read(&path)?;
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::bad_file(
-                &path,
-                format!("not a text encoder record: {e}"),
-                "write it again with `tandem encode-text`, or delete it",
-            )
-        })
+        fsio::read_json_record(
+            &folder.join(TEXT_ENCODER_FILE),
+            "a text encoder record",
+            "write it again with `tandem encode-text`, or delete it",
+        )
     }
 
     /// Writes `folder/text_encoder.json` atomically.
@@ -89,8 +82,7 @@ impl TextEncoderRecord {
     /// # Errors
     /// [`Error::Io`] when the folder is not writable.
     pub fn write_to(&self, folder: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).expect("a record serialises");
-        fsio::write_atomic(&folder.join(TEXT_ENCODER_FILE), &json)
+        fsio::write_json_record(&folder.join(TEXT_ENCODER_FILE), self)
     }
 
     /// Checks that the text features in `data` were made by the encoder a run or index in
