@@ -53,18 +53,26 @@ impl PairedDataset {
                     Err(Error::bad_dataset(
                         root,
                         format!("{name} is missing"),
-                        "a dataset folder needs images.npy (or images.mat), texts.npy (or texts.mat) and text_to_image.npy, or one dataset.safetensors",
+                        "a dataset folder needs images.npy (or .mat / .h5), texts.npy (or .mat / .h5) and text_to_image.npy, or one dataset.safetensors",
                     ))
                 }
             };
             let ids_path = need("text_to_image.npy")?;
             let ids = npy::read_ids(&ids_path)?;
-            // Features as .npy, or as MATLAB .mat (the reference's format), one item per row
+            // Features as .npy, MATLAB .mat (the reference's format) or .h5, one item per row
             // or per column (told apart by the counts the ids give).
             let features = |name: &str, items: Option<usize>| -> Result<super::Matrix> {
-                let mat = root.join(format!("{name}.mat"));
-                if !root.join(format!("{name}.npy")).exists() && mat.exists() {
-                    return super::mat::read_mat_features(&mat, items);
+                if !root.join(format!("{name}.npy")).exists() {
+                    let (mat, h5) = (
+                        root.join(format!("{name}.mat")),
+                        root.join(format!("{name}.h5")),
+                    );
+                    if mat.exists() {
+                        return super::mat::read_mat_features(&mat, items);
+                    }
+                    if h5.exists() {
+                        return super::hdf5::read_hdf5_features(&h5, items);
+                    }
                 }
                 npy::read_features(&need(&format!("{name}.npy"))?)
             };

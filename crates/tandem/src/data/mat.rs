@@ -1,7 +1,7 @@
 //! Feature matrices in MATLAB's Level 5 MAT-files (`save(..., '-v7')`, `scipy.io.savemat`), the
 //! format of the reference's released image features: the 128-byte header, then data elements,
 //! compressed (zlib) or not; a numeric 2-D matrix stored column-major in any numeric type.
-//! MATLAB v7.3 files are HDF5 and are named as such in the error.
+//! MATLAB v7.3 files are HDF5 and go to [`super::hdf5`].
 
 use std::io::Read;
 use std::path::Path;
@@ -25,7 +25,7 @@ const MI_COMPRESSED: u32 = 15;
 
 /// Names the reference's code reads (`image_features`, `text_features`), preferred when a file
 /// holds several matrices.
-const KNOWN_NAMES: [&str; 4] = ["image_features", "text_features", "features", "feats"];
+pub(super) const KNOWN_NAMES: [&str; 4] = ["image_features", "text_features", "features", "feats"];
 
 /// A numeric matrix as stored: `rows × cols`, column-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +40,7 @@ struct Variable {
 /// stored with one item per *column* (as MATLAB users often save them) is transposed.
 ///
 /// # Errors
-/// [`Error::BadFile`] naming the file for a v7.3/HDF5 file, a malformed or truncated file, no
+/// [`Error::BadFile`] naming the file for a malformed or truncated file, no
 /// numeric 2-D matrix, several without a known name, or non-finite values.
 pub fn read_mat_features(path: &Path, items: Option<usize>) -> Result<Matrix> {
     let bytes = fsio::read(path)?;
@@ -52,35 +52,58 @@ pub fn read_mat_features(path: &Path, items: Option<usize>) -> Result<Matrix> {
         )
     };
     if bytes.len() >= 520 && &bytes[512..520] == b"\x89HDF\r\n\x1a\n" {
-        return Err(Error::bad_file(
-            path,
-            "a MATLAB v7.3 file (HDF5), which tandem does not read",
-            "save it with -v7 in MATLAB, or convert it: numpy.save('x.npy', numpy.array(h5py.File(path)[NAME]).T)",
-        ));
+        // MATLAB v7.3: HDF5 behind the 512-byte header.
+        drop(bytes);
+        return super::hdf5::read_hdf5_features(path, items);
     }
     let variables = parse(&bytes).map_err(bad)?;
-    let chosen = choose(variables).map_err(bad)?;
-    let transpose = items.is_some_and(|n| chosen.cols == n && chosen.rows != n);
-    let (rows, cols) = if transpose {
-        (chosen.cols, chosen.rows)
+    let v = choose(variables).map_err(bad)?;
+    oriented(
+        &v.name,
+        v.rows,
+        v.cols,
+        |r, c| v.column_major[c * v.rows + r],
+        items,
+    )
+    .map_err(bad)
+}
+
+/// A `rows × cols` matrix (read through `at(r, c)`) as one item per row: transposed when
+/// `items` matches its columns and not its rows. Non-finite values are an error.
+pub(super) fn oriented(
+    name: &str,
+    rows: usize,
+    cols: usize,
+    at: impl Fn(usize, usize) -> f32,
+    items: Option<usize>,
+) -> std::result::Result<Matrix, String> {
+    let transpose = items.is_some_and(|n| cols == n && rows != n);
+    let (out_rows, out_cols) = if transpose {
+        (cols, rows)
     } else {
-        (chosen.rows, chosen.cols)
+        (rows, cols)
     };
-    let mut data = vec![0f32; rows * cols];
-    for c in 0..chosen.cols {
-        for r in 0..chosen.rows {
-            let v = chosen.column_major[c * chosen.rows + r];
-            let (row, col) = if transpose { (c, r) } else { (r, c) };
+    let mut data = Vec::with_capacity(rows * cols);
+    for row in 0..out_rows {
+        for col in 0..out_cols {
+            let v = if transpose {
+                at(col, row)
+            } else {
+                at(row, col)
+            };
             if !v.is_finite() {
-                return Err(bad(format!(
-                    "`{}` has a non-finite value at item {row}, feature {col}",
-                    chosen.name
-                )));
+                return Err(format!(
+                    "`{name}` has a non-finite value at item {row}, feature {col}"
+                ));
             }
-            data[row * cols + col] = v;
+            data.push(v);
         }
     }
-    Ok(Matrix { rows, cols, data })
+    Ok(Matrix {
+        rows: out_rows,
+        cols: out_cols,
+        data,
+    })
 }
 
 fn choose(mut variables: Vec<Variable>) -> std::result::Result<Variable, String> {
@@ -271,14 +294,25 @@ mod tests {
     }
 
     #[test]
-    fn hdf5_ambiguous_and_broken_files_are_one_clear_error() {
-        let e = read_mat_features(&fixture("v73.mat"), None)
+    fn matlab_v73_and_h5_files_read_through_hdf5() {
+        // v73.mat stores the 3×4 matrix transposed, as MATLAB does.
+        let m = read_mat_features(&fixture("v73.mat"), Some(3)).unwrap();
+        assert_eq!((m.rows, m.cols), (3, 4));
+        assert_eq!(m.data, expected());
+        let h5 = super::super::hdf5::read_hdf5_features(&fixture("features.h5"), Some(3)).unwrap();
+        assert_eq!((h5.rows, h5.cols), (3, 4));
+        assert_eq!(h5.data, expected());
+        let e = super::super::hdf5::read_hdf5_features(&fixture("plain_v5.mat"), None)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("v73.mat") && e.contains("v7.3") && e.contains("-v7"),
+            e.contains("plain_v5.mat") && e.contains("not a readable HDF5 file"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn ambiguous_and_broken_files_are_one_clear_error() {
         let e = read_mat_features(&fixture("two_matrices.mat"), None)
             .unwrap_err()
             .to_string();

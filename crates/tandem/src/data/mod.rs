@@ -4,6 +4,7 @@ mod batcher;
 mod caption_sources;
 mod captions;
 mod dataset;
+mod hdf5;
 pub mod mat;
 pub mod npy;
 pub mod npy_rows;

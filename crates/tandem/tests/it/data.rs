@@ -374,7 +374,8 @@ fn big_endian_and_float64_and_fortran_order_are_read_correctly() {
     assert_eq!(m.data, vec![0., 1., 2., 3., 4., 5.]);
 }
 
-/// A folder with MATLAB features (the reference's format), texts stored one per column.
+/// A folder with MATLAB features (the reference's format: v5 images, v7.3 texts stored one
+/// per column), then with an HDF5 dump for the images.
 #[test]
 fn a_dataset_folder_reads_mat_features() {
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mat");
@@ -385,7 +386,7 @@ fn a_dataset_folder_reads_mat_features() {
     )
     .unwrap();
     std::fs::copy(
-        fixtures.join("columns_v5.mat"),
+        fixtures.join("v73.mat"),
         dir.path().join("texts.mat"),
     )
     .unwrap();
@@ -400,4 +401,9 @@ fn a_dataset_folder_reads_mat_features() {
         (3, 4, 3, 4)
     );
     assert_eq!(d.images.row(1), &[-0.375, -0.125, 0.125, 0.375]);
+    assert_eq!(d.texts.row(1), d.images.row(1));
+    std::fs::remove_file(dir.path().join("images.mat")).unwrap();
+    std::fs::copy(fixtures.join("features.h5"), dir.path().join("images.h5")).unwrap();
+    let h5 = tandem::data::PairedDataset::open(dir.path()).unwrap();
+    assert_eq!(h5.images, d.images);
 }
