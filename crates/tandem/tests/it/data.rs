@@ -385,11 +385,7 @@ fn a_dataset_folder_reads_mat_features() {
         dir.path().join("images.mat"),
     )
     .unwrap();
-    std::fs::copy(
-        fixtures.join("v73.mat"),
-        dir.path().join("texts.mat"),
-    )
-    .unwrap();
+    std::fs::copy(fixtures.join("v73.mat"), dir.path().join("texts.mat")).unwrap();
     tandem::fsio::write_atomic(
         &dir.path().join("text_to_image.npy"),
         &tandem::data::npy::encode_i64(&[0, 1, 2]),
