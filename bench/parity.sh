@@ -7,6 +7,9 @@
 #
 # Usage: bench/parity.sh DATA_DIR [SEEDS]        e.g. bench/parity.sh data/emoji "1 2 3"
 #   TANDEM_SET="train.lr_decay_epochs=0 ..."  extra tandem --set overrides (default: none)
+#   TANDEM_CONFIG=bench/recipes/best.toml  train tandem from this recipe file instead of the
+#     defaults (--config; TANDEM_SET still applies on top)
+#   REFERENCE=0       skip the PyTorch runs (tandem rows only), e.g. to add a recipe to a table
 #   PYTHON=python3    a Python with torch and numpy (a bench only: never a CI dependency)
 #   THREADS=$(nproc)  torch threads;  OUT=runs/parity  run folders and logs
 # Needs target/release/tandem (cargo build --release -p tandem-cli) and DATA_DIR/splits.json.
@@ -23,7 +26,9 @@ mkdir -p "$out"
 results="$out/results.tsv"
 : >"$results"
 sets=()
+[[ -n ${TANDEM_CONFIG:-} ]] && sets+=(--config "$(realpath "$TANDEM_CONFIG")")
 for kv in ${TANDEM_SET:-}; do sets+=(--set "$kv"); done
+reference=${REFERENCE:-1}
 
 rsum_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rsum"])' "$1"; }
 # timed NAME SEED JSON CMD...: runs CMD (which writes the metrics JSON), appends
@@ -54,20 +59,24 @@ pytorch_run() {
 for seed in $seeds; do
   echo "seed $seed: tandem" >&2
   timed tandem "$seed" "$out/tandem_seed$seed.test.json" tandem_run "$out/tandem_seed$seed" "$seed"
+  [[ $reference == 0 ]] && continue
   echo "seed $seed: pytorch reference" >&2
   timed "pytorch reference" "$seed" "$out/pytorch_seed$seed.test.json" \
     pytorch_run "$out/pytorch_seed$seed" "$seed"
 done
 
-python3 - "$results" "${TANDEM_SET:-}" <<'EOF'
+python3 - "$results" "${TANDEM_SET:-}" "${TANDEM_CONFIG:-}" <<'EOF'
 import statistics, sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
-label = {"tandem": "tandem (defaults" + (f"; {sys.argv[2]}" if sys.argv[2] else "") + ")",
+recipe = "; ".join([sys.argv[3] or "defaults"] + [sys.argv[2]] * bool(sys.argv[2]))
+label = {"tandem": f"tandem ({recipe})",
          "pytorch reference": "PyTorch reference (bench/reference_trainer.py)"}
 print("| implementation | test rsum per seed | mean ± sd | wall s mean | CPU s mean |")
 print("|---|---|---|---|---|")
 for impl in ("tandem", "pytorch reference"):
     mine = [r for r in rows if r[0] == impl]
+    if not mine:
+        continue
     rsum = [float(r[2]) for r in mine]
     sd = statistics.stdev(rsum) if len(rsum) > 1 else 0.0
     per_seed = " / ".join(f"{v:.1f}" for v in rsum)
