@@ -246,6 +246,12 @@ fn encode_queries(index_dir: &Path, texts: &[String], moved_to: Option<&Path>) -
     })
 }
 
+/// Every row of query `features` through the index model's image or text branch.
+fn embed_rows(index: &mut Index, features: &Matrix, image_side: bool) -> tandem::Result<Vec<f32>> {
+    let rows: Vec<u32> = (0..features.rows as u32).collect();
+    index.model.embed_all(features, &rows, image_side, 1024)
+}
+
 pub fn run(
     index_dir: &Path,
     query: Query<'_>,
@@ -284,10 +290,7 @@ pub fn run(
                     index.model.d_text
                 );
             }
-            let rows: Vec<u32> = (0..features.rows as u32).collect();
-            let embedded = index
-                .model
-                .embed_all(&features, &rows, false, 1024)
+            let embedded = embed_rows(&mut index, &features, false)
                 .with_context(|| format!("embedding {}", path.display()))?;
             (Direction::TextToImage, embedded)
         }
@@ -300,11 +303,7 @@ pub fn run(
                     index.model.d_image
                 );
             }
-            let rows: Vec<u32> = (0..features.rows as u32).collect();
-            let embedded = index
-                .model
-                .embed_all(&features, &rows, true, 1024)
-                .context("embedding --image")?;
+            let embedded = embed_rows(&mut index, &features, true).context("embedding --image")?;
             (Direction::ImageToText, embedded)
         }
     };
