@@ -82,6 +82,81 @@ pub struct SearchModeArgs {
     pub ef: Option<usize>,
 }
 
+/// Options of `tandem tune`.
+#[derive(Debug, clap::Args)]
+pub struct TuneArgs {
+    /// Dataset folder; trials train on its train split and are scored on its val split.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Search space (TOML).
+    #[arg(long)]
+    pub space: PathBuf,
+    /// Search folder: the journal, one run folder per trial, the table and best.toml.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Config every trial starts from; its train.epochs is the full budget of a trial.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override one key of the base config (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// How trials draw their values.
+    #[arg(long, value_enum, default_value = "random")]
+    pub sampler: SamplerArg,
+    /// Training time of the whole search, e.g. 30m, 90s, 2h (over every run of the search).
+    #[arg(long, value_parser = parse_duration)]
+    pub budget: Option<std::time::Duration>,
+    /// Trials to draw at most.
+    #[arg(long)]
+    pub trials: Option<usize>,
+    /// Epochs of the first rung.
+    #[arg(long, default_value_t = 2)]
+    pub min_epochs: usize,
+    /// Halving factor: the top 1/eta of each rung continue with eta times the epochs.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..))]
+    pub eta: u64,
+    /// Seed of the trials' draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace a search already in --out instead of continuing it.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Format of the trial table on stdout.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// `--sampler` of `tandem tune`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SamplerArg {
+    /// Independent random draws.
+    Random,
+    /// Every grid point once, in a seeded order (ranges need `steps`).
+    Grid,
+}
+
+/// `30m`, `90s`, `2h`, or a bare number of minutes.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 'm'),
+    };
+    let seconds_per = match unit {
+        's' => 1.0,
+        'm' => 60.0,
+        'h' => 3600.0,
+        _ => return Err(format!("`{text}`: the unit must be s, m or h (e.g. 30m)")),
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .map(|n| std::time::Duration::from_secs_f64(n * seconds_per))
+        .ok_or_else(|| format!("`{text}` is not a positive duration (e.g. 30m, 90s, 2h)"))
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a two-branch model on a dataset folder.
@@ -117,6 +192,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Search config keys for the best validation rsum: trials drawn at random or from a grid,
+    /// asynchronous successive halving (the best trials get more epochs), one trial at a time
+    /// on every core. Resumable: run it again with the same options to continue. Writes
+    /// trials.json, best.toml (a recipe for `train --config`) and val_rsum.png/svg.
+    ///
+    /// The space is TOML: `[fixed]` keys for every trial, `[search]` keys with one of
+    /// `{ choices = [...] }`, `{ uniform = [low, high] }`, `{ log_uniform = [low, high] }`,
+    /// `{ int = [low, high] }` (ranges take `steps = N` for a grid). Example:
+    /// bench/recipes/space.toml.
+    Tune(TuneArgs),
     /// Print the resolved config (defaults, file, overrides) as TOML and exit.
     Config {
         /// TOML config to start from.

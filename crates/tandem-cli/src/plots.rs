@@ -33,6 +33,8 @@ pub struct Panel {
     pub series: Vec<Series>,
     /// Draw the x axis on a log scale (Recall@K over K = 1..100).
     pub log_x: bool,
+    /// Draw each point as a dot instead of joining them (values of separate trials).
+    pub markers: bool,
     /// Where the legend sits: away from where the lines run.
     pub legend: SeriesLabelPosition,
 }
@@ -112,16 +114,19 @@ where
                     .map_err(err)?;
                 for (k, s) in panel.series.iter().enumerate() {
                     let color = Palette99::pick(k).to_rgba();
-                    chart
-                        .draw_series(LineSeries::new(
+                    let drawn = if panel.markers {
+                        chart.draw_series(
+                            s.points.iter().map(|&p| Circle::new(p, 4, color.filled())),
+                        )
+                    } else {
+                        chart.draw_series(LineSeries::new(
                             s.points.iter().copied(),
                             color.stroke_width(2),
                         ))
-                        .map_err(err)?
-                        .label(&s.label)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                        });
+                    };
+                    drawn.map_err(err)?.label(&s.label).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
                 }
                 chart
                     .configure_series_labels()

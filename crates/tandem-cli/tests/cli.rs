@@ -3,6 +3,8 @@
 
 #[path = "cli/corpus.rs"]
 mod corpus;
+#[path = "cli/tune.rs"]
+mod tune;
 
 use std::path::Path;
 

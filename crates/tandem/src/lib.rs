@@ -40,6 +40,7 @@ pub mod loss;
 pub mod model;
 pub mod text;
 pub mod train;
+pub mod tune;
 
 #[cfg(test)]
 mod test_values;

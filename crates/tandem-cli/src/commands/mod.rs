@@ -11,6 +11,7 @@ mod prepare;
 mod report;
 mod search;
 mod train;
+mod tune;
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,7 @@ pub fn run(command: Command) -> Result<()> {
             }
             (None, None) => unreachable!("clap requires --out without --resume"),
         },
+        Command::Tune(args) => tune::run(&args),
         Command::Config { config, sets } => {
             print!("{}", resolve_config(config.as_deref(), &sets)?.to_toml());
             Ok(())

@@ -204,6 +204,7 @@ pub fn run(runs: &[PathBuf], data: &Path, out: &Path, split: &str, protocol: &st
                 })
                 .collect(),
             log_x: false,
+            markers: false,
             legend: SeriesLabelPosition::UpperRight,
         })
         .collect();
@@ -223,6 +224,7 @@ pub fn run(runs: &[PathBuf], data: &Path, out: &Path, split: &str, protocol: &st
             })
             .collect(),
         log_x: false,
+        markers: false,
         legend: SeriesLabelPosition::LowerRight,
     });
     plots::write(&out.join("training"), &panels)?;
@@ -248,6 +250,7 @@ pub fn run(runs: &[PathBuf], data: &Path, out: &Path, split: &str, protocol: &st
                 y: "R@K (%)".into(),
                 series: curve(&|e| e.i2t_curve.clone()),
                 log_x: true,
+                markers: false,
                 legend: SeriesLabelPosition::LowerRight,
             },
             Panel {
@@ -256,6 +259,7 @@ pub fn run(runs: &[PathBuf], data: &Path, out: &Path, split: &str, protocol: &st
                 y: "R@K (%)".into(),
                 series: curve(&|e| e.t2i_curve.clone()),
                 log_x: true,
+                markers: false,
                 legend: SeriesLabelPosition::LowerRight,
             },
         ],

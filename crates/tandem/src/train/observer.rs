@@ -53,6 +53,20 @@ pub trait Observer {
     fn on_epoch(&mut self, _report: &EpochReport) {}
     /// Something the user should know about, e.g. collapsed embeddings (once per run).
     fn on_warning(&mut self, _message: &str) {}
+    /// Asked before each epoch with the number of epochs completed (and checkpointed) so far:
+    /// `true` ends the run there, as a pause that [`crate::train::resume`] continues exactly (a
+    /// search stopping a trial at a rung, a callback that has seen enough).
+    fn stop_requested(&mut self, _completed_epochs: usize) -> bool {
+        false
+    }
+    /// Asked after each step: `true` abandons the epoch at once with [`Error::Interrupted`]
+    /// (Ctrl-C in Python); the last epoch's checkpoint is left as it was, so
+    /// [`crate::train::resume`] continues from it.
+    ///
+    /// [`Error::Interrupted`]: crate::Error::Interrupted
+    fn interrupt_requested(&mut self) -> bool {
+        false
+    }
 }
 
 /// Ignores everything.

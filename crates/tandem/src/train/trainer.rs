@@ -51,6 +51,8 @@ pub struct TrainOutcome {
     pub steps: usize,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// Whether the observer ended the run before `train.epochs` (a pause: the run resumes).
+    pub paused: bool,
     /// Batches skipped for a non-finite loss or gradient (`train.skip_nonfinite`).
     pub skipped_batches: usize,
     /// Wall-clock seconds.
@@ -457,7 +459,12 @@ fn run(
     observer.on_start(t.epochs, steps_per_epoch);
     let mut epochs_run = first_epoch_to_run;
     let mut stopped_early = false;
+    let mut paused = false;
     for epoch in first_epoch_to_run..t.epochs {
+        if observer.stop_requested(epoch) {
+            paused = true;
+            break;
+        }
         let epoch_start = Instant::now();
         let batches = batcher.epoch(epoch);
         let objective = Objective::for_epoch(&config.loss, epoch);
@@ -590,6 +597,9 @@ fn run(
                 "health": health, "logit_scale": logit_scale, "memory_rows": memory.texts.len(),
             }))?;
             observer.on_step(&report);
+            if observer.interrupt_requested() {
+                return Err(Error::Interrupted { epoch: epoch + 1 });
+            }
             if !collapse_reported && let Some(message) = health.collapse_warning(step, epoch) {
                 collapse_reported = true;
                 log.write(
@@ -678,6 +688,11 @@ fn run(
         }
     }
     let Some((best_epoch, best_val)) = best else {
+        if paused {
+            return Err(Error::Config(
+                "the run was stopped before its first epoch; nothing was trained".into(),
+            ));
+        }
         return Err(Error::Config(format!(
             "nothing to train: the run already completed {epochs_run} epochs and train.epochs is {}",
             t.epochs
@@ -689,6 +704,7 @@ fn run(
         epochs_run,
         steps: step,
         stopped_early,
+        paused,
         skipped_batches: skipped,
         seconds: started.elapsed().as_secs_f64(),
         splits,
