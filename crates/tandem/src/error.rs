@@ -53,6 +53,16 @@ pub enum Error {
         captions: String,
     },
 
+    /// The caller interrupted training mid-epoch; the run folder holds the checkpoint of the
+    /// last whole epoch.
+    #[error(
+        "training interrupted during epoch {epoch}; the run folder keeps the checkpoint of the epoch before, and resume continues from it"
+    )]
+    Interrupted {
+        /// 1-based epoch that was abandoned.
+        epoch: usize,
+    },
+
     /// An error from the tensor library.
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),

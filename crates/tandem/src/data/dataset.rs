@@ -119,6 +119,52 @@ impl PairedDataset {
         })
     }
 
+    /// A dataset from arrays in memory (the Python API's), checked as a folder would be: the
+    /// ids, the split and the captions against the feature counts. `name` stands for the
+    /// folder in error messages and in [`PairedDataset::root`].
+    ///
+    /// # Shapes
+    /// `images: [n_images, d_img]`, `texts: [n_texts, d_txt]`, `text_to_image: [n_texts]`,
+    /// `captions: [n_texts]`.
+    ///
+    /// # Errors
+    /// [`Error::BadDataset`] when ids are out of range or negative, an image has no caption in
+    /// a split, or the captions do not match the texts in number.
+    pub fn from_parts(
+        name: &Path,
+        images: Matrix,
+        texts: Matrix,
+        text_to_image: &[i64],
+        splits: Option<Splits>,
+        captions: Option<Vec<String>>,
+    ) -> Result<Self> {
+        let text_to_image = check_ids(name, text_to_image, texts.rows, images.rows)?;
+        if let Some(s) = &splits {
+            s.validate(
+                name,
+                images.rows,
+                &count_captions(&text_to_image, images.rows),
+            )?;
+        }
+        if let Some(c) = &captions
+            && c.len() != texts.rows
+        {
+            return Err(Error::bad_dataset(
+                name,
+                format!("{} captions for {} text rows", c.len(), texts.rows),
+                "give one caption per row of texts, in the same order",
+            ));
+        }
+        Ok(PairedDataset {
+            root: name.to_path_buf(),
+            images,
+            texts,
+            text_to_image,
+            captions,
+            splits,
+        })
+    }
+
     /// The number of captions of each image.
     pub fn captions_per_image(&self) -> Vec<u32> {
         count_captions(&self.text_to_image, self.images.rows)

@@ -124,19 +124,57 @@ impl TwoBranch {
                 (part.len(), features.cols),
                 &self.device,
             )?;
-            let branch = if image_side {
-                &mut self.image
-            } else {
-                &mut self.text
-            };
-            let y = branch.forward(&x, None)?;
-            out.extend(
-                y.to_dtype(candle_core::DType::F32)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?,
-            );
+            out.extend(self.embed_batch(&x, image_side)?);
         }
         Ok(out)
+    }
+
+    /// Embeds the rows of a row-major `[rows, cols]` buffer with one branch in evaluation
+    /// mode, `chunk` rows at a time: [`TwoBranch::embed_all`] for features that are not a
+    /// dataset (a caller's array), read in place.
+    ///
+    /// # Shapes
+    /// `features: [rows * cols]` → `[rows * dim]`, row-major.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `cols` is not the branch's input width or `features` is not a
+    /// whole number of rows.
+    pub fn embed_rows(
+        &mut self,
+        features: &[f32],
+        cols: usize,
+        image_side: bool,
+        chunk: usize,
+    ) -> Result<Vec<f32>> {
+        let (expected, what) = if image_side {
+            (self.d_image, "image")
+        } else {
+            (self.d_text, "text")
+        };
+        if cols != expected || !features.len().is_multiple_of(cols.max(1)) {
+            return Err(Error::Config(format!(
+                "the model expects {what} features of dimension {expected} but got {cols}"
+            )));
+        }
+        let rows = features.len() / cols;
+        let mut out = Vec::with_capacity(rows * self.config.dim);
+        for part in features.chunks(chunk.max(1) * cols) {
+            let x = Tensor::from_slice(part, (part.len() / cols, cols), &self.device)?;
+            out.extend(self.embed_batch(&x, image_side)?);
+        }
+        Ok(out)
+    }
+
+    fn embed_batch(&mut self, x: &Tensor, image_side: bool) -> Result<Vec<f32>> {
+        let branch = if image_side {
+            &mut self.image
+        } else {
+            &mut self.text
+        };
+        let y = branch.forward(x, None)?;
+        Ok(y.to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     /// The training forward of a batch (batch statistics, dropout from `rng`), set up for
