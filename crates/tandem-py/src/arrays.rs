@@ -3,7 +3,9 @@
 
 use std::borrow::Cow;
 
-use numpy::{AllowTypeChange, PyArray1, PyArrayLike1, PyArrayLike2, PyArrayMethods};
+use numpy::{
+    AllowTypeChange, PyArray1, PyArrayLike1, PyArrayLike2, PyArrayMethods, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -24,9 +26,11 @@ pub fn rows<'a>(array: &'a Floats<'_>, name: &str) -> PyResult<(Cow<'a, [f32]>, 
             "{name}: the array is empty ({r} × {c}); give one row per item"
         )));
     }
+    // `as_slice` also succeeds for Fortran-ordered arrays (their memory order), so C order
+    // is checked first; anything else is copied row by row.
     let values = match array.as_slice() {
-        Ok(slice) => Cow::Borrowed(slice),
-        Err(_) => Cow::Owned(view.iter().copied().collect()),
+        Ok(slice) if array.is_c_contiguous() => Cow::Borrowed(slice),
+        _ => Cow::Owned(view.iter().copied().collect()),
     };
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(PyValueError::new_err(format!(

@@ -131,7 +131,8 @@ def test_embedding_matches_the_index_and_takes_any_layout(tmp_path):
     assert a.shape == (300, 32) and a.dtype == np.float32
     np.testing.assert_allclose((a * a).sum(1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(model.embed_texts(np.asfortranarray(x)), a)
-    np.testing.assert_array_equal(model.embed_texts(x, batch_size=7), a)
+    # Other batch sizes round differently in the matrix products, no more.
+    np.testing.assert_allclose(model.embed_texts(x, batch_size=7), a, atol=1e-6)
     np.testing.assert_allclose(model.embed_texts(x.astype(np.float64)), a)
     with pytest.raises(ValueError, match="dimension 384"):
         model.embed_texts(np.zeros((2, 5), np.float32))

@@ -297,6 +297,9 @@ impl Default for TrainConfig {
     }
 }
 
+/// Keys whose default is "unset" (`None`), so that `tandem config` does not print them.
+const OPTIONAL_KEYS: [&str; 3] = ["loss.miner", "loss.reducer", "loss.temperature"];
+
 impl Config {
     /// Parses TOML; unknown keys are an error.
     ///
@@ -343,6 +346,10 @@ impl Config {
             let table = slot
                 .as_table_mut()
                 .ok_or_else(|| Error::Config(format!("`{key}`: `{part}` is not a section")))?;
+            // Keys that are unset by default are absent from the serialised config.
+            if OPTIONAL_KEYS.contains(&key) && !table.contains_key(part) {
+                table.insert(part.to_string(), toml::Value::Boolean(false));
+            }
             let known: Vec<String> = table.keys().cloned().collect();
             slot = table.get_mut(part).ok_or_else(|| {
                 Error::Config(format!(
@@ -562,6 +569,21 @@ mod tests {
         assert_eq!(c.model.hidden, vec![64, 32]);
         assert_eq!(c.train.optimizer, OptimizerKind::Sgd);
         assert_eq!(c.seed, 7);
+    }
+
+    #[test]
+    fn set_reaches_keys_that_are_unset_by_default() {
+        let mut c = Config::default();
+        c.set("loss.temperature=0.05").unwrap();
+        c.set("loss.reducer=\"sum\"").unwrap();
+        c.set("loss.miner=\"hardest\"").unwrap();
+        assert_eq!(c.loss.temperature, Some(0.05));
+        assert_eq!(c.loss.reducer, Some(Reducer::Sum));
+        assert_eq!(c.loss.miner, Some(Miner::Hardest));
+        // Set once, they stay settable.
+        c.set("loss.temperature=0.1").unwrap();
+        assert_eq!(c.loss.temperature, Some(0.1));
+        assert!(c.set("loss.temperature=\"warm\"").is_err());
     }
 
     #[test]
