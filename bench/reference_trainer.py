@@ -183,6 +183,12 @@ def train(args):
     model = TwoBranch(images.shape[1], texts.shape[1])
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     t2i = torch.from_numpy(text_to_image)
+    criterion = None
+    if args.loss == "tandem":
+        import tandem.losses
+        import tandem.torch
+        memory = tandem.losses.Memory(args.memory) if args.memory else None
+        criterion = tandem.torch.Loss("paper", memory=memory)
     best = (-1.0, 0, None)
     for epoch in range(1, args.epochs + 1):
         model.train()
@@ -190,9 +196,17 @@ def train(args):
         for image_rows, caption_rows in epoch_batches(rng, train_captions, text_to_image,
                                                       args.batch_size):
             image_rows, caption_rows = torch.from_numpy(image_rows), torch.from_numpy(caption_rows)
-            loss = embedding_loss(model.embed_images(images[image_rows]),
-                                  model.embed_texts(texts[caption_rows]),
-                                  image_rows, t2i[caption_rows])
+            emb_images = model.embed_images(images[image_rows])
+            emb_texts = model.embed_texts(texts[caption_rows])
+            if criterion is None:
+                loss = embedding_loss(emb_images, emb_texts, image_rows, t2i[caption_rows])
+            else:
+                # tandem's loss on the same embeddings: batch row of each caption's image,
+                # dataset ids for the memory.
+                row_of = torch.full((len(images),), -1, dtype=torch.int64)
+                row_of[image_rows] = torch.arange(len(image_rows))
+                loss = criterion(emb_images, emb_texts, row_of[t2i[caption_rows]],
+                                 image_ids=image_rows, caption_ids=caption_rows)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -204,7 +218,8 @@ def train(args):
             best = (val["rsum"], epoch, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[2])
     test = recall_metrics(model, images, texts, views["test"])
-    return {"implementation": "pytorch-reference", "seed": args.seed, "best_epoch": best[1],
+    name = "pytorch-reference" if criterion is None else f"pytorch+tandem-loss(memory {args.memory})"
+    return {"implementation": name, "seed": args.seed, "best_epoch": best[1],
             "val_rsum": best[0], **test, "wall_s": time.time() - started}
 
 
@@ -217,6 +232,11 @@ def main():
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.add_argument("--loss", choices=["reference", "tandem"], default="reference",
+                   help="this file's loss, or tandem's through tandem.torch.Loss('paper') "
+                        "(pip install ./crates/tandem-py)")
+    p.add_argument("--memory", type=int, default=0,
+                   help="with --loss tandem: a cross-batch memory of this many rows")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     r = train(args)

@@ -1,0 +1,139 @@
+"""Type stubs of the native module (see the docstrings in the package for the behaviour)."""
+
+from os import PathLike
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+_Path = Union[str, PathLike[str]]
+_Floats = npt.ArrayLike
+_Ints = npt.ArrayLike
+
+__version__: str
+
+class Dataset:
+    def __init__(
+        self,
+        images: _Floats,
+        texts: _Floats,
+        text_to_image: _Ints,
+        splits: Optional[dict[str, Sequence[int]]] = None,
+        captions: Optional[Sequence[str]] = None,
+    ) -> None: ...
+    @staticmethod
+    def load(folder: _Path) -> "Dataset": ...
+    @property
+    def n_images(self) -> int: ...
+    @property
+    def n_texts(self) -> int: ...
+    @property
+    def image_dim(self) -> int: ...
+    @property
+    def text_dim(self) -> int: ...
+    @property
+    def images(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def texts(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def text_to_image(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def captions(self) -> Optional[list[str]]: ...
+    @property
+    def splits(self) -> Optional[dict[str, list[int]]]: ...
+    def __len__(self) -> int: ...
+
+class Model:
+    def embed_images(self, features: _Floats, batch_size: int = 1024) -> npt.NDArray[np.float32]: ...
+    def embed_texts(self, features: _Floats, batch_size: int = 1024) -> npt.NDArray[np.float32]: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def image_dim(self) -> int: ...
+    @property
+    def text_dim(self) -> int: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def config(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+
+class SentenceEncoder:
+    def __init__(self, folder: _Path) -> None: ...
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> npt.NDArray[np.float32]: ...
+    @property
+    def dim(self) -> int: ...
+
+class ImageEncoder:
+    def __init__(self, weights: _Path) -> None: ...
+    def encode(self, paths: Sequence[_Path], batch_size: int = 16) -> npt.NDArray[np.float32]: ...
+
+class Index:
+    @staticmethod
+    def build(model: Model, dataset: Dataset, hnsw: bool = False) -> "Index": ...
+    @staticmethod
+    def open(folder: _Path) -> "Index": ...
+    def save(self, folder: _Path) -> None: ...
+    def search(
+        self,
+        *,
+        text_ids: Optional[_Ints] = None,
+        image_ids: Optional[_Ints] = None,
+        text_features: Optional[_Floats] = None,
+        image_features: Optional[_Floats] = None,
+        texts: Optional[Sequence[str]] = None,
+        encoder: Optional[SentenceEncoder] = None,
+        k: int = 10,
+        exact: bool = False,
+        ef: Optional[int] = None,
+    ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+    @property
+    def n_images(self) -> int: ...
+    @property
+    def n_texts(self) -> int: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def captions(self) -> Optional[list[str]]: ...
+
+class Memory:
+    def __init__(self, capacity: int, warmup_steps: int = 0) -> None: ...
+    def __len__(self) -> int: ...
+    def clear(self) -> None: ...
+
+def train(
+    dataset: Dataset,
+    out: _Path,
+    config: Optional[_Path] = None,
+    sets: Sequence[str] = ...,
+    overwrite: bool = False,
+    callback: Optional[Callable[[dict[str, Any]], Optional[bool]]] = None,
+) -> dict[str, Any]: ...
+def resume(
+    dataset: Dataset,
+    run: _Path,
+    epochs: Optional[int] = None,
+    callback: Optional[Callable[[dict[str, Any]], Optional[bool]]] = None,
+) -> dict[str, Any]: ...
+def default_config(config: Optional[_Path] = None, sets: Sequence[str] = ...) -> str: ...
+def load(path: _Path) -> Model: ...
+def evaluate(
+    model: Model,
+    dataset: Dataset,
+    split: str = "test",
+    protocol: str = "full",
+    ks: Sequence[int] = ...,
+) -> dict[str, Any]: ...
+def loss(
+    kind: str,
+    images: _Floats,
+    texts: _Floats,
+    text_to_image: _Ints,
+    *,
+    sets: Sequence[str] = ...,
+    image_ids: Optional[_Ints] = None,
+    caption_ids: Optional[_Ints] = None,
+    memory: Optional[Memory] = None,
+    epoch: int = 0,
+) -> Tuple[float, npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...
