@@ -11,8 +11,6 @@ cell.
 import argparse
 import pathlib
 
-import numpy as np
-
 import tandem
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -70,7 +68,7 @@ captions = data.captions
 ids, scores = index.search(text_ids=[0, 100, 200], k=3)
 for q, (row, score) in enumerate(zip(ids, scores)):
     query = captions[[0, 100, 200][q]]
-    print(f"{query!r} → images {row.tolist()} (scores {np.round(score, 3).tolist()})")
+    print(f"{query!r} → images {row.tolist()} (scores {', '.join(f'{x:.3f}' for x in score)})")
 ids, _ = index.search(image_ids=[7], k=3)
 print(f"image 7 → {[captions[i] for i in ids[0]]}")
 
