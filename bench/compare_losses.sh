@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Trains every loss on the bundled demo data with the demo recipe (same seed, same 20 epochs)
+# Trains every loss on the bundled demo data with bench/recipes/compare_losses.toml (same seed,
+# same 20 epochs)
 # and prints the README's comparison table: test rsum, R@1 both ways, seconds per epoch.
 # Usage: bench/compare_losses.sh [OUT_DIR]   (about 5 minutes on 2 cores)
 set -euo pipefail
@@ -27,7 +28,8 @@ runs=(
 for spec in "${runs[@]}"; do
   IFS='|' read -r name label sets <<<"$spec"
   # shellcheck disable=SC2086
-  "$tandem" demo --no-baseline --quiet --format json --out "$out/$name" $sets >"$out/$name.json"
+  "$tandem" train --quiet --data data/emoji --config bench/recipes/compare_losses.toml --overwrite \
+    --format json --out "$out/$name" $sets >"$out/$name.json"
 done
 
 python3 - "$out" "${runs[@]}" <<'PY'
@@ -37,8 +39,8 @@ print("| loss | test rsum | R@1 i→t | R@1 t→i | s / epoch |")
 print("|---|---:|---:|---:|---:|")
 for spec in specs:
     name, label, _ = spec.split("|", 2)
-    m = json.load(open(f"{out}/{name}.json"))["model"]
-    epochs = [json.loads(l) for l in open(f"{out}/{name}/model/metrics.jsonl") if '"kind":"epoch"' in l]
+    m = json.load(open(f"{out}/{name}.json"))
+    epochs = [json.loads(l) for l in open(f"{out}/{name}/metrics.jsonl") if '"kind":"epoch"' in l]
     per_epoch = sum(e["seconds"] for e in epochs) / len(epochs)
     print(f"| {label} | {m['rsum']:.1f} | {m['image_to_text'][0]:.1f} | {m['text_to_image'][0]:.1f} | {per_epoch:.1f} |")
 PY

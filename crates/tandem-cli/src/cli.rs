@@ -460,7 +460,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Train on the bundled emoji dataset and print the test table (under 3 minutes on 2 cores).
+    /// Train the reference recipe, the best recipe (bench/recipes/best.toml) and a linear
+    /// baseline on the bundled emoji dataset, print the test table and search the space (about
+    /// 3 minutes on 2 cores).
     Demo {
         /// Dataset folder (default: the bundled data/emoji).
         #[arg(long)]
@@ -468,7 +470,7 @@ pub enum Command {
         /// Run folder (default: runs/demo).
         #[arg(long, default_value = "runs/demo")]
         out: PathBuf,
-        /// Override one demo config key (repeatable).
+        /// Override one config key of every demo run (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// Skip the linear baseline.

@@ -158,3 +158,23 @@ def test_a_callback_can_stop_and_resume_continues(tmp_path):
         tandem.train(data, tmp_path / "boom", progress=False, callback=boom, **settings)
     with pytest.raises(FileExistsError, match="overwrite=True"):
         tandem.train(data, tmp_path / "straight", progress=False, **settings)
+
+
+def test_ctrl_c_interrupts_within_a_step_and_resume_continues(tmp_path):
+    import signal
+
+    data = tandem.Dataset.load(DEMO)
+    settings = dict(SMALL, train__epochs=3)
+
+    def interrupt(event):
+        # Ctrl-C during the second epoch: SIGINT to this process, as the terminal sends it.
+        if event["kind"] == "step" and event["epoch"] == 2 and event["step_in_epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        tandem.train(data, tmp_path / "run", progress=False, callback=interrupt, **settings)
+    # The checkpoint of epoch 1 stayed; resuming ends as a run never interrupted.
+    resumed = tandem.resume(data, tmp_path / "run", progress=False)
+    straight = tandem.train(data, tmp_path / "straight", progress=False, **settings)
+    assert resumed["epochs_run"] == 3
+    assert resumed["best_val"] == straight["best_val"]
