@@ -23,8 +23,10 @@ fn bundled_data() -> PathBuf {
 
 /// The demo's runs: folder name, label in the table, config.
 fn runs(sets: &[String], baseline: bool) -> Result<Vec<(&'static str, String, Config)>> {
-    let mut reference = Config::default();
-    reference.seed = SEED;
+    let mut reference = Config {
+        seed: SEED,
+        ..Config::default()
+    };
     super::apply_sets(&mut reference, sets)?;
     let mut best = Config::from_toml(BEST_RECIPE).context("the bundled best.toml")?;
     best.seed = SEED;
