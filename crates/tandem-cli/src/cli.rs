@@ -192,10 +192,13 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Search config keys for the best validation rsum: trials drawn at random or from a grid,
-    /// asynchronous successive halving (the best trials get more epochs), one trial at a time
-    /// on every core. Resumable: run it again with the same options to continue. Writes
-    /// trials.json, best.toml (a recipe for `train --config`) and val_rsum.png/svg.
+    /// Search config keys for the best validation rsum (random or grid trials, successive
+    /// halving; resumable).
+    ///
+    /// Trials are drawn at random or from a grid; asynchronous successive halving gives the
+    /// best more epochs; one trial runs at a time on every core. Run it again with the same
+    /// options to continue. Writes trials.json, best.toml (a recipe for `train --config`) and
+    /// val_rsum.png/svg.
     ///
     /// The space is TOML: `[fixed]` keys for every trial, `[search]` keys with one of
     /// `{ choices = [...] }`, `{ uniform = [low, high] }`, `{ log_uniform = [low, high] }`,
@@ -460,9 +463,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Train the reference recipe, the best recipe (bench/recipes/best.toml) and a linear
-    /// baseline on the bundled emoji dataset, print the test table and search the space (about
-    /// 3 minutes on 2 cores).
+    /// Train the reference recipe, the best recipe and a linear baseline on the bundled emoji
+    /// data and print the test table (about 3 minutes on 2 cores).
+    ///
+    /// The best recipe is bench/recipes/best.toml; the demo ends with searches in its space.
     Demo {
         /// Dataset folder (default: the bundled data/emoji).
         #[arg(long)]

@@ -43,22 +43,10 @@ pub fn rows<'a>(array: &'a Floats<'_>, name: &str) -> PyResult<(Cow<'a, [f32]>, 
     Ok((values, r, c))
 }
 
-/// A float32 `[rows, cols]` numpy array owning `values`.
-pub fn matrix<'py>(
+/// A `[rows, cols]` numpy array owning `values` (float32 embeddings and scores, int64 ids).
+pub fn matrix<'py, T: numpy::Element>(
     py: Python<'py>,
-    values: Vec<f32>,
-    rows: usize,
-    cols: usize,
-) -> PyResult<Bound<'py, PyAny>> {
-    Ok(PyArray1::from_vec(py, values)
-        .reshape([rows, cols])?
-        .into_any())
-}
-
-/// An int64 `[rows, cols]` numpy array owning `values`.
-pub fn int_matrix<'py>(
-    py: Python<'py>,
-    values: Vec<i64>,
+    values: Vec<T>,
     rows: usize,
     cols: usize,
 ) -> PyResult<Bound<'py, PyAny>> {

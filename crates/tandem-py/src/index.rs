@@ -151,7 +151,7 @@ impl Index {
             }
         }
         Ok((
-            arrays::int_matrix(py, ids, n, k)?,
+            arrays::matrix(py, ids, n, k)?,
             arrays::matrix(py, scores, n, k)?,
         ))
     }
