@@ -32,10 +32,7 @@ pub fn train<'py>(
     callback: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let config = resolve_config(config.as_deref(), &sets)?;
-    let existing = [RunFiles::METRICS, RunFiles::BEST, RunFiles::LAST]
-        .iter()
-        .any(|f| out.join(f).exists());
-    if existing && !overwrite {
+    if RunFiles::holds_run(&out) && !overwrite {
         return Err(PyFileExistsError::new_err(format!(
             "{}: this folder already holds a run\n  fix: choose another out, or pass overwrite=True to replace it",
             out.display()

@@ -15,10 +15,7 @@ use crate::progress::Progress;
 
 /// Refuses to write into a run folder that already holds a run, unless `overwrite`.
 pub fn prepare_run_dir(out: &Path, overwrite: bool) -> Result<()> {
-    let existing = [RunFiles::METRICS, RunFiles::BEST, RunFiles::LAST]
-        .iter()
-        .any(|f| out.join(f).exists());
-    if existing && !overwrite {
+    if RunFiles::holds_run(out) && !overwrite {
         anyhow::bail!(
             "{}: this folder already holds a run\n  fix: choose another --out, or pass --overwrite to replace it",
             out.display()

@@ -36,6 +36,14 @@ impl RunFiles {
     pub const BEST: &'static str = "best.safetensors";
     /// The checkpoint after the last epoch.
     pub const LAST: &'static str = "last.safetensors";
+
+    /// Whether `dir` already holds a run (its metrics log or a checkpoint), which a new run
+    /// must not overwrite unasked.
+    pub fn holds_run(dir: &Path) -> bool {
+        [Self::METRICS, Self::BEST, Self::LAST]
+            .iter()
+            .any(|f| dir.join(f).exists())
+    }
 }
 
 /// What a finished run achieved.
