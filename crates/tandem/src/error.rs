@@ -11,24 +11,32 @@ pub enum Error {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
         #[source]
+        /// What the operating system reported.
         source: std::io::Error,
     },
 
     /// A file exists but its content is not what tandem expects.
     #[error("{path}: {problem}\n  fix: {fix}")]
     BadFile {
+        /// The file.
         path: PathBuf,
+        /// What is wrong with its content.
         problem: String,
+        /// What to do about it.
         fix: String,
     },
 
     /// The arrays of a dataset disagree with one another (shapes, ids, splits).
     #[error("dataset {path}: {problem}\n  fix: {fix}")]
     BadDataset {
+        /// The dataset folder.
         path: PathBuf,
+        /// Which arrays disagree, and how.
         problem: String,
+        /// What to do about it.
         fix: String,
     },
 
@@ -38,16 +46,23 @@ pub enum Error {
 
     /// A checkpoint cannot be used with the data it is given.
     #[error("checkpoint {path}: {problem}")]
-    Checkpoint { path: PathBuf, problem: String },
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Why it does not fit.
+        problem: String,
+    },
 
     /// Training produced a non-finite loss or gradient. The last good checkpoint is untouched.
     #[error(
         "training diverged at step {step}: {what} is {value} (batch captions {captions})\n  fix: lower the learning rate, check those captions' and their images' features for extreme values, or pass --skip-nonfinite to skip such batches"
     )]
     NonFinite {
+        /// The optimiser step (counted from 1) whose batch gave the value.
         step: usize,
         /// `"<term> loss"` or `"gradient of <tensor>"`.
         what: String,
+        /// The non-finite value (NaN or ±inf).
         value: f64,
         /// Dataset rows of the batch's captions, abbreviated.
         captions: String,

@@ -29,6 +29,8 @@
 //! # Ok::<(), tandem::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod data;
 mod error;

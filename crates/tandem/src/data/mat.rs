@@ -1,7 +1,7 @@
 //! Feature matrices in MATLAB's Level 5 MAT-files (`save(..., '-v7')`, `scipy.io.savemat`), the
 //! format of the reference's released image features: the 128-byte header, then data elements,
 //! compressed (zlib) or not; a numeric 2-D matrix stored column-major in any numeric type.
-//! MATLAB v7.3 files are HDF5 and go to [`super::hdf5`].
+//! MATLAB v7.3 files are HDF5 and go to `data::hdf5`.
 
 use std::io::Read;
 use std::path::Path;

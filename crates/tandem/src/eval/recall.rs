@@ -79,7 +79,7 @@ const TEXT_BLOCK: usize = 8 * QUERY_GROUP;
 const DENSE_DEPTH: usize = 8;
 /// Ranks from L2-normalised embeddings, scoring by inner product ([`dot`]), both ways in one
 /// pass over the caption × image pairs: blocks of captions are scored against cache-sized
-/// chunks of the gallery ([`tile`]) and each tile is scanned at once, so memory stays at the
+/// chunks of the gallery (`eval::tile`) and each tile is scanned at once, so memory stays at the
 /// embeddings plus O(captions + images) whatever the sizes. Blocks are shared out to every
 /// core.
 ///

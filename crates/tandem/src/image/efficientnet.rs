@@ -263,7 +263,7 @@ impl EfficientNetLite {
     ///
     /// # Shapes
     /// `images`: `n` images as `[size, size, 3]` channels-last values (see
-    /// [`super::preprocess`]) → `n` rows of 1280.
+    /// `image::preprocess`) → `n` rows of 1280.
     ///
     /// # Errors
     /// A tensor error when a shape is wrong.

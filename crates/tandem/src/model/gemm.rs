@@ -1,4 +1,4 @@
-//! The matrix products of the explicit training path ([`super::explicit`]): candle's own
+//! The matrix products of the explicit training path (`model::explicit`): candle's own
 //! gemm, or with the `openblas` feature the system OpenBLAS through ndarray (safe, and on
 //! this project's AVX2 machines about 20% faster: 125 against 105 GFLOP/s on the paper step's
 //! 1000 × 6000 × 2048 product, same run). Anything but contiguous-able f32 CPU tensors goes

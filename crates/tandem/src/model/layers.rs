@@ -48,7 +48,7 @@ impl Linear {
             .broadcast_add(self.bias.as_tensor())?)
     }
     /// [`Linear::forward`] on raw input features: the same value, but backward skips the
-    /// gradient with respect to `x` ([`super::input_linear`]).
+    /// gradient with respect to `x` (`model::input_linear`).
     ///
     /// # Shapes
     /// `x: [n, in]` → `[n, out]`.

@@ -21,7 +21,7 @@ pub enum Mode<'a> {
 /// How a training step computes the gradients of the branches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backward {
-    /// Written out by hand ([`super::explicit`]) where it runs (f32 features on the CPU),
+    /// Written out by hand (`model::explicit`) where it runs (f32 features on the CPU),
     /// autograd elsewhere. What training uses.
     Explicit,
     /// candle's autograd through the whole network (the reference; GPUs).

@@ -275,7 +275,7 @@ impl SentenceEncoder {
     ///
     /// # Shapes
     /// Returns `[texts.len() * dim]`, row-major, each row of unit length (all zeros never occur:
-    /// even the empty text has its [CLS] and [SEP] tokens).
+    /// even the empty text has its `[CLS]` and `[SEP]` tokens).
     ///
     /// # Errors
     /// A tokenizer or tensor error.

@@ -30,7 +30,12 @@ pub fn rungs(min_epochs: usize, max_epochs: usize, eta: usize) -> Vec<usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Continue `trial` to rung `rung`.
-    Promote { trial: usize, rung: usize },
+    Promote {
+        /// The trial to continue.
+        trial: usize,
+        /// The rung to train it to.
+        rung: usize,
+    },
     /// Start a new trial at rung 0.
     Start,
 }

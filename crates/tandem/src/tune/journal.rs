@@ -17,8 +17,11 @@ pub struct Settings {
     pub space: String,
     /// The base config (before the space's values), as TOML.
     pub base: String,
+    /// How trials draw their values.
     pub sampler: Sampler,
+    /// Seeds the draws and the grid's order.
     pub seed: u64,
+    /// Successive halving's reduction factor: each rung keeps the top 1/eta.
     pub eta: usize,
     /// Epochs of each rung, ascending.
     pub rungs: Vec<usize>,
@@ -33,18 +36,27 @@ pub enum Event {
     /// A trial started training towards `rung` (`epochs` in all). At rung 0 this is the
     /// trial's birth, with the values it drew.
     Job {
+        /// The trial's number, from 0.
         trial: usize,
+        /// The rung the job trains to.
         rung: usize,
+        /// The epochs the trial will have at the end of the job.
         epochs: usize,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// The trial's drawn values, at rung 0 only.
         params: Option<serde_json::Map<String, serde_json::Value>>,
     },
     /// A trial finished `rung`: its best validation rsum in the epochs so far.
     Result {
+        /// The trial's number.
         trial: usize,
+        /// The rung it finished.
         rung: usize,
+        /// Epochs trained so far.
         epochs: usize,
+        /// Best validation rsum over those epochs.
         val_rsum: f64,
+        /// The epoch that gave it.
         best_epoch: usize,
         /// Seconds of this job.
         seconds: f64,
@@ -53,9 +65,13 @@ pub enum Event {
     },
     /// A trial could not finish `rung` (diverged); it is never promoted.
     Failed {
+        /// The trial's number.
         trial: usize,
+        /// The rung it failed at.
         rung: usize,
+        /// The error, as the trainer reported it.
         error: String,
+        /// Seconds the whole search has spent training, this job included.
         search_seconds: f64,
     },
 }

@@ -92,14 +92,19 @@ pub struct TuneReport {
 /// A job about to run, for progress.
 #[derive(Debug, Clone)]
 pub struct JobStart<'a> {
+    /// The trial's number.
     pub trial: usize,
+    /// The rung this job trains to.
     pub rung: usize,
+    /// Epochs of every rung, ascending.
     pub rungs: &'a [usize],
     /// Epochs the trial will have at the end of this job.
     pub epochs: usize,
+    /// The trial's values.
     pub params: &'a Params,
     /// Whether it continues an interrupted job.
     pub resumed: bool,
+    /// Seconds the whole search has spent training before this job.
     pub search_seconds: f64,
 }
 

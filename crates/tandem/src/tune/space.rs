@@ -30,22 +30,31 @@ pub enum Domain {
     Choices(Vec<toml::Value>),
     /// A real number in `[low, high]`, uniformly; `steps` evenly spaced points for a grid.
     Uniform {
+        /// Lower end.
         low: f64,
+        /// Upper end.
         high: f64,
+        /// Points for a grid; a random search ignores it.
         steps: Option<usize>,
     },
     /// A positive real number in `[low, high]`, uniform in its logarithm (learning rates,
     /// weight decay); `steps` points evenly spaced in the logarithm for a grid.
     LogUniform {
+        /// Lower end, above 0.
         low: f64,
+        /// Upper end.
         high: f64,
+        /// Points for a grid; a random search ignores it.
         steps: Option<usize>,
     },
     /// A whole number in `[low, high]`, both included; `steps` evenly spaced values for a grid
     /// (every value when omitted).
     Int {
+        /// Lowest value.
         low: i64,
+        /// Highest value.
         high: i64,
+        /// Values for a grid; every value when omitted.
         steps: Option<usize>,
     },
 }
