@@ -484,4 +484,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Print every command's help as one Markdown page (docs/cli.md).
+    #[command(hide = true)]
+    CliReference,
 }

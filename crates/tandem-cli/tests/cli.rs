@@ -122,6 +122,26 @@ fn help_lists_the_commands() {
     insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
 }
 
+/// docs/cli.md is the binary's own help for every command: any change to a command's help
+/// must come with the regenerated page.
+#[test]
+fn the_cli_reference_page_is_current() {
+    let out = tandem().arg("cli-reference").output().unwrap();
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md");
+    let checked_in = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        generated.contains("## tandem index build") && generated.contains("--hnsw-ef"),
+        "the reference lacks a nested command or its options:\n{generated}"
+    );
+    assert!(
+        checked_in == generated,
+        "docs/cli.md is out of date with the binary's help; regenerate it with\n  \
+         cargo run -p tandem-cli -- cli-reference > docs/cli.md"
+    );
+}
+
 /// The binary keeps freed memory for 60 s (`allocator_options.c`, whose object build.rs links
 /// into the binary: left out, the option would silently stay at mimalloc's 1 s), and
 /// `MIMALLOC_PURGE_DELAY` in the environment still overrides it. With `MIMALLOC_VERBOSE` set,

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod bench;
+mod cli_reference;
 mod compare;
 mod demo;
 mod embed;
@@ -222,6 +223,7 @@ pub fn run(command: Command) -> Result<()> {
             no_baseline,
             format,
         } => demo::run(data, &out, &sets, !no_baseline, format),
+        Command::CliReference => cli_reference::run(),
     }
 }
 
