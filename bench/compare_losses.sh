@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains every loss on the bundled demo data with bench/recipes/compare_losses.toml (same seed,
 # same 20 epochs)
-# and prints the README's comparison table: test rsum, R@1 both ways, seconds per epoch.
+# and prints the comparison table of docs/losses.md: test rsum, R@1 both ways, seconds per epoch.
 # Usage: bench/compare_losses.sh [OUT_DIR]   (about 5 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."

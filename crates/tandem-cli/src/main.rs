@@ -16,7 +16,7 @@ use clap::Parser;
 
 // Training allocates and frees many large tensors per step; glibc returns them to the OS and
 // pays page faults and zeroing on every reuse, mimalloc keeps them, for up to 60 s after a free
-// (`allocator_options.c`, set before `main`; measured in the README, Benchmarks, item 10).
+// (`allocator_options.c`, set before `main`; measured in docs/performance.md, note 10).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,5 +1,5 @@
 //! A dataset folder of paper-size synthetic features, for measuring training time and memory
-//! at the scale the recipe was made for (the README's peak-RSS figure):
+//! at the scale the recipe was made for (the peak-RSS figure of docs/performance.md):
 //!
 //! `cargo run --release -p tandem --example synthetic_dataset -- OUT N_IMAGES [CAPTIONS_PER_IMAGE]`
 //!

@@ -1,5 +1,5 @@
 //! An index folder over synthetic embeddings, for benchmarks at gallery sizes no bundled
-//! dataset has (`bench/serve_load.sh`, the HNSW recall figure in the README):
+//! dataset has (`bench/serve_load.sh`, the HNSW recall figure in docs/search.md):
 //!
 //! `cargo run --release -p tandem --example synthetic_index -- OUT N_IMAGES [--hnsw]`
 //!

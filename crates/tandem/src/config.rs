@@ -1,5 +1,5 @@
 //! The whole training recipe as one TOML document. Defaults are the reference recipe of Wang,
-//! Li & Lazebnik (CVPR 2016) as found in its public TensorFlow code; see the README.
+//! Li & Lazebnik (CVPR 2016) as found in its public TensorFlow code; see docs/recipes.md.
 
 use std::path::Path;
 

@@ -574,7 +574,7 @@ mod tests {
         assert_eq!(shape.matmul_flops(), 2.0 * (96.0 + 256.0 + 16.0 + 32.0));
         assert_eq!(shape.loss_flops(), 2.0 * (16.0 + 32.0));
         // The paper's step: 76.9 GFLOP with 1000 captions (75.4 in the branches, 0.5 in the
-        // similarity, 1.0 in the structure term); 48.2 with 500 (the 48 + 0.2).
+        // similarity, 1.0 in the structure term); 48.2 with 500 (48 in the branches + 0.2).
         let paper = StepShape::PAPER.matmul_flops() / 1e9;
         assert!((76.8..77.0).contains(&paper), "{paper}");
         let one_caption = StepShape {

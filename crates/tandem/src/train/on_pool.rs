@@ -7,7 +7,7 @@
 //! from a worker, the same pass runs on the calling thread and the other workers steal its
 //! halves. Measured on the paper-size step, 13 steps of a `StepBench` per run, runs
 //! alternating with and without: context switches per run 5.9k–6.6k → 2.0k–2.2k, CPU time
-//! 22.0 → 21.2 s (README, Benchmarks, item 14).
+//! 22.0 → 21.2 s (docs/performance.md, note 14).
 
 /// Runs `f` on a worker thread of rayon's global pool (on this thread when it is one) and
 /// returns its result.

@@ -31,7 +31,8 @@ pub struct TuneOptions {
     pub min_epochs: usize,
     /// Trials to draw at most (a grid also ends when every point was drawn).
     pub max_trials: Option<usize>,
-    /// Training time of the whole search, over every session of it.
+    /// Training time of the whole search, over every invocation that ran it (a resumed search
+    /// continues the count).
     pub budget: Option<Duration>,
 }
 
@@ -242,7 +243,7 @@ struct State {
     rows: Vec<TrialRow>,
     params: Vec<Params>,
     pending: Option<Job>,
-    /// Training seconds of sessions before this one.
+    /// Training seconds of the invocations before this one.
     earlier_seconds: f64,
     ended: Option<String>,
 }
