@@ -1,11 +1,11 @@
 //! `tandem.load`, `Model.embed_images` / `embed_texts`, `tandem.evaluate`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tandem::eval::Protocol;
-use tandem::model::{Checkpoint, load_checkpoint};
+use tandem::model::Checkpoint;
 use tandem::train::{RunFiles, evaluate_protocol, resolve_splits};
 
 use crate::arrays::{self, Floats};
@@ -25,22 +25,13 @@ pub struct Model {
 /// Loads a model: a run folder (its best.safetensors) or a checkpoint file.
 #[pyfunction]
 pub fn load(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
-    let (file, run_dir) = if path.is_dir() {
-        (path.join(RunFiles::BEST), Some(path.clone()))
-    } else {
-        let parent = path.parent().map(Path::to_path_buf);
-        let is_run = parent
-            .as_ref()
-            .is_some_and(|p| p.join(RunFiles::CONFIG).exists());
-        (path.clone(), parent.filter(|_| is_run))
-    };
-    let checkpoint = py
-        .detach(|| load_checkpoint(&file, &tandem::default_device()?))
+    let opened = py
+        .detach(|| RunFiles::open_model(&path, &tandem::default_device()?))
         .py_err()?;
     Ok(Model {
-        checkpoint,
-        path: file,
-        run_dir,
+        checkpoint: opened.checkpoint,
+        path: opened.file,
+        run_dir: opened.run_dir,
     })
 }
 

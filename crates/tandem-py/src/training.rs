@@ -31,7 +31,7 @@ pub fn train<'py>(
     overwrite: bool,
     callback: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let config = resolve_config(config.as_deref(), &sets)?;
+    let config = Config::resolve(config.as_deref(), &sets).py_err()?;
     if RunFiles::holds_run(&out) && !overwrite {
         return Err(PyFileExistsError::new_err(format!(
             "{}: this folder already holds a run\n  fix: choose another out, or pass overwrite=True to replace it",
@@ -71,19 +71,9 @@ pub fn resume<'py>(
 #[pyfunction]
 #[pyo3(signature = (config=None, sets=Vec::new()))]
 pub fn default_config(config: Option<PathBuf>, sets: Vec<String>) -> PyResult<String> {
-    Ok(resolve_config(config.as_deref(), &sets)?.to_toml())
-}
-
-fn resolve_config(file: Option<&Path>, sets: &[String]) -> PyResult<Config> {
-    let mut config = match file {
-        Some(path) => Config::read(path).py_err()?,
-        None => Config::default(),
-    };
-    for s in sets {
-        config.set(s).py_err()?;
-    }
-    config.validate().py_err()?;
-    Ok(config)
+    Ok(Config::resolve(config.as_deref(), &sets)
+        .py_err()?
+        .to_toml())
 }
 
 /// The outcome as a dict, or the error: the callback's own exception (or Ctrl-C) first.

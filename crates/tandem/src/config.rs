@@ -309,6 +309,33 @@ impl Config {
         toml::from_str(text).map_err(|e| Error::Config(e.to_string().trim_end().to_string()))
     }
 
+    /// The config a run uses: the reference recipe, or the TOML file when given, then each
+    /// `key=value` override in order (`"train.lr=1e-3"`, as `--set` takes them), then the range
+    /// checks of [`Config::validate`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::BadFile`] naming the file; [`Error::Config`] naming the
+    /// override or value at fault.
+    pub fn resolve(file: Option<&Path>, sets: &[String]) -> Result<Self> {
+        let mut config = match file {
+            Some(path) => Self::read(path)?,
+            None => Self::default(),
+        };
+        config.apply(sets)?;
+        Ok(config)
+    }
+
+    /// Applies `key=value` overrides in order, then [`Config::validate`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the override or value at fault.
+    pub fn apply(&mut self, sets: &[String]) -> Result<()> {
+        for s in sets {
+            self.set(s)?;
+        }
+        self.validate()
+    }
+
     /// Reads a TOML file.
     ///
     /// # Errors
@@ -613,5 +640,28 @@ mod tests {
         let mut c = Config::default();
         c.loss.top_k = 0;
         assert!(c.validate().unwrap_err().to_string().contains("loss.top_k"));
+    }
+
+    #[test]
+    fn resolve_reads_the_file_then_applies_the_overrides_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("recipe.toml");
+        std::fs::write(&file, "[train]\nlr = 0.01\nbatch_size = 250\n").unwrap();
+        let sets = ["train.lr=0.002".to_string(), "train.lr=0.003".to_string()];
+        let c = Config::resolve(Some(&file), &sets).unwrap();
+        assert_eq!((c.train.lr, c.train.batch_size), (0.003, 250));
+        assert_eq!(Config::resolve(None, &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn resolve_validates_after_the_overrides() {
+        let err = Config::resolve(None, &["loss.top_k=0".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("loss.top_k"), "{err}");
+        let missing = Path::new("/nonexistent/recipe.toml");
+        let err = Config::resolve(Some(missing), &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/recipe.toml"),
+            "{err}"
+        );
     }
 }

@@ -27,10 +27,10 @@ fn runs(sets: &[String], baseline: bool) -> Result<Vec<(&'static str, String, Co
         seed: SEED,
         ..Config::default()
     };
-    super::apply_sets(&mut reference, sets)?;
+    reference.apply(sets)?;
     let mut best = Config::from_toml(BEST_RECIPE).context("the bundled best.toml")?;
     best.seed = SEED;
-    super::apply_sets(&mut best, sets)?;
+    best.apply(sets)?;
     let mut runs = vec![
         (
             "reference",

@@ -16,9 +16,9 @@ mod tune;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tandem::config::Config;
-use tandem::model::{Checkpoint, load_checkpoint};
+use tandem::model::Checkpoint;
 use tandem::train::RunFiles;
 
 use crate::cli::{Command, IndexAction};
@@ -39,7 +39,7 @@ pub fn run(command: Command) -> Result<()> {
         } => match (resume, out) {
             (Some(run), _) => train::resume(&data, &run, &sets, &split, format),
             (None, Some(out)) => {
-                let mut config = resolve_config(config.as_deref(), &sets)?;
+                let mut config = Config::resolve(config.as_deref(), &sets)?;
                 config.train.skip_nonfinite |= skip_nonfinite;
                 train::run(&data, &out, &config, overwrite, &split, format)
             }
@@ -47,7 +47,7 @@ pub fn run(command: Command) -> Result<()> {
         },
         Command::Tune(args) => tune::run(&args),
         Command::Config { config, sets } => {
-            print!("{}", resolve_config(config.as_deref(), &sets)?.to_toml());
+            print!("{}", Config::resolve(config.as_deref(), &sets)?.to_toml());
             Ok(())
         }
         Command::Eval {
@@ -227,41 +227,14 @@ pub fn run(command: Command) -> Result<()> {
     }
 }
 
-/// Defaults, then the TOML file, then each `--set`, then range checks.
-pub fn resolve_config(file: Option<&Path>, sets: &[String]) -> Result<Config> {
-    let mut config = match file {
-        Some(path) => Config::read(path)?,
-        None => Config::default(),
-    };
-    apply_sets(&mut config, sets)?;
-    Ok(config)
-}
-
-/// Applies `--set` overrides and validates the result.
-pub fn apply_sets(config: &mut Config, sets: &[String]) -> Result<()> {
-    for s in sets {
-        config.set(s).with_context(|| format!("--set {s}"))?;
-    }
-    config.validate()?;
-    Ok(())
-}
-
-/// Opens a run folder (its best checkpoint) or a checkpoint file; returns it with its run folder.
+/// Opens a run folder (its best checkpoint) or a checkpoint file; returns it with the folder
+/// that holds its run files (the checkpoint's own folder when it is not a run's).
 pub fn open_model(path: &Path) -> Result<(Checkpoint, PathBuf)> {
-    let (file, run_dir) = if path.is_dir() {
-        (path.join(RunFiles::BEST), path.to_path_buf())
-    } else {
-        (
-            path.to_path_buf(),
-            path.parent().map(Path::to_path_buf).unwrap_or_default(),
-        )
-    };
-    if !file.exists() {
-        anyhow::bail!(
-            "{}: no checkpoint here\n  fix: pass a run folder written by `tandem train` or a .safetensors checkpoint",
-            file.display()
-        );
-    }
-    let device = tandem::default_device()?;
-    Ok((load_checkpoint(&file, &device)?, run_dir))
+    let opened = RunFiles::open_model(path, &tandem::default_device()?)?;
+    let folder = opened
+        .file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    Ok((opened.checkpoint, opened.run_dir.unwrap_or(folder)))
 }

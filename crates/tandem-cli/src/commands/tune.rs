@@ -24,7 +24,7 @@ pub fn run(args: &TuneArgs) -> Result<()> {
             "a random search never runs out of trials\n  fix: give it --budget (e.g. 30m) or --trials N"
         );
     }
-    let base = super::resolve_config(args.config.as_deref(), &args.sets)?;
+    let base = tandem::config::Config::resolve(args.config.as_deref(), &args.sets)?;
     // The whole space is checked before the dataset is even opened: a typo costs nothing.
     let space = SearchSpace::read(&args.space, &base, sampler)?;
     let journal = args.out.join(TuneFiles::JOURNAL);

@@ -7,6 +7,7 @@ mod health;
 mod observer;
 mod on_pool;
 mod optimizer;
+mod run_files;
 mod schedule;
 mod trainer;
 
@@ -14,7 +15,6 @@ pub use early_stop::{EarlyStopping, Verdict};
 pub use health::{COLLAPSE_SPREAD, Health};
 pub use observer::{EpochReport, NoopObserver, Observer, StepReport};
 pub use optimizer::{Adam, Optimizer, SgdMomentum};
+pub use run_files::{OpenedModel, RunFiles};
 pub use schedule::{LrSchedule, step_decay};
-pub use trainer::{
-    RunFiles, TrainOutcome, evaluate_protocol, evaluate_split, resolve_splits, resume, train,
-};
+pub use trainer::{TrainOutcome, evaluate_protocol, evaluate_split, resolve_splits, resume, train};

@@ -17,34 +17,11 @@ use crate::eval::{Protocol, RetrievalMetrics, ranks_from_embeddings};
 use crate::fsio;
 use crate::loss::{Embedded, Memory, Objective, Temperature};
 use crate::model::{Backward, Checkpoint, TwoBranch, load_checkpoint, save_checkpoint};
+use crate::train::RunFiles;
 use crate::train::on_pool::on_pool;
 use crate::train::{
     EarlyStopping, EpochReport, Health, LrSchedule, Observer, Optimizer, StepReport,
 };
-
-/// The files of a run folder.
-pub struct RunFiles;
-
-impl RunFiles {
-    /// The resolved config.
-    pub const CONFIG: &'static str = "config.toml";
-    /// The split used (copied or generated).
-    pub const SPLITS: &'static str = "splits.json";
-    /// One JSON object per step and per epoch.
-    pub const METRICS: &'static str = "metrics.jsonl";
-    /// The checkpoint with the best validation rsum.
-    pub const BEST: &'static str = "best.safetensors";
-    /// The checkpoint after the last epoch.
-    pub const LAST: &'static str = "last.safetensors";
-
-    /// Whether `dir` already holds a run (its metrics log or a checkpoint), which a new run
-    /// must not overwrite unasked.
-    pub fn holds_run(dir: &Path) -> bool {
-        [Self::METRICS, Self::BEST, Self::LAST]
-            .iter()
-            .any(|f| dir.join(f).exists())
-    }
-}
 
 /// What a finished run achieved.
 #[derive(Debug, Clone)]
