@@ -3,7 +3,10 @@
 mod adam_kernel;
 pub mod bench;
 mod early_stop;
+mod evaluate;
 mod health;
+mod metrics_log;
+mod nonfinite;
 mod observer;
 mod on_pool;
 mod optimizer;
@@ -12,9 +15,10 @@ mod schedule;
 mod trainer;
 
 pub use early_stop::{EarlyStopping, Verdict};
+pub use evaluate::{evaluate_protocol, evaluate_split, resolve_splits};
 pub use health::{COLLAPSE_SPREAD, Health};
 pub use observer::{EpochReport, NoopObserver, Observer, StepReport};
 pub use optimizer::{Adam, Optimizer, SgdMomentum};
 pub use run_files::{OpenedModel, RunFiles};
 pub use schedule::{LrSchedule, step_decay};
-pub use trainer::{TrainOutcome, evaluate_protocol, evaluate_split, resolve_splits, resume, train};
+pub use trainer::{StepEvent, TrainOutcome, Trainer, resume, train};

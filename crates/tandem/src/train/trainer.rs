@@ -1,26 +1,26 @@
-//! The training loop.
+//! The training loop as a steppable [`Trainer`]: start or resume, step, end of epoch
+//! (validation and checkpoints), finish. [`train`] and [`resume`] drive it for an [`Observer`].
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-use rayon::prelude::*;
 
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::data::{Batcher, PairedDataset, SplitView, Splits};
+use crate::data::{Batch, Batcher, PairedDataset, SplitView, Splits};
 use crate::error::{Error, Result};
-use crate::eval::{Protocol, RetrievalMetrics, ranks_from_embeddings};
+use crate::eval::RetrievalMetrics;
 use crate::fsio;
 use crate::loss::{Embedded, Memory, Objective, Temperature};
 use crate::model::{Backward, Checkpoint, TwoBranch, load_checkpoint, save_checkpoint};
-use crate::train::RunFiles;
+use crate::train::metrics_log::MetricsLog;
+use crate::train::nonfinite::{abbreviate, first_nonfinite_gradient};
 use crate::train::on_pool::on_pool;
 use crate::train::{
-    EarlyStopping, EpochReport, Health, LrSchedule, Observer, Optimizer, StepReport,
+    EarlyStopping, EpochReport, Health, LrSchedule, Observer, Optimizer, RunFiles, StepReport,
+    evaluate_split, resolve_splits,
 };
 
 /// What a finished run achieved.
@@ -44,144 +44,6 @@ pub struct TrainOutcome {
     pub seconds: f64,
     /// The split used.
     pub splits: Splits,
-}
-
-/// The splits to use: the dataset's `splits.json`, else the run folder's, else a seeded random
-/// split of the sizes in `config.data`.
-///
-/// # Errors
-/// [`Error::BadDataset`] when the split is invalid for this dataset, [`Error::Config`] when the
-/// sizes leave no training image.
-pub fn resolve_splits(
-    dataset: &PairedDataset,
-    config: &Config,
-    run_dir: Option<&Path>,
-) -> Result<Splits> {
-    if let Some(s) = &dataset.splits {
-        return Ok(s.clone());
-    }
-    let counts = dataset.captions_per_image();
-    if let Some(dir) = run_dir {
-        let path = dir.join(RunFiles::SPLITS);
-        if path.exists() {
-            let s = Splits::read(&path)?;
-            s.validate(&path, dataset.images.rows, &counts)?;
-            return Ok(s);
-        }
-    }
-    let s = Splits::random(
-        dataset.images.rows,
-        config.data.val_images,
-        config.data.test_images,
-        config.seed,
-    )?;
-    s.validate(&dataset.root, dataset.images.rows, &counts)?;
-    Ok(s)
-}
-
-/// Embeds one split with `model` in evaluation mode and ranks it both ways.
-///
-/// # Errors
-/// A config error when the feature dimensions do not match the model.
-pub fn evaluate_split(
-    model: &mut TwoBranch,
-    dataset: &PairedDataset,
-    view: &SplitView,
-    name: &str,
-    chunk: usize,
-) -> Result<RetrievalMetrics> {
-    evaluate_protocol(
-        model,
-        dataset,
-        &view.images,
-        name,
-        Protocol::Full,
-        &[],
-        chunk,
-    )
-}
-
-/// Evaluates one split under `protocol`: each fold of images (with all their captions) is
-/// embedded and ranked on its own, and the folds' metrics are averaged.
-///
-/// # Errors
-/// [`Error::Config`] when the split is too small for the protocol or the features do not fit
-/// the model.
-pub fn evaluate_protocol(
-    model: &mut TwoBranch,
-    dataset: &PairedDataset,
-    split_images: &[u32],
-    name: &str,
-    protocol: Protocol,
-    extra_ks: &[usize],
-    chunk: usize,
-) -> Result<RetrievalMetrics> {
-    let mut folds = Vec::new();
-    for images in protocol.folds(split_images)? {
-        let view = SplitView::new(&images, &dataset.text_to_image, dataset.images.rows);
-        let embedded_images = model.embed_all(&dataset.images, &view.images, true, chunk)?;
-        let embedded_texts = model.embed_all(&dataset.texts, &view.texts, false, chunk)?;
-        check_finite(&embedded_images, &embedded_texts, name)?;
-        let ranks = ranks_from_embeddings(
-            &embedded_images,
-            &embedded_texts,
-            model.config.dim,
-            &view.text_image,
-        );
-        folds.push(RetrievalMetrics::from_ranks_at(name, &ranks, extra_ks));
-    }
-    Ok(RetrievalMetrics::mean_of_folds(protocol.name(), &folds))
-}
-
-fn check_finite(images: &[f32], texts: &[f32], name: &str) -> Result<()> {
-    if images.iter().chain(texts).any(|v| !v.is_finite()) {
-        return Err(Error::Config(format!(
-            "the model maps some {name} features to non-finite embeddings: its weights or BatchNorm statistics are not finite, or the features hold extreme values; retrain with a lower train.lr"
-        )));
-    }
-    Ok(())
-}
-
-/// An append-only JSON-lines log. A resumed run first cuts it back to the length it had at
-/// the checkpoint, so steps after that checkpoint are not logged twice.
-struct MetricsLog {
-    path: PathBuf,
-    file: std::fs::File,
-}
-
-impl MetricsLog {
-    fn create(path: PathBuf) -> Result<Self> {
-        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(MetricsLog { path, file })
-    }
-
-    fn reopen_at(path: PathBuf, length: u64) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        file.set_len(length).map_err(|e| Error::io(&path, e))?;
-        let mut log = MetricsLog { path, file };
-        std::io::Seek::seek(&mut log.file, std::io::SeekFrom::End(0))
-            .map_err(|e| Error::io(&log.path, e))?;
-        Ok(log)
-    }
-
-    fn write(&mut self, value: serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{value}").map_err(|e| Error::io(&self.path, e))
-    }
-
-    /// The log's length once its lines are on disk.
-    fn len(&self) -> Result<u64> {
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io(&self.path, e))?;
-        Ok(self
-            .file
-            .metadata()
-            .map_err(|e| Error::io(&self.path, e))?
-            .len())
-    }
 }
 
 /// Everything besides the weights that a run needs to continue exactly where it stopped; kept
@@ -223,26 +85,14 @@ pub fn train(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
-    config.validate()?;
-    std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
-    let splits = resolve_splits(dataset, config, None)?;
-    fsio::write_atomic(
-        &run_dir.join(RunFiles::SPLITS),
-        serde_json::to_string(&splits)
-            .expect("splits serialise")
-            .as_bytes(),
-    )?;
-    run(dataset, config, splits, run_dir, device, observer, None)
+    Trainer::start(dataset, config, run_dir, device)?.drive(observer)
 }
 
-/// Continues the run in `run_dir` from its `last.safetensors`: weights, optimiser state,
-/// dropout RNG, cross-batch memory, temperature, epoch and step counters, best score and
-/// early-stopping count, so the result equals a run that was never interrupted. `epochs`
-/// extends (or shortens) the planned number of epochs; nothing else of the config may change.
+/// Continues the run in `run_dir` from its `last.safetensors` (see [`Trainer::resume`]), so
+/// the result equals a run that was never interrupted.
 ///
 /// # Errors
-/// [`Error::Checkpoint`] when the folder has no resumable checkpoint or it does not match the
-/// dataset, and every error of [`train`].
+/// The errors of [`Trainer::resume`] and of [`train`].
 pub fn resume(
     dataset: &PairedDataset,
     run_dir: &Path,
@@ -250,448 +100,708 @@ pub fn resume(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
-    let path = run_dir.join(RunFiles::LAST);
-    if !path.exists() {
-        return Err(Error::Checkpoint {
-            path,
-            problem: "no checkpoint to resume from (the run never finished an epoch); start it again with --overwrite".into(),
-        });
-    }
-    let checkpoint = load_checkpoint(&path, device)?;
-    let mut config = checkpoint.config.clone();
-    if let Some(e) = epochs {
-        config.train.epochs = e;
-    }
-    config.validate()?;
-    let splits = resolve_splits(dataset, &config, Some(run_dir))?;
-    run(
-        dataset,
-        &config,
-        splits,
-        run_dir,
-        device,
-        observer,
-        Some(checkpoint),
-    )
+    Trainer::resume(dataset, run_dir, epochs, device)?.drive(observer)
 }
 
-/// The first trained tensor whose gradient has a non-finite entry, with that entry's largest
-/// magnitude.
-fn first_nonfinite_gradient(
-    grads: &candle_core::backprop::GradStore,
-    named: &[(String, Var)],
-) -> Result<Option<(String, f64)>> {
-    for (name, var) in named {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            // Every step checks every gradient: on the CPU one parallel scan without
-            // temporaries (the tensor version allocated |g| and made two single-threaded passes
-            // over 22.7M values per step at the paper's size).
-            let host = g.device().is_cpu() && g.dtype() == candle_core::DType::F32;
-            let bad = if host {
-                let g = g.contiguous()?;
-                crate::model::gemm::with_values(&g, |v| {
-                    v.par_iter()
-                        .find_any(|x| !x.is_finite())
-                        .map(|x| f64::from(x.abs()))
-                })?
-            } else {
-                let peak = g
-                    .abs()?
-                    .max_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
-                (!peak.is_finite()).then_some(peak)
-            };
-            if let Some(peak) = bad {
-                return Ok(Some((format!("gradient of {name}"), peak)));
-            }
-        }
-    }
-    Ok(None)
+/// What one [`Trainer::step`] did.
+#[derive(Debug, Clone)]
+pub enum StepEvent {
+    /// A batch trained; `warning` says when the space began to collapse at this step (once
+    /// per run).
+    Trained {
+        /// The step's loss, learning rate and health.
+        report: StepReport,
+        /// A warning for the user, logged to `metrics.jsonl` too.
+        warning: Option<String>,
+    },
+    /// A batch whose loss or gradient was not finite was skipped (`train.skip_nonfinite`).
+    Skipped {
+        /// What was not finite, for the user; logged to `metrics.jsonl` too.
+        warning: String,
+    },
 }
 
-/// `12, 55, 1034, … (500 in all)`: enough ids to find the rows, not a wall of numbers.
-fn abbreviate(ids: &[u32]) -> String {
-    const SHOWN: usize = 8;
-    let head: Vec<String> = ids.iter().take(SHOWN).map(u32::to_string).collect();
-    if ids.len() > SHOWN {
-        format!("{}, … ({} in all)", head.join(", "), ids.len())
-    } else {
-        head.join(", ")
-    }
+/// The epoch being trained: its batches and running sums.
+struct EpochInProgress {
+    epoch: usize,
+    batches: Vec<Batch>,
+    next: usize,
+    objective: Objective,
+    loss_sum: f64,
+    skipped: usize,
+    lr: f64,
+    started: Instant,
 }
 
-fn run(
-    dataset: &PairedDataset,
-    config: &Config,
+/// A training run that its caller drives.
+///
+/// ```text
+/// let mut trainer = Trainer::start(&data, &config, run_dir, &device)?;   // or Trainer::resume
+/// while !trainer.is_done() {
+///     while let Some(event) = trainer.step()? { /* report it */ }
+///     let epoch = trainer.end_epoch()?;       // validation, best and last checkpoints
+/// }
+/// let outcome = trainer.finish(false)?;
+/// ```
+///
+/// Stopping between epochs is a pause: the run folder's `last.safetensors` holds everything
+/// [`Trainer::resume`] needs to continue as if never stopped. Stopping mid-epoch loses that
+/// epoch's steps and nothing else.
+pub struct Trainer<'a> {
+    dataset: &'a PairedDataset,
+    config: Config,
     splits: Splits,
-    run_dir: &Path,
-    device: &Device,
-    observer: &mut dyn Observer,
-    resume_from: Option<Checkpoint>,
-) -> Result<TrainOutcome> {
-    let started = Instant::now();
-    fsio::write_atomic(&run_dir.join(RunFiles::CONFIG), config.to_toml().as_bytes())?;
-    let n_images = dataset.images.rows;
-    let train_view = SplitView::new(&splits.train, &dataset.text_to_image, n_images);
-    let val_view = SplitView::new(&splits.val, &dataset.text_to_image, n_images);
-    let t = &config.train;
-    let batcher = Batcher::new(&train_view, t.batch_size, config.seed)?;
-    let mut model = TwoBranch::new(
-        dataset.images.cols,
-        dataset.texts.cols,
-        &config.model,
-        config.seed,
-        device,
-    )?;
-    let temperature = Temperature::new(&config.loss, device)?;
-    let mut memory = Memory::new(&config.loss.memory, config.model.dim);
-    // The trained tensors by name (the names say which gradient went bad).
-    let mut named: Vec<(String, Var)> = model
-        .named()
-        .into_iter()
-        .filter_map(|(n, v, trainable)| trainable.then_some((n, v)))
-        .collect();
-    if config.loss.kind.uses_temperature() {
-        named.extend(
-            temperature
-                .named()
-                .into_iter()
-                .filter_map(|(n, v, learnable)| learnable.then_some((n, v))),
-        );
-    }
-    let trained: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
-    let mut optimizer = Optimizer::new(trained, t)?;
-    let mut skipped = 0usize;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1));
-    let mut step = 0;
-    let mut best: Option<(usize, Option<RetrievalMetrics>)> = None;
-    let mut early_stopping = EarlyStopping::new(t.patience);
-    let mut collapse_reported = false;
-    let mut first_epoch_to_run = 0;
-    let metrics_path = run_dir.join(RunFiles::METRICS);
-    let mut log = match resume_from {
-        None => MetricsLog::create(metrics_path)?,
-        Some(checkpoint) => {
-            let path = run_dir.join(RunFiles::LAST);
-            let bad = |problem: String| Error::Checkpoint {
-                path: path.clone(),
-                problem,
-            };
-            if (checkpoint.model.d_image, checkpoint.model.d_text)
-                != (dataset.images.cols, dataset.texts.cols)
-            {
-                return Err(bad(format!(
-                    "the run was trained on {}-d image and {}-d text features, the data has {} and {}; resume with the run's own dataset",
-                    checkpoint.model.d_image,
-                    checkpoint.model.d_text,
-                    dataset.images.cols,
-                    dataset.texts.cols
-                )));
-            }
-            let state: TrainState = checkpoint
-                .metadata
-                .get(TRAIN_STATE)
-                .and_then(|s| serde_json::from_str(s).ok())
-                .ok_or_else(|| {
-                    bad("no resumable training state (a best.safetensors or an older checkpoint?); resume needs last.safetensors of a run folder".into())
-                })?;
-            if state.stopped_early {
-                return Err(Error::Config(format!(
-                    "the run in {} stopped early after epoch {} (train.patience = {}); there is nothing to resume",
-                    run_dir.display(),
-                    state.epoch,
-                    t.patience
-                )));
-            }
-            for ((name, target, _), (_, source, _)) in
-                model.named().iter().zip(checkpoint.model.named())
-            {
-                target
-                    .set(source.as_tensor())
-                    .map_err(|e| bad(format!("`{name}`: {e}")))?;
-            }
-            let extra = &checkpoint.extra;
-            for (name, var, _) in temperature.named() {
-                let value = extra
-                    .get(&name)
-                    .ok_or_else(|| bad(format!("tensor `{name}` is missing")))?;
-                var.set(&value.to_dtype(var.dtype())?)?;
-            }
-            memory
-                .restore(&mut |name| extra.get(name).cloned())
-                .map_err(bad)?;
-            optimizer
-                .restore(extra, state.optimizer_step)
-                .map_err(bad)?;
-            let word_pos: u128 = state
-                .rng_word_pos
-                .parse()
-                .map_err(|_| bad("train_state.rng_word_pos is not a number".into()))?;
-            rng.set_word_pos(word_pos);
-            step = state.step;
-            best = state.best_epoch.map(|e| (e, state.best_val.clone()));
-            early_stopping = state.early_stopping;
-            collapse_reported = state.collapse_reported;
-            first_epoch_to_run = state.epoch;
-            skipped = state.skipped_batches;
-            MetricsLog::reopen_at(metrics_path, state.metrics_bytes)?
-        }
-    };
+    run_dir: PathBuf,
+    device: Device,
+    model: TwoBranch,
+    temperature: Temperature,
+    memory: Memory,
+    /// The trained tensors by name (the names say which gradient went bad).
+    named: Vec<(String, Var)>,
+    optimizer: Optimizer,
+    /// Dropout's generator.
+    rng: rand_chacha::ChaCha8Rng,
+    batcher: Batcher,
+    schedule: LrSchedule,
+    steps_per_epoch: usize,
+    val_view: SplitView,
+    log: MetricsLog,
+    step: usize,
+    skipped: usize,
+    best: Option<(usize, Option<RetrievalMetrics>)>,
+    early_stopping: EarlyStopping,
+    collapse_reported: bool,
+    epochs_done: usize,
+    stopped_early: bool,
+    current: Option<EpochInProgress>,
+    started: Instant,
+}
 
-    let steps_per_epoch = batcher.epoch(first_epoch_to_run).len();
-    let schedule = LrSchedule::new(t, steps_per_epoch);
-    observer.on_start(t.epochs, steps_per_epoch);
-    let mut epochs_run = first_epoch_to_run;
-    let mut stopped_early = false;
-    let mut paused = false;
-    for epoch in first_epoch_to_run..t.epochs {
-        if observer.stop_requested(epoch) {
-            paused = true;
-            break;
+impl<'a> Trainer<'a> {
+    /// A new run in `run_dir`: writes `config.toml` and `splits.json`, starts `metrics.jsonl`.
+    ///
+    /// # Errors
+    /// Config and dataset errors, and I/O errors naming the file.
+    pub fn start(
+        dataset: &'a PairedDataset,
+        config: &Config,
+        run_dir: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+        let splits = resolve_splits(dataset, config, None)?;
+        fsio::write_atomic(
+            &run_dir.join(RunFiles::SPLITS),
+            serde_json::to_string(&splits)
+                .expect("splits serialise")
+                .as_bytes(),
+        )?;
+        let log = MetricsLog::create(run_dir.join(RunFiles::METRICS))?;
+        Self::new(dataset, config.clone(), splits, run_dir, device, log)
+    }
+
+    /// Continues the run in `run_dir` from its `last.safetensors`: weights, optimiser state,
+    /// dropout RNG, cross-batch memory, temperature, epoch and step counters, best score and
+    /// early-stopping count. `epochs` extends (or shortens) the planned number of epochs;
+    /// nothing else of the config may change.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] when the folder has no resumable checkpoint or it does not match
+    /// the dataset; [`Error::Config`] when the run stopped early.
+    pub fn resume(
+        dataset: &'a PairedDataset,
+        run_dir: &Path,
+        epochs: Option<usize>,
+        device: &Device,
+    ) -> Result<Self> {
+        let path = run_dir.join(RunFiles::LAST);
+        if !path.exists() {
+            return Err(Error::Checkpoint {
+                path,
+                problem: "no checkpoint to resume from (the run never finished an epoch); start it again with --overwrite".into(),
+            });
         }
-        let epoch_start = Instant::now();
-        let batches = batcher.epoch(epoch);
-        let objective = Objective::for_epoch(&config.loss, epoch);
-        let mut loss_sum = 0.0;
-        let mut skipped_in_epoch = 0;
-        let mut lr = schedule.lr(step, epoch);
-        for (k, batch) in batches.iter().enumerate() {
-            lr = schedule.lr(step, epoch);
-            optimizer.set_learning_rate(lr);
-            step += 1;
-            let b = batch.images.len();
-            let images = Tensor::from_vec(
-                dataset.images.gather(&batch.images),
-                (b, dataset.images.cols),
-                device,
-            )?;
-            let texts = Tensor::from_vec(
-                dataset.texts.gather(&batch.texts),
-                (batch.texts.len(), dataset.texts.cols),
-                device,
-            )?;
-            // The forward pass updates BatchNorm's running statistics; a skipped batch must not
-            // leave them changed.
-            let running_stats: Vec<(Var, Tensor)> = if t.skip_nonfinite {
-                model
+        let checkpoint = load_checkpoint(&path, device)?;
+        let mut config = checkpoint.config.clone();
+        if let Some(e) = epochs {
+            config.train.epochs = e;
+        }
+        config.validate()?;
+        let splits = resolve_splits(dataset, &config, Some(run_dir))?;
+        let state = TrainState::of(&checkpoint, &path, dataset, run_dir, &config)?;
+        let log = MetricsLog::reopen_at(run_dir.join(RunFiles::METRICS), state.metrics_bytes)?;
+        let mut trainer = Self::new(dataset, config, splits, run_dir, device, log)?;
+        trainer.restore(&checkpoint, state, &path)?;
+        Ok(trainer)
+    }
+
+    /// The run's parts, freshly initialised from the seed.
+    fn new(
+        dataset: &'a PairedDataset,
+        config: Config,
+        splits: Splits,
+        run_dir: &Path,
+        device: &Device,
+        log: MetricsLog,
+    ) -> Result<Self> {
+        fsio::write_atomic(&run_dir.join(RunFiles::CONFIG), config.to_toml().as_bytes())?;
+        let n_images = dataset.images.rows;
+        let train_view = SplitView::new(&splits.train, &dataset.text_to_image, n_images);
+        let val_view = SplitView::new(&splits.val, &dataset.text_to_image, n_images);
+        let t = &config.train;
+        let batcher = Batcher::new(&train_view, t.batch_size, config.seed)?;
+        let model = TwoBranch::new(
+            dataset.images.cols,
+            dataset.texts.cols,
+            &config.model,
+            config.seed,
+            device,
+        )?;
+        let temperature = Temperature::new(&config.loss, device)?;
+        let memory = Memory::new(&config.loss.memory, config.model.dim);
+        let mut named: Vec<(String, Var)> = model
+            .named()
+            .into_iter()
+            .filter_map(|(n, v, trainable)| trainable.then_some((n, v)))
+            .collect();
+        if config.loss.kind.uses_temperature() {
+            named.extend(
+                temperature
                     .named()
                     .into_iter()
-                    .filter(|(_, _, trainable)| !trainable)
-                    .map(|(_, v, _)| {
-                        let saved = v.as_tensor().copy()?;
-                        Ok((v, saved))
-                    })
-                    .collect::<Result<_>>()?
-            } else {
-                Vec::new()
-            };
-            // Global ids, so the memory can tell images of different batches apart; the
-            // sample keys are the dataset rows.
-            let image_ids = &batch.images;
-            let text_ids: Vec<u32> = batch
-                .text_image
-                .iter()
-                .map(|&l| batch.images[l as usize])
-                .collect();
-            // Forward, loss and backward on a rayon worker (see `on_pool`).
-            let (ei, et, out, health, loss, grads, failure) = on_pool(|| -> Result<_> {
-                let forward = model.forward_train(&images, &texts, &mut rng, Backward::Explicit)?;
-                let (ei, et) = (forward.images.clone(), forward.texts.clone());
-                let out = objective.forward(
-                    &Embedded::new(&ei, &et, image_ids, &text_ids)
-                        .with_keys(image_ids, &batch.texts)
-                        .with_memory(&memory)
-                        .with_temperature(&temperature),
-                )?;
-                let health = Health::measure(&ei, &et, &batch.text_image)?;
-                let loss = out
-                    .total
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
-                let mut grads = None;
-                let failure = if loss.is_finite() {
-                    let g = model.backward(forward, &out.total)?;
-                    let bad = first_nonfinite_gradient(&g, &named)?;
-                    grads = Some(g);
-                    bad
-                } else {
-                    Some(
-                        out.terms
-                            .iter()
-                            .find(|(_, v, _)| !v.is_finite())
-                            .map(|(n, v, _)| (format!("{n} loss"), *v))
-                            .unwrap_or(("total loss".into(), loss)),
-                    )
-                };
-                Ok((ei, et, out, health, loss, grads, failure))
-            })?;
-            if let Some((what, value)) = failure {
-                if !t.skip_nonfinite {
-                    return Err(Error::NonFinite {
-                        step,
-                        what,
-                        value,
-                        captions: abbreviate(&batch.texts),
-                    });
-                }
-                for (var, saved) in &running_stats {
-                    var.set(saved)?;
-                }
-                skipped += 1;
-                skipped_in_epoch += 1;
-                log.write(serde_json::json!({
-                    "kind": "skipped", "epoch": epoch + 1, "step": step, "what": what,
-                    "value": value.to_string(), "captions": batch.texts,
-                }))?;
-                observer.on_warning(&format!(
-                    "skipped step {step}: {what} is {value} (batch captions {})",
-                    abbreviate(&batch.texts)
-                ));
-                continue;
-            }
-            let grads = grads.expect("finite loss has gradients");
-            on_pool(|| optimizer.step(&grads))?;
-            temperature.clamp()?;
-            memory.record(&ei, image_ids, image_ids, &et, &text_ids, &batch.texts)?;
-            loss_sum += loss;
-            let logit_scale = config
-                .loss
-                .kind
-                .uses_temperature()
-                .then(|| temperature.scale())
-                .transpose()?;
-            let report = StepReport {
-                epoch,
-                step,
-                step_in_epoch: k + 1,
-                steps_in_epoch: batches.len(),
-                lr,
-                loss,
-                terms: out.terms,
-                health,
-                logit_scale,
-            };
-            let terms: serde_json::Map<String, serde_json::Value> = report
-                .terms
-                .iter()
-                .map(|(n, v, a)| (n.clone(), serde_json::json!({"loss": v, "active": a})))
-                .collect();
-            log.write(serde_json::json!({
-                "kind": "step", "epoch": epoch + 1, "step": step, "lr": lr, "loss": loss, "terms": terms,
-                "health": health, "logit_scale": logit_scale, "memory_rows": memory.texts.len(),
-            }))?;
-            observer.on_step(&report);
-            if observer.interrupt_requested() {
-                return Err(Error::Interrupted { epoch: epoch + 1 });
-            }
-            if !collapse_reported && let Some(message) = health.collapse_warning(step, epoch) {
-                collapse_reported = true;
-                log.write(
-                    serde_json::json!({"kind": "warning", "step": step, "message": message}),
-                )?;
-                observer.on_warning(&message);
-            }
+                    .filter_map(|(n, v, learnable)| learnable.then_some((n, v))),
+            );
         }
-        epochs_run += 1;
-        let val = if val_view.images.is_empty() {
-            None
-        } else {
-            Some(evaluate_split(
-                &mut model,
-                dataset,
-                &val_view,
-                "val",
-                t.eval_batch_size,
-            )?)
+        let trained: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
+        let optimizer = Optimizer::new(trained, t)?;
+        let steps_per_epoch = batcher.epoch(0).len();
+        Ok(Trainer {
+            dataset,
+            splits,
+            run_dir: run_dir.to_path_buf(),
+            device: device.clone(),
+            model,
+            temperature,
+            memory,
+            named,
+            optimizer,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1)),
+            schedule: LrSchedule::new(t, steps_per_epoch),
+            steps_per_epoch,
+            batcher,
+            val_view,
+            log,
+            step: 0,
+            skipped: 0,
+            best: None,
+            early_stopping: EarlyStopping::new(t.patience),
+            collapse_reported: false,
+            epochs_done: 0,
+            stopped_early: false,
+            current: None,
+            started: Instant::now(),
+            config,
+        })
+    }
+
+    /// Sets weights, temperature, memory, optimiser, RNG and counters from a checkpoint.
+    fn restore(&mut self, checkpoint: &Checkpoint, state: TrainState, path: &Path) -> Result<()> {
+        let bad = |problem: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            problem,
         };
-        // Without a validation split the latest epoch counts as the best.
-        let verdict = early_stopping.update(val.as_ref().map_or(epoch as f64, |m| m.rsum));
-        let improved = verdict.improved;
-        let train_loss = loss_sum / (batches.len() - skipped_in_epoch).max(1) as f64;
-        log.write(serde_json::json!({
-            "kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": train_loss,
-            "val": val, "improved": improved, "seconds": epoch_start.elapsed().as_secs_f64(),
-            "skipped_batches": skipped_in_epoch,
-        }))?;
-        if improved {
-            best = Some((epoch + 1, val.clone()));
+        for ((name, target, _), (_, source, _)) in
+            self.model.named().iter().zip(checkpoint.model.named())
+        {
+            target
+                .set(source.as_tensor())
+                .map_err(|e| bad(format!("`{name}`: {e}")))?;
         }
-        let mut extra: Vec<(String, Tensor)> = temperature
+        let extra = &checkpoint.extra;
+        for (name, var, _) in self.temperature.named() {
+            let value = extra
+                .get(&name)
+                .ok_or_else(|| bad(format!("tensor `{name}` is missing")))?;
+            var.set(&value.to_dtype(var.dtype())?)?;
+        }
+        self.memory
+            .restore(&mut |name| extra.get(name).cloned())
+            .map_err(bad)?;
+        self.optimizer
+            .restore(extra, state.optimizer_step)
+            .map_err(bad)?;
+        let word_pos: u128 = state
+            .rng_word_pos
+            .parse()
+            .map_err(|_| bad("train_state.rng_word_pos is not a number".into()))?;
+        self.rng.set_word_pos(word_pos);
+        self.step = state.step;
+        self.best = state.best_epoch.map(|e| (e, state.best_val.clone()));
+        self.early_stopping = state.early_stopping;
+        self.collapse_reported = state.collapse_reported;
+        self.epochs_done = state.epoch;
+        self.skipped = state.skipped_batches;
+        Ok(())
+    }
+
+    /// The epochs planned (`train.epochs`).
+    pub fn epochs(&self) -> usize {
+        self.config.train.epochs
+    }
+
+    /// Epochs completed and checkpointed.
+    pub fn completed_epochs(&self) -> usize {
+        self.epochs_done
+    }
+
+    /// Optimisation steps in each epoch.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.steps_per_epoch
+    }
+
+    /// Whether the run has trained every planned epoch, or early stopping ended it.
+    pub fn is_done(&self) -> bool {
+        self.stopped_early || self.epochs_done >= self.config.train.epochs
+    }
+
+    /// The model as trained so far.
+    pub fn model(&self) -> &TwoBranch {
+        &self.model
+    }
+
+    /// The run's resolved config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Trains the next batch of the current epoch (starting the next epoch when none is in
+    /// progress); `None` once the epoch's batches are done, when [`Trainer::end_epoch`] is due,
+    /// or when the run is done.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] when the loss or a gradient is not finite (unless
+    /// `train.skip_nonfinite`), tensor and I/O errors.
+    pub fn step(&mut self) -> Result<Option<StepEvent>> {
+        if self.current.is_none() {
+            if self.is_done() {
+                return Ok(None);
+            }
+            self.begin_epoch();
+        }
+        let current = self.current.as_mut().expect("an epoch is in progress");
+        let Some(batch) = current.batches.get(current.next).cloned() else {
+            return Ok(None);
+        };
+        current.next += 1;
+        self.train_batch(&batch).map(Some)
+    }
+
+    fn begin_epoch(&mut self) {
+        let epoch = self.epochs_done;
+        self.current = Some(EpochInProgress {
+            epoch,
+            batches: self.batcher.epoch(epoch),
+            next: 0,
+            objective: Objective::for_epoch(&self.config.loss, epoch),
+            loss_sum: 0.0,
+            skipped: 0,
+            lr: self.schedule.lr(self.step, epoch),
+            started: Instant::now(),
+        });
+    }
+
+    /// Forward, loss, backward and the optimiser's step on one batch of the current epoch.
+    fn train_batch(&mut self, batch: &Batch) -> Result<StepEvent> {
+        let t = &self.config.train;
+        let current = self.current.as_mut().expect("an epoch is in progress");
+        // `step` has moved `next` past this batch: it is the batch's 1-based place.
+        let (epoch, step_in_epoch) = (current.epoch, current.next);
+        current.lr = self.schedule.lr(self.step, epoch);
+        let lr = current.lr;
+        self.optimizer.set_learning_rate(lr);
+        self.step += 1;
+        let step = self.step;
+        let (images, texts) = self.batch_features(batch)?;
+        // The forward pass updates BatchNorm's running statistics; a skipped batch must not
+        // leave them changed.
+        let running_stats: Vec<(Var, Tensor)> = if t.skip_nonfinite {
+            self.model
+                .named()
+                .into_iter()
+                .filter(|(_, _, trainable)| !trainable)
+                .map(|(_, v, _)| Ok((v.clone(), v.as_tensor().copy()?)))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        // Global ids, so the memory can tell images of different batches apart; the sample
+        // keys are the dataset rows.
+        let image_ids = &batch.images;
+        let text_ids: Vec<u32> = batch
+            .text_image
+            .iter()
+            .map(|&l| batch.images[l as usize])
+            .collect();
+        let objective = &self.current.as_ref().expect("an epoch").objective;
+        let (model, rng, memory, temperature, named) = (
+            &mut self.model,
+            &mut self.rng,
+            &self.memory,
+            &self.temperature,
+            &self.named,
+        );
+        // Forward, loss and backward on a rayon worker (see `on_pool`).
+        let (ei, et, out, health, loss, grads, failure) = on_pool(|| -> Result<_> {
+            let forward = model.forward_train(&images, &texts, rng, Backward::Explicit)?;
+            let (ei, et) = (forward.images.clone(), forward.texts.clone());
+            let out = objective.forward(
+                &Embedded::new(&ei, &et, image_ids, &text_ids)
+                    .with_keys(image_ids, &batch.texts)
+                    .with_memory(memory)
+                    .with_temperature(temperature),
+            )?;
+            let health = Health::measure(&ei, &et, &batch.text_image)?;
+            let loss = out
+                .total
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
+            let mut grads = None;
+            let failure = if loss.is_finite() {
+                let g = model.backward(forward, &out.total)?;
+                let bad = first_nonfinite_gradient(&g, named)?;
+                grads = Some(g);
+                bad
+            } else {
+                Some(
+                    out.terms
+                        .iter()
+                        .find(|(_, v, _)| !v.is_finite())
+                        .map(|(n, v, _)| (format!("{n} loss"), *v))
+                        .unwrap_or(("total loss".into(), loss)),
+                )
+            };
+            Ok((ei, et, out, health, loss, grads, failure))
+        })?;
+        if let Some((what, value)) = failure {
+            return self.skip(batch, epoch, &running_stats, what, value);
+        }
+        let grads = grads.expect("finite loss has gradients");
+        on_pool(|| self.optimizer.step(&grads))?;
+        self.temperature.clamp()?;
+        self.memory
+            .record(&ei, image_ids, image_ids, &et, &text_ids, &batch.texts)?;
+        let current = self.current.as_mut().expect("an epoch");
+        current.loss_sum += loss;
+        let logit_scale = self
+            .config
+            .loss
+            .kind
+            .uses_temperature()
+            .then(|| self.temperature.scale())
+            .transpose()?;
+        let report = StepReport {
+            epoch,
+            step,
+            step_in_epoch,
+            steps_in_epoch: current.batches.len(),
+            lr,
+            loss,
+            terms: out.terms,
+            health,
+            logit_scale,
+        };
+        let terms: serde_json::Map<String, serde_json::Value> = report
+            .terms
+            .iter()
+            .map(|(n, v, a)| (n.clone(), serde_json::json!({"loss": v, "active": a})))
+            .collect();
+        self.log.write(serde_json::json!({
+            "kind": "step", "epoch": epoch + 1, "step": step, "lr": lr, "loss": loss, "terms": terms,
+            "health": health, "logit_scale": logit_scale, "memory_rows": self.memory.texts.len(),
+        }))?;
+        let mut warning = None;
+        if !self.collapse_reported
+            && let Some(message) = health.collapse_warning(step, epoch)
+        {
+            self.collapse_reported = true;
+            self.log
+                .write(serde_json::json!({"kind": "warning", "step": step, "message": message}))?;
+            warning = Some(message);
+        }
+        Ok(StepEvent::Trained { report, warning })
+    }
+
+    /// The batch's image and caption feature rows, on the device.
+    fn batch_features(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
+        let data = self.dataset;
+        let images = Tensor::from_vec(
+            data.images.gather(&batch.images),
+            (batch.images.len(), data.images.cols),
+            &self.device,
+        )?;
+        let texts = Tensor::from_vec(
+            data.texts.gather(&batch.texts),
+            (batch.texts.len(), data.texts.cols),
+            &self.device,
+        )?;
+        Ok((images, texts))
+    }
+
+    /// A batch whose loss or gradient is `value`: an error, or with `train.skip_nonfinite` a
+    /// skipped step with BatchNorm's statistics put back.
+    fn skip(
+        &mut self,
+        batch: &Batch,
+        epoch: usize,
+        running_stats: &[(Var, Tensor)],
+        what: String,
+        value: f64,
+    ) -> Result<StepEvent> {
+        let step = self.step;
+        if !self.config.train.skip_nonfinite {
+            return Err(Error::NonFinite {
+                step,
+                what,
+                value,
+                captions: abbreviate(&batch.texts),
+            });
+        }
+        for (var, saved) in running_stats {
+            var.set(saved)?;
+        }
+        self.skipped += 1;
+        self.current.as_mut().expect("an epoch").skipped += 1;
+        self.log.write(serde_json::json!({
+            "kind": "skipped", "epoch": epoch + 1, "step": step, "what": what,
+            "value": value.to_string(), "captions": batch.texts,
+        }))?;
+        let warning = format!(
+            "skipped step {step}: {what} is {value} (batch captions {})",
+            abbreviate(&batch.texts)
+        );
+        Ok(StepEvent::Skipped { warning })
+    }
+
+    /// Validation rsum and the other retrieval metrics of the model as it is now, on the
+    /// run's validation split; `None` when the split is empty.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the model maps some features to non-finite embeddings.
+    pub fn validate(&mut self) -> Result<Option<RetrievalMetrics>> {
+        if self.val_view.images.is_empty() {
+            return Ok(None);
+        }
+        let chunk = self.config.train.eval_batch_size;
+        evaluate_split(&mut self.model, self.dataset, &self.val_view, "val", chunk).map(Some)
+    }
+
+    /// Ends the current epoch once its batches are done: validation, the metrics line, the
+    /// best checkpoint when validation improved, and the resumable `last.safetensors`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when no epoch is in progress or batches of it are left; I/O errors
+    /// naming the checkpoint.
+    pub fn end_epoch(&mut self) -> Result<EpochReport> {
+        let Some(current) = self.current.take() else {
+            return Err(Error::Config(
+                "end_epoch without an epoch in progress: step first".into(),
+            ));
+        };
+        if current.next < current.batches.len() {
+            let left = current.batches.len() - current.next;
+            self.current = Some(current);
+            return Err(Error::Config(format!(
+                "end_epoch with {left} batches of the epoch left: step until it returns None"
+            )));
+        }
+        let epoch = current.epoch;
+        self.epochs_done += 1;
+        let val = self.validate()?;
+        // Without a validation split the latest epoch counts as the best.
+        let verdict = self
+            .early_stopping
+            .update(val.as_ref().map_or(epoch as f64, |m| m.rsum));
+        let trained = (current.batches.len() - current.skipped).max(1);
+        let train_loss = current.loss_sum / trained as f64;
+        self.log.write(serde_json::json!({
+            "kind": "epoch", "epoch": epoch + 1, "step": self.step, "lr": current.lr,
+            "train_loss": train_loss, "val": val, "improved": verdict.improved,
+            "seconds": current.started.elapsed().as_secs_f64(), "skipped_batches": current.skipped,
+        }))?;
+        if verdict.improved {
+            self.best = Some((epoch + 1, val.clone()));
+            self.save(RunFiles::BEST, None)?;
+        }
+        self.stopped_early = verdict.stop;
+        self.checkpoint()?;
+        Ok(EpochReport {
+            epoch,
+            epochs: self.config.train.epochs,
+            train_loss,
+            val,
+            improved: verdict.improved,
+            seconds: current.started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Writes `last.safetensors`: the weights and everything a resume needs, as of the last
+    /// whole epoch.
+    ///
+    /// # Errors
+    /// [`Error::Config`] mid-epoch (a checkpoint holds whole epochs only); I/O errors naming
+    /// the file.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        if self.current.is_some() {
+            return Err(Error::Config(
+                "checkpoint mid-epoch: a checkpoint holds whole epochs; call end_epoch first"
+                    .into(),
+            ));
+        }
+        let (optimizer_tensors, optimizer_step) = self.optimizer.state()?;
+        let state = TrainState {
+            epoch: self.epochs_done,
+            step: self.step,
+            rng_word_pos: self.rng.get_word_pos().to_string(),
+            optimizer_step,
+            best_epoch: self.best.as_ref().map(|b| b.0),
+            best_val: self.best.as_ref().and_then(|b| b.1.clone()),
+            early_stopping: self.early_stopping.clone(),
+            collapse_reported: self.collapse_reported,
+            stopped_early: self.stopped_early,
+            skipped_batches: self.skipped,
+            metrics_bytes: self.log.len()?,
+        };
+        let state = serde_json::to_string(&state).expect("state serialises");
+        self.save(RunFiles::LAST, Some((optimizer_tensors, state)))
+    }
+
+    /// Saves the model, temperature and memory as `name`; with the optimiser's tensors and
+    /// the training state for a resumable checkpoint.
+    fn save(&self, name: &str, resumable: Option<(Vec<(String, Tensor)>, String)>) -> Result<()> {
+        let mut extra: Vec<(String, Tensor)> = self
+            .temperature
             .named()
             .into_iter()
             .map(|(n, v, _)| (n, v.as_tensor().clone()))
             .collect();
-        extra.extend(memory.to_tensors()?);
-        if improved {
-            save_checkpoint(
-                &run_dir.join(RunFiles::BEST),
-                &model,
-                config,
-                epoch + 1,
-                &extra,
-                &[],
-            )?;
+        extra.extend(self.memory.to_tensors()?);
+        let mut metadata = Vec::new();
+        if let Some((optimizer_tensors, state)) = resumable {
+            extra.extend(optimizer_tensors);
+            metadata.push((TRAIN_STATE.to_string(), state));
         }
-        let (optimizer_tensors, optimizer_step) = optimizer.state()?;
-        extra.extend(optimizer_tensors);
-        let state = TrainState {
-            epoch: epoch + 1,
-            step,
-            rng_word_pos: rng.get_word_pos().to_string(),
-            optimizer_step,
-            best_epoch: best.as_ref().map(|b| b.0),
-            best_val: best.as_ref().and_then(|b| b.1.clone()),
-            early_stopping: early_stopping.clone(),
-            collapse_reported,
-            stopped_early: verdict.stop,
-            skipped_batches: skipped,
-            metrics_bytes: log.len()?,
-        };
         save_checkpoint(
-            &run_dir.join(RunFiles::LAST),
-            &model,
-            config,
-            epoch + 1,
+            &self.run_dir.join(name),
+            &self.model,
+            &self.config,
+            self.epochs_done,
             &extra,
-            &[(
-                TRAIN_STATE.to_string(),
-                serde_json::to_string(&state).expect("state serialises"),
-            )],
-        )?;
-        observer.on_epoch(&EpochReport {
-            epoch,
-            epochs: t.epochs,
-            train_loss,
-            val,
-            improved,
-            seconds: epoch_start.elapsed().as_secs_f64(),
-        });
-        if verdict.stop {
-            stopped_early = true;
-            break;
-        }
+            &metadata,
+        )
     }
-    let Some((best_epoch, best_val)) = best else {
-        if paused {
-            return Err(Error::Config(
-                "the run was stopped before its first epoch; nothing was trained".into(),
-            ));
+
+    /// What the run achieved. `paused`: the caller stopped it before `train.epochs`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when no epoch was ever completed.
+    pub fn finish(self, paused: bool) -> Result<TrainOutcome> {
+        let Some((best_epoch, best_val)) = self.best else {
+            if paused {
+                return Err(Error::Config(
+                    "the run was stopped before its first epoch; nothing was trained".into(),
+                ));
+            }
+            return Err(Error::Config(format!(
+                "nothing to train: the run already completed {} epochs and train.epochs is {}",
+                self.epochs_done, self.config.train.epochs
+            )));
+        };
+        Ok(TrainOutcome {
+            best_epoch,
+            best_val,
+            epochs_run: self.epochs_done,
+            steps: self.step,
+            stopped_early: self.stopped_early,
+            paused,
+            skipped_batches: self.skipped,
+            seconds: self.started.elapsed().as_secs_f64(),
+            splits: self.splits,
+        })
+    }
+
+    /// Runs to the end, reporting to `observer`, which may pause between epochs and
+    /// interrupt after any step.
+    fn drive(mut self, observer: &mut dyn Observer) -> Result<TrainOutcome> {
+        observer.on_start(self.epochs(), self.steps_per_epoch);
+        let mut paused = false;
+        while !self.is_done() {
+            if observer.stop_requested(self.epochs_done) {
+                paused = true;
+                break;
+            }
+            while let Some(event) = self.step()? {
+                match event {
+                    StepEvent::Trained { report, warning } => {
+                        observer.on_step(&report);
+                        if observer.interrupt_requested() {
+                            return Err(Error::Interrupted {
+                                epoch: report.epoch + 1,
+                            });
+                        }
+                        if let Some(message) = warning {
+                            observer.on_warning(&message);
+                        }
+                    }
+                    StepEvent::Skipped { warning } => observer.on_warning(&warning),
+                }
+            }
+            let report = self.end_epoch()?;
+            observer.on_epoch(&report);
         }
-        return Err(Error::Config(format!(
-            "nothing to train: the run already completed {epochs_run} epochs and train.epochs is {}",
-            t.epochs
-        )));
-    };
-    Ok(TrainOutcome {
-        best_epoch,
-        best_val,
-        epochs_run,
-        steps: step,
-        stopped_early,
-        paused,
-        skipped_batches: skipped,
-        seconds: started.elapsed().as_secs_f64(),
-        splits,
-    })
+        self.finish(paused)
+    }
+}
+
+impl TrainState {
+    /// The training state in a resumable checkpoint, checked against the data.
+    fn of(
+        checkpoint: &Checkpoint,
+        path: &Path,
+        dataset: &PairedDataset,
+        run_dir: &Path,
+        config: &Config,
+    ) -> Result<Self> {
+        let bad = |problem: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            problem,
+        };
+        if (checkpoint.model.d_image, checkpoint.model.d_text)
+            != (dataset.images.cols, dataset.texts.cols)
+        {
+            return Err(bad(format!(
+                "the run was trained on {}-d image and {}-d text features, the data has {} and {}; resume with the run's own dataset",
+                checkpoint.model.d_image,
+                checkpoint.model.d_text,
+                dataset.images.cols,
+                dataset.texts.cols
+            )));
+        }
+        let state: TrainState = checkpoint
+            .metadata
+            .get(TRAIN_STATE)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| {
+                bad("no resumable training state (a best.safetensors or an older checkpoint?); resume needs last.safetensors of a run folder".into())
+            })?;
+        if state.stopped_early {
+            return Err(Error::Config(format!(
+                "the run in {} stopped early after epoch {} (train.patience = {}); there is nothing to resume",
+                run_dir.display(),
+                state.epoch,
+                config.train.patience
+            )));
+        }
+        Ok(state)
+    }
 }

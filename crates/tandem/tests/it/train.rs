@@ -7,7 +7,9 @@ use tandem::config::Config;
 use tandem::data::{PairedDataset, SplitView};
 use tandem::eval::RetrievalMetrics;
 use tandem::model::load_checkpoint;
-use tandem::train::{NoopObserver, RunFiles, TrainOutcome, evaluate_split, resume, train};
+use tandem::train::{
+    NoopObserver, RunFiles, StepEvent, TrainOutcome, Trainer, evaluate_split, resume, train,
+};
 
 fn demo_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/emoji")
@@ -121,6 +123,89 @@ fn same_seed_gives_identical_checkpoints() {
     for ((na, va), (_, vb)) in ta.iter().zip(&tb) {
         assert!(va == vb, "two runs with one seed differ in {na}");
     }
+}
+
+/// The tensors of a run folder's checkpoint `file`, by name.
+fn checkpoint_tensors(dir: &Path, file: &str) -> Vec<(String, Vec<f32>)> {
+    let c = load_checkpoint(&dir.join(file), &Device::Cpu).unwrap();
+    let mut all: Vec<(String, Vec<f32>)> = c
+        .model
+        .named()
+        .into_iter()
+        .map(|(n, t, _)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .chain(c.extra.into_iter().map(|(n, t)| {
+            let t = t.to_dtype(candle_core::DType::F32).unwrap();
+            (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        }))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+/// A caller stepping the Trainer itself (as the Python package and the tuner do) gets the same
+/// run as `train`: the same checkpoints bit for bit, the same metrics log, one report per step.
+#[test]
+fn a_trainer_stepped_by_hand_equals_train() {
+    let config = small_config(&["train.epochs=2", "loss.memory.enabled=true"]);
+    let (dataset, whole, outcome) = train_demo(&config);
+    let outcome = outcome.unwrap();
+    let stepped = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::start(&dataset, &config, stepped.path(), &Device::Cpu).unwrap();
+    let mut steps = 0;
+    while !trainer.is_done() {
+        let mut in_epoch = 0;
+        while let Some(event) = trainer.step().unwrap() {
+            let StepEvent::Trained { report, .. } = event else {
+                panic!("a finite batch was skipped");
+            };
+            in_epoch += 1;
+            steps += 1;
+            assert_eq!((report.step, report.step_in_epoch), (steps, in_epoch));
+            if in_epoch == 1 {
+                // Checkpoints hold whole epochs only.
+                let err = trainer.checkpoint().unwrap_err().to_string();
+                assert!(err.contains("whole epochs"), "{err}");
+                let err = trainer.end_epoch().unwrap_err().to_string();
+                assert!(err.contains("batches of the epoch left"), "{err}");
+            }
+        }
+        assert_eq!(in_epoch, trainer.steps_per_epoch());
+        let epoch = trainer.end_epoch().unwrap();
+        assert_eq!(epoch.epoch + 1, trainer.completed_epochs());
+    }
+    assert!(
+        trainer.step().unwrap().is_none(),
+        "a finished run trained on"
+    );
+    let stepped_outcome = trainer.finish(false).unwrap();
+    assert_eq!(stepped_outcome.steps, outcome.steps);
+    assert_eq!(stepped_outcome.steps, steps);
+    assert_eq!(stepped_outcome.best_epoch, outcome.best_epoch);
+    for file in [RunFiles::BEST, RunFiles::LAST] {
+        let (a, b) = (
+            checkpoint_tensors(whole.path(), file),
+            checkpoint_tensors(stepped.path(), file),
+        );
+        assert_eq!(a.len(), b.len());
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            assert!(
+                x == y,
+                "{file}: {name} differs between train and a stepped Trainer"
+            );
+        }
+    }
+    let lines = |d: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.join(RunFiles::METRICS))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("seconds");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(lines(whole.path()), lines(stepped.path()));
 }
 
 #[test]

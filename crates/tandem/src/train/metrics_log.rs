@@ -1,0 +1,48 @@
+//! `metrics.jsonl`: one JSON object per step, epoch, warning and skipped batch.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// An append-only JSON-lines log. A resumed run first cuts it back to the length it had at
+/// the checkpoint, so steps after that checkpoint are not logged twice.
+pub(crate) struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    pub(crate) fn create(path: PathBuf) -> Result<Self> {
+        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(MetricsLog { path, file })
+    }
+
+    pub(crate) fn reopen_at(path: PathBuf, length: u64) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        file.set_len(length).map_err(|e| Error::io(&path, e))?;
+        let mut log = MetricsLog { path, file };
+        std::io::Seek::seek(&mut log.file, std::io::SeekFrom::End(0))
+            .map_err(|e| Error::io(&log.path, e))?;
+        Ok(log)
+    }
+
+    pub(crate) fn write(&mut self, value: serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{value}").map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// The log's length once its lines are on disk.
+    pub(crate) fn len(&self) -> Result<u64> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, e))?
+            .len())
+    }
+}
