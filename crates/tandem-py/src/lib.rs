@@ -8,6 +8,7 @@ mod index;
 mod losses;
 mod model;
 mod text;
+mod trainer;
 mod training;
 
 use pyo3::prelude::*;
@@ -20,6 +21,7 @@ fn _tandem(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<text::SentenceEncoder>()?;
     m.add_class::<text::ImageEncoder>()?;
     m.add_class::<losses::Memory>()?;
+    m.add_class::<trainer::PyTrainer>()?;
     m.add_function(wrap_pyfunction!(training::train, m)?)?;
     m.add_function(wrap_pyfunction!(training::resume, m)?)?;
     m.add_function(wrap_pyfunction!(training::default_config, m)?)?;

@@ -87,6 +87,15 @@ fn finish<'py>(
         return Err(e);
     }
     let o = outcome.map_err(to_py)?;
+    outcome_dict(py, &o, run)
+}
+
+/// What a run achieved, as the dict `train`, `resume` and `Trainer.finish` return.
+pub(crate) fn outcome_dict<'py>(
+    py: Python<'py>,
+    o: &TrainOutcome,
+    run: &Path,
+) -> PyResult<Bound<'py, PyAny>> {
     let dict = PyDict::new(py);
     dict.set_item("run", run.to_string_lossy().into_owned())?;
     dict.set_item("best_epoch", o.best_epoch)?;
@@ -145,45 +154,15 @@ impl PyObserver {
 
 impl Observer for PyObserver {
     fn on_step(&mut self, r: &StepReport) {
-        self.deliver(|py| {
-            let d = PyDict::new(py);
-            d.set_item("kind", "step")?;
-            d.set_item("epoch", r.epoch + 1)?;
-            d.set_item("step", r.step)?;
-            d.set_item("step_in_epoch", r.step_in_epoch)?;
-            d.set_item("steps_in_epoch", r.steps_in_epoch)?;
-            d.set_item("lr", r.lr)?;
-            d.set_item("loss", r.loss)?;
-            let terms = PyDict::new(py);
-            for (name, value, active) in &r.terms {
-                terms.set_item(name, (value, active))?;
-            }
-            d.set_item("terms", terms)?;
-            d.set_item("logit_scale", r.logit_scale)?;
-            Ok(d)
-        });
+        self.deliver(|py| step_event(py, r));
     }
 
     fn on_epoch(&mut self, r: &EpochReport) {
-        self.deliver(|py| {
-            let d = PyDict::new(py);
-            d.set_item("kind", "epoch")?;
-            d.set_item("epoch", r.epoch + 1)?;
-            d.set_item("epochs", r.epochs)?;
-            d.set_item("train_loss", r.train_loss)?;
-            d.set_item("val", r.val.as_ref().map(|m| to_python(py, m)).transpose()?)?;
-            d.set_item("improved", r.improved)?;
-            d.set_item("seconds", r.seconds)?;
-            Ok(d)
-        });
+        self.deliver(|py| epoch_event(py, r));
     }
 
     fn on_warning(&mut self, message: &str) {
-        let _ = Python::attach(|py| -> PyResult<()> {
-            py.import("warnings")?
-                .call_method1("warn", (message.to_string(),))?;
-            Ok(())
-        });
+        let _ = Python::attach(|py| warn(py, message));
     }
 
     fn stop_requested(&mut self, _completed_epochs: usize) -> bool {
@@ -193,4 +172,43 @@ impl Observer for PyObserver {
     fn interrupt_requested(&mut self) -> bool {
         self.error.is_some()
     }
+}
+
+/// A step's report as the dict callbacks and `Trainer.step` return.
+pub(crate) fn step_event<'py>(py: Python<'py>, r: &StepReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("kind", "step")?;
+    d.set_item("epoch", r.epoch + 1)?;
+    d.set_item("step", r.step)?;
+    d.set_item("step_in_epoch", r.step_in_epoch)?;
+    d.set_item("steps_in_epoch", r.steps_in_epoch)?;
+    d.set_item("lr", r.lr)?;
+    d.set_item("loss", r.loss)?;
+    let terms = PyDict::new(py);
+    for (name, value, active) in &r.terms {
+        terms.set_item(name, (value, active))?;
+    }
+    d.set_item("terms", terms)?;
+    d.set_item("logit_scale", r.logit_scale)?;
+    Ok(d)
+}
+
+/// An epoch's report as the dict callbacks and `Trainer.end_epoch` return.
+pub(crate) fn epoch_event<'py>(py: Python<'py>, r: &EpochReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("kind", "epoch")?;
+    d.set_item("epoch", r.epoch + 1)?;
+    d.set_item("epochs", r.epochs)?;
+    d.set_item("train_loss", r.train_loss)?;
+    d.set_item("val", r.val.as_ref().map(|m| to_python(py, m)).transpose()?)?;
+    d.set_item("improved", r.improved)?;
+    d.set_item("seconds", r.seconds)?;
+    Ok(d)
+}
+
+/// A Python `warnings.warn`, as the trainer's warnings reach Python users.
+pub(crate) fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
+    py.import("warnings")?
+        .call_method1("warn", (message.to_string(),))?;
+    Ok(())
 }

@@ -160,6 +160,43 @@ def test_a_callback_can_stop_and_resume_continues(tmp_path):
         tandem.train(data, tmp_path / "straight", progress=False, **settings)
 
 
+def test_a_trainer_stepped_from_python_equals_train_and_pauses_between_epochs(tmp_path):
+    data = tandem.Dataset.load(DEMO)
+    settings = dict(SMALL, train__epochs=3)
+    straight = tandem.train(data, tmp_path / "straight", progress=False, **settings)
+
+    trainer = tandem.Trainer(data, tmp_path / "stepped", **settings)
+    assert (trainer.epochs, trainer.completed_epochs, trainer.done) == (3, 0, False)
+    steps = []
+    while (event := trainer.step()) is not None:
+        steps.append(event)
+    assert [e["step_in_epoch"] for e in steps] == list(range(1, trainer.steps_per_epoch + 1))
+    assert all(e["kind"] == "step" and e["epoch"] == 1 for e in steps)
+    first = trainer.end_epoch()
+    assert first["kind"] == "epoch" and first["epoch"] == 1 and trainer.completed_epochs == 1
+    assert trainer.validate() == first["val"]  # the model has not moved since
+    # A pause after epoch 1, then resume: the run equals one never interrupted.
+    paused = trainer.finish(paused=True)
+    assert paused["paused"] and paused["epochs_run"] == 1
+    with pytest.raises(RuntimeError, match="has finished"):
+        trainer.step()
+    resumed = tandem.Trainer.resume(data, tmp_path / "stepped")
+    second = resumed.epoch()
+    assert second["epoch"] == 2
+    with pytest.raises(ValueError, match="whole epochs"):
+        resumed.step()
+        resumed.checkpoint()
+    while resumed.step() is not None:
+        pass
+    resumed.end_epoch()
+    assert resumed.done and resumed.step() is None
+    outcome = resumed.finish()
+    assert outcome["best_val"] == straight["best_val"]
+    assert outcome["steps"] == straight["steps"] and outcome["epochs_run"] == 3
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        tandem.Trainer(data, tmp_path / "straight", **settings)
+
+
 def test_ctrl_c_interrupts_within_a_step_and_resume_continues(tmp_path):
     import signal
 

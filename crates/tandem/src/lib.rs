@@ -9,7 +9,7 @@
 //!   → data::PairedDataset → data::Batcher (B captions, their images, one more caption each)
 //!   → model::TwoBranch (image branch, text branch) → L2-normalised embeddings
 //!   → loss::Objective = Σ weight · Term (distance → miner → hinge → reducer)
-//!   → train::train (Adam/SGD, step decay, validation rsum, best checkpoint, early stop)
+//!   → train::Trainer (Adam/SGD, lr schedules, validation rsum, best checkpoint, exact resume)
 //!   → eval (R@1/5/10 both ways, median/mean rank, rsum)
 //! ```
 //!

@@ -31,6 +31,7 @@ __all__ = [
     "ImageEncoder",
     "Model",
     "SentenceEncoder",
+    "Trainer",
     "config",
     "evaluate",
     "load",
@@ -99,6 +100,92 @@ def resume(
     stopped; ``epochs`` extends (or shortens) it. Returns what :func:`train` returns."""
     with _Progress(progress, callback) as observer:
         return _tandem.resume(dataset, os.fspath(run), epochs, observer)
+
+
+class Trainer:
+    """A training run you drive step by step, for your own loop (logging, schedules of your
+    own, evaluation at chosen steps). It is the trainer :func:`train` runs to the end, so the
+    same seed gives the same run either way::
+
+        trainer = tandem.Trainer(data, "runs/r1", train__epochs=20)   # config as in train()
+        while not trainer.done:
+            while (event := trainer.step()) is not None:   # one batch: a step dict
+                ...
+            epoch = trainer.end_epoch()                     # validation and checkpoints
+        outcome = trainer.finish()                          # what train() returns
+
+    Stopping between epochs is a pause: ``Trainer.resume(data, run)`` continues exactly.
+    Stopping mid-epoch loses that epoch's steps only. Each ``step()`` releases the GIL, so
+    Ctrl-C interrupts between steps.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        out: PathLike,
+        config: Union[None, PathLike, Mapping[str, Any]] = None,
+        *,
+        overwrite: bool = False,
+        **overrides: Any,
+    ) -> None:
+        path, sets = _split_config(config, overrides)
+        self._inner = _tandem.Trainer(dataset, os.fspath(out), path, sets, overwrite)
+
+    @classmethod
+    def resume(cls, dataset: Dataset, run: PathLike, *, epochs: Optional[int] = None) -> "Trainer":
+        """Continue the run in ``run`` from its last checkpoint; ``epochs`` extends it."""
+        trainer = cls.__new__(cls)
+        trainer._inner = _tandem.Trainer.resume(dataset, os.fspath(run), epochs)
+        return trainer
+
+    @property
+    def epochs(self) -> int:
+        """The epochs planned (``train.epochs``)."""
+        return self._inner.epochs
+
+    @property
+    def completed_epochs(self) -> int:
+        """Epochs completed and checkpointed."""
+        return self._inner.completed_epochs
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimisation steps in each epoch."""
+        return self._inner.steps_per_epoch
+
+    @property
+    def done(self) -> bool:
+        """Every planned epoch is trained, or early stopping ended the run."""
+        return self._inner.done
+
+    def step(self) -> Optional[dict]:
+        """Train the next batch (starting the next epoch when none is in progress); returns
+        the step's dict, as a :func:`train` callback gets it, or None once the epoch's batches
+        are done (call :meth:`end_epoch`)."""
+        return self._inner.step()
+
+    def end_epoch(self) -> dict:
+        """Validation, the best checkpoint when it improved, the resumable last checkpoint;
+        returns the epoch's dict."""
+        return self._inner.end_epoch()
+
+    def epoch(self) -> dict:
+        """One whole epoch: :meth:`step` until the epoch ends, then :meth:`end_epoch`."""
+        while self._inner.step() is not None:
+            pass
+        return self._inner.end_epoch()
+
+    def validate(self) -> Optional[dict]:
+        """The validation metrics of the model as it is now (at any step)."""
+        return self._inner.validate()
+
+    def checkpoint(self) -> None:
+        """Write the resumable last checkpoint (between epochs only)."""
+        self._inner.checkpoint()
+
+    def finish(self, paused: bool = False) -> dict:
+        """End the run; returns what :func:`train` returns."""
+        return self._inner.finish(paused)
 
 
 def _split_config(config, overrides):

@@ -33,7 +33,7 @@ impl RunFiles {
     /// Opens a trained model: a run folder (its best checkpoint) or a checkpoint file.
     ///
     /// # Errors
-    /// [`Error::BadFile`] when there is no checkpoint at `path`; the errors of
+    /// [`Error::Io`] (not found) when there is no checkpoint at `path`; the errors of
     /// [`load_checkpoint`] for one that cannot be read.
     pub fn open_model(path: &Path, device: &Device) -> Result<OpenedModel> {
         let (file, run_dir) = if path.is_dir() {
@@ -46,11 +46,13 @@ impl RunFiles {
             (path.to_path_buf(), parent.filter(|_| in_a_run))
         };
         if !file.exists() {
-            return Err(Error::bad_file(
-                &file,
-                "no checkpoint here",
-                "pass a run folder written by `tandem train` or a .safetensors checkpoint",
-            ));
+            // An I/O "not found", so callers can tell a missing file (Python's
+            // FileNotFoundError) from one that is there but wrong.
+            let missing = std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no checkpoint here\n  fix: pass a run folder written by `tandem train` or a .safetensors checkpoint",
+            );
+            return Err(Error::io(&file, missing));
         }
         Ok(OpenedModel {
             checkpoint: load_checkpoint(&file, device)?,
@@ -117,7 +119,8 @@ mod tests {
     fn a_folder_without_a_checkpoint_says_what_to_pass() {
         let dir = tempfile::tempdir().unwrap();
         let message = match RunFiles::open_model(dir.path(), &Device::Cpu) {
-            Err(e) => e.to_string(),
+            Err(e @ Error::Io { .. }) => e.to_string(),
+            Err(e) => panic!("not an I/O error: {e}"),
             Ok(_) => panic!("a folder without a checkpoint opened"),
         };
         assert!(message.contains("best.safetensors"), "{message}");

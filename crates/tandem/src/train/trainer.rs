@@ -1,6 +1,7 @@
 //! The training loop as a steppable [`Trainer`]: start or resume, step, end of epoch
 //! (validation and checkpoints), finish. [`train`] and [`resume`] drive it for an [`Observer`].
 
+use std::borrow::Borrow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -147,8 +148,9 @@ struct EpochInProgress {
 /// Stopping between epochs is a pause: the run folder's `last.safetensors` holds everything
 /// [`Trainer::resume`] needs to continue as if never stopped. Stopping mid-epoch loses that
 /// epoch's steps and nothing else.
-pub struct Trainer<'a> {
-    dataset: &'a PairedDataset,
+pub struct Trainer<D: Borrow<PairedDataset>> {
+    /// The data: borrowed (`&PairedDataset`) or shared (`Arc<PairedDataset>`).
+    dataset: D,
     config: Config,
     splits: Splits,
     run_dir: PathBuf,
@@ -177,20 +179,15 @@ pub struct Trainer<'a> {
     started: Instant,
 }
 
-impl<'a> Trainer<'a> {
+impl<D: Borrow<PairedDataset>> Trainer<D> {
     /// A new run in `run_dir`: writes `config.toml` and `splits.json`, starts `metrics.jsonl`.
     ///
     /// # Errors
     /// Config and dataset errors, and I/O errors naming the file.
-    pub fn start(
-        dataset: &'a PairedDataset,
-        config: &Config,
-        run_dir: &Path,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn start(dataset: D, config: &Config, run_dir: &Path, device: &Device) -> Result<Self> {
         config.validate()?;
         std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
-        let splits = resolve_splits(dataset, config, None)?;
+        let splits = resolve_splits(dataset.borrow(), config, None)?;
         fsio::write_atomic(
             &run_dir.join(RunFiles::SPLITS),
             serde_json::to_string(&splits)
@@ -210,7 +207,7 @@ impl<'a> Trainer<'a> {
     /// [`Error::Checkpoint`] when the folder has no resumable checkpoint or it does not match
     /// the dataset; [`Error::Config`] when the run stopped early.
     pub fn resume(
-        dataset: &'a PairedDataset,
+        dataset: D,
         run_dir: &Path,
         epochs: Option<usize>,
         device: &Device,
@@ -228,8 +225,8 @@ impl<'a> Trainer<'a> {
             config.train.epochs = e;
         }
         config.validate()?;
-        let splits = resolve_splits(dataset, &config, Some(run_dir))?;
-        let state = TrainState::of(&checkpoint, &path, dataset, run_dir, &config)?;
+        let splits = resolve_splits(dataset.borrow(), &config, Some(run_dir))?;
+        let state = TrainState::of(&checkpoint, &path, dataset.borrow(), run_dir, &config)?;
         let log = MetricsLog::reopen_at(run_dir.join(RunFiles::METRICS), state.metrics_bytes)?;
         let mut trainer = Self::new(dataset, config, splits, run_dir, device, log)?;
         trainer.restore(&checkpoint, state, &path)?;
@@ -238,7 +235,7 @@ impl<'a> Trainer<'a> {
 
     /// The run's parts, freshly initialised from the seed.
     fn new(
-        dataset: &'a PairedDataset,
+        dataset: D,
         config: Config,
         splits: Splits,
         run_dir: &Path,
@@ -246,14 +243,15 @@ impl<'a> Trainer<'a> {
         log: MetricsLog,
     ) -> Result<Self> {
         fsio::write_atomic(&run_dir.join(RunFiles::CONFIG), config.to_toml().as_bytes())?;
-        let n_images = dataset.images.rows;
-        let train_view = SplitView::new(&splits.train, &dataset.text_to_image, n_images);
-        let val_view = SplitView::new(&splits.val, &dataset.text_to_image, n_images);
+        let data: &PairedDataset = dataset.borrow();
+        let n_images = data.images.rows;
+        let train_view = SplitView::new(&splits.train, &data.text_to_image, n_images);
+        let val_view = SplitView::new(&splits.val, &data.text_to_image, n_images);
         let t = &config.train;
         let batcher = Batcher::new(&train_view, t.batch_size, config.seed)?;
         let model = TwoBranch::new(
-            dataset.images.cols,
-            dataset.texts.cols,
+            data.images.cols,
+            data.texts.cols,
             &config.model,
             config.seed,
             device,
@@ -534,7 +532,7 @@ impl<'a> Trainer<'a> {
 
     /// The batch's image and caption feature rows, on the device.
     fn batch_features(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
-        let data = self.dataset;
+        let data: &PairedDataset = self.dataset.borrow();
         let images = Tensor::from_vec(
             data.images.gather(&batch.images),
             (batch.images.len(), data.images.cols),
@@ -593,7 +591,14 @@ impl<'a> Trainer<'a> {
             return Ok(None);
         }
         let chunk = self.config.train.eval_batch_size;
-        evaluate_split(&mut self.model, self.dataset, &self.val_view, "val", chunk).map(Some)
+        evaluate_split(
+            &mut self.model,
+            self.dataset.borrow(),
+            &self.val_view,
+            "val",
+            chunk,
+        )
+        .map(Some)
     }
 
     /// Ends the current epoch once its batches are done: validation, the metrics line, the
