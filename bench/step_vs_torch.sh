@@ -31,6 +31,7 @@ row = next(r for r in json.load(sys.stdin) if r["what"].startswith("train step, 
 print("%.3f %.2f" % (row["median"], row["times_floor"]))'
 }
 
+torch_median >/dev/null  # warm-up: the first process after a while runs slow (page cache, MKL start-up)
 torch_times=("$(torch_median)")
 declare -A medians floors
 for ((r = 1; r <= rounds; r++)); do
