@@ -4,16 +4,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyFileExistsError, PyRuntimeError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use tandem::config::Config;
 use tandem::data::PairedDataset;
-use tandem::train::{RunFiles, StepEvent, Trainer};
+use tandem::train::{StepEvent, Trainer};
 
 use crate::arrays::to_python;
 use crate::dataset::Dataset;
 use crate::errors::IntoPy;
-use crate::training::{epoch_event, outcome_dict, step_event, warn};
+use crate::training::{epoch_event, new_run_config, outcome_dict, step_event, warn};
 
 /// A training run driven step by step: `step()` until it returns None, then `end_epoch()`
 /// (validation and checkpoints), while not `done`; then `finish()`. Stopping between epochs
@@ -48,13 +47,7 @@ impl PyTrainer {
         sets: Vec<String>,
         overwrite: bool,
     ) -> PyResult<Self> {
-        let config = Config::resolve(config.as_deref(), &sets).py_err()?;
-        if RunFiles::holds_run(&out) && !overwrite {
-            return Err(PyFileExistsError::new_err(format!(
-                "{}: this folder already holds a run\n  fix: choose another out, or pass overwrite=True to replace it",
-                out.display()
-            )));
-        }
+        let config = new_run_config(config.as_deref(), &sets, &out, overwrite)?;
         let data = dataset.inner.clone();
         let trainer = py
             .detach(|| Trainer::start(data, &config, &out, &tandem::default_device()?))

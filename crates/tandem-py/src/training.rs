@@ -31,13 +31,7 @@ pub fn train<'py>(
     overwrite: bool,
     callback: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let config = Config::resolve(config.as_deref(), &sets).py_err()?;
-    if RunFiles::holds_run(&out) && !overwrite {
-        return Err(PyFileExistsError::new_err(format!(
-            "{}: this folder already holds a run\n  fix: choose another out, or pass overwrite=True to replace it",
-            out.display()
-        )));
-    }
+    let config = new_run_config(config.as_deref(), &sets, &out, overwrite)?;
     let data = dataset.inner.clone();
     let mut observer = PyObserver::new(callback);
     let outcome = py.detach(|| {
@@ -211,4 +205,22 @@ pub(crate) fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
     py.import("warnings")?
         .call_method1("warn", (message.to_string(),))?;
     Ok(())
+}
+
+/// The config of a new run in `out`: resolved, and refused when `out` already holds a run
+/// unless `overwrite`.
+pub(crate) fn new_run_config(
+    file: Option<&Path>,
+    sets: &[String],
+    out: &Path,
+    overwrite: bool,
+) -> PyResult<Config> {
+    let config = Config::resolve(file, sets).py_err()?;
+    if RunFiles::holds_run(out) && !overwrite {
+        return Err(PyFileExistsError::new_err(format!(
+            "{}: this folder already holds a run\n  fix: choose another out, or pass overwrite=True to replace it",
+            out.display()
+        )));
+    }
+    Ok(config)
 }

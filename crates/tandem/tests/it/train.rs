@@ -194,18 +194,10 @@ fn a_trainer_stepped_by_hand_equals_train() {
             );
         }
     }
-    let lines = |d: &Path| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(d.join(RunFiles::METRICS))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v.as_object_mut().unwrap().remove("seconds");
-                v
-            })
-            .collect()
-    };
-    assert_eq!(lines(whole.path()), lines(stepped.path()));
+    assert_eq!(
+        metrics_without_times(whole.path()),
+        metrics_without_times(stepped.path())
+    );
 }
 
 #[test]
