@@ -411,7 +411,6 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
 
     /// Forward, loss, backward and the optimiser's step on one batch of the current epoch.
     fn train_batch(&mut self, batch: &Batch) -> Result<StepEvent> {
-        let t = &self.config.train;
         let current = self.current.as_mut().expect("an epoch is in progress");
         // `step` has moved `next` past this batch: it is the batch's 1-based place.
         let (epoch, step_in_epoch) = (current.epoch, current.next);
@@ -421,18 +420,7 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         self.step += 1;
         let step = self.step;
         let (images, texts) = self.batch_features(batch)?;
-        // The forward pass updates BatchNorm's running statistics; a skipped batch must not
-        // leave them changed.
-        let running_stats: Vec<(Var, Tensor)> = if t.skip_nonfinite {
-            self.model
-                .named()
-                .into_iter()
-                .filter(|(_, _, trainable)| !trainable)
-                .map(|(_, v, _)| Ok((v.clone(), v.as_tensor().copy()?)))
-                .collect::<Result<_>>()?
-        } else {
-            Vec::new()
-        };
+        let running_stats = self.saved_running_stats()?;
         // Global ids, so the memory can tell images of different batches apart; the sample
         // keys are the dataset rows.
         let image_ids = &batch.images;
@@ -509,18 +497,39 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             health,
             logit_scale,
         };
+        self.record_step(report)
+    }
+
+    /// BatchNorm's running statistics, saved when `train.skip_nonfinite` may have to put them
+    /// back: the forward pass updates them, and a skipped batch must not leave them changed.
+    fn saved_running_stats(&self) -> Result<Vec<(Var, Tensor)>> {
+        if !self.config.train.skip_nonfinite {
+            return Ok(Vec::new());
+        }
+        self.model
+            .named()
+            .into_iter()
+            .filter(|(_, _, trainable)| !trainable)
+            .map(|(_, v, _)| Ok((v.clone(), v.as_tensor().copy()?)))
+            .collect()
+    }
+
+    /// Writes a trained step's line to the metrics log, and the collapse warning once.
+    fn record_step(&mut self, report: StepReport) -> Result<StepEvent> {
+        let (epoch, step) = (report.epoch, report.step);
         let terms: serde_json::Map<String, serde_json::Value> = report
             .terms
             .iter()
             .map(|(n, v, a)| (n.clone(), serde_json::json!({"loss": v, "active": a})))
             .collect();
         self.log.write(serde_json::json!({
-            "kind": "step", "epoch": epoch + 1, "step": step, "lr": lr, "loss": loss, "terms": terms,
-            "health": health, "logit_scale": logit_scale, "memory_rows": self.memory.texts.len(),
+            "kind": "step", "epoch": epoch + 1, "step": step, "lr": report.lr,
+            "loss": report.loss, "terms": terms, "health": report.health,
+            "logit_scale": report.logit_scale, "memory_rows": self.memory.texts.len(),
         }))?;
         let mut warning = None;
         if !self.collapse_reported
-            && let Some(message) = health.collapse_warning(step, epoch)
+            && let Some(message) = report.health.collapse_warning(step, epoch)
         {
             self.collapse_reported = true;
             self.log
