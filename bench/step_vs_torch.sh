@@ -27,7 +27,9 @@ torch_median() {
 tandem_round() {
   "$1" bench --size paper --runs "$runs" --format json -q | python3 -c '
 import json, sys
-row = next(r for r in json.load(sys.stdin) if r["what"].startswith("train step, paper"))
+report = json.load(sys.stdin)
+rows = report["rows"] if isinstance(report, dict) else report  # older binaries: rows only
+row = next(r for r in rows if r["what"].startswith("train step, paper"))
 print("%.3f %.2f" % (row["median"], row["times_floor"]))'
 }
 

@@ -1186,8 +1186,8 @@ fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
 }
 
 /// `bench --format json`: the probe comes first with the machine's rate; every item with a
-/// known amount of matrix work is placed against the probe products run next to its runs, and
-/// the small step's rows are there.
+/// known amount of matrix work is placed against the probe products run next to its runs and
+/// against the CPU's peak, and the small step's rows are there.
 #[test]
 fn bench_reports_each_item_against_the_probe_rate() {
     let out = tandem()
@@ -1196,8 +1196,18 @@ fn bench_reports_each_item_against_the_probe_rate() {
         ])
         .output()
         .unwrap();
-    let rows: serde_json::Value = serde_json::from_slice(&stdout_of_success(out)).unwrap();
-    let rows = rows.as_array().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&stdout_of_success(out)).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    // The peak divides: it is the higher of the measured and the theoretical one, and no
+    // product ran faster than the measured one allows (with room for clock changes).
+    let ceiling = report["ceiling_gflops"].as_f64().unwrap();
+    let measured = report["measured_peak_gflops"].as_f64().unwrap();
+    assert!(measured > 0.0 && ceiling >= measured, "{report}");
+    if let Some(theory) = report["peak"]["gflops"].as_f64() {
+        assert!(ceiling >= theory, "{report}");
+    }
+    let backends = report["probe_by_backend"].as_array().unwrap();
+    assert_eq!(backends[0][0], "candle's gemm", "{report}");
     let probe = &rows[0];
     assert!(probe["what"].as_str().unwrap().starts_with("sgemm probe"));
     let rate = probe["gflop_per_s"].as_f64().unwrap();
@@ -1213,6 +1223,11 @@ fn bench_reports_each_item_against_the_probe_rate() {
                 let floor = &row["floor"];
                 let of_floor = |key: &str| floor[key].as_f64().unwrap();
                 assert_eq!(row["times_floor"], floor["median"], "{row}");
+                let times_peak = number("times_peak");
+                assert!(
+                    (times_peak - number("median") * ceiling / gflop).abs() <= 1e-9 * times_peak,
+                    "{row}"
+                );
                 assert!(
                     of_floor("min") <= of_floor("median") && of_floor("median") <= of_floor("max"),
                     "{row}"
@@ -1234,7 +1249,9 @@ fn bench_reports_each_item_against_the_probe_rate() {
                 placed += 1;
             }
             None => assert!(
-                row["times_floor"].is_null() && row["floor"].is_null(),
+                row["times_floor"].is_null()
+                    && row["floor"].is_null()
+                    && row["times_peak"].is_null(),
                 "{row}"
             ),
         }

@@ -6,6 +6,7 @@
 use anyhow::Result;
 use serde::Serialize;
 use tandem::data::LatentRows;
+use tandem::train::CpuPeak;
 use tandem::train::bench::{
     FloorRatio, SgemmProbe, StepBench, StepShape, Timing, time_against_floor,
 };
@@ -27,6 +28,22 @@ struct Row {
     times_floor: Option<f64>,
     /// The spread of those ratios and the probe rates they used.
     floor: Option<FloorRatio>,
+    /// `median / (gflop / peak)`: 1.0 would be every product at the CPU's theoretical peak.
+    times_peak: Option<f64>,
+}
+
+/// The report: the rows, the host's theoretical peak and each gemm's probe rate.
+#[derive(Serialize)]
+struct Report<'a> {
+    /// In theory, from the reported clock; `None` where the operating system does not say it.
+    peak: Option<&'a CpuPeak>,
+    /// Multiply-add chains on every usable core at once, GFLOP/s.
+    measured_peak_gflops: f64,
+    /// The higher of the two, which `times_peak` divides by.
+    ceiling_gflops: f64,
+    /// GFLOP/s of each gemm of this build on the 2048³ probe at the start.
+    probe_by_backend: Vec<(&'static str, f64)>,
+    rows: &'a [Row],
 }
 
 pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
@@ -37,6 +54,18 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
     let probe = SgemmProbe::new(2048, &device)?;
     // The rate at the start, for the report's first line.
     let (first_rate, first_probe) = probe.best_rate(runs.max(3))?;
+    let by_backend: Vec<(&'static str, f64)> = probe
+        .rate_by_backend(runs.max(3))?
+        .into_iter()
+        .map(|(b, rate)| (b.name(), rate))
+        .collect();
+    let peak = CpuPeak::detect();
+    let measured_peak = tandem::train::measured_fma_peak(0.5);
+    // The ceiling is the higher of the two: a virtual machine may report only its base clock.
+    let ceiling = peak
+        .as_ref()
+        .map_or(measured_peak, |p| p.gflops.max(measured_peak));
+    let times_peak = |median: f64, gflop: f64| Some(median * ceiling / gflop);
     tracing::info!("matrix products: {}", tandem::model::gemm::backend());
     let mut rows = Vec::new();
     let plain = |what: String, timing: Timing| Row {
@@ -46,6 +75,7 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
         gflop_per_s: None,
         times_floor: None,
         floor: None,
+        times_peak: None,
     };
     let placed = |what: String, (timing, floor): (Timing, FloorRatio), gflop: f64| Row {
         what,
@@ -54,6 +84,7 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
         gflop_per_s: Some(gflop / timing.median),
         times_floor: Some(floor.median),
         floor: Some(floor),
+        times_peak: times_peak(timing.median, gflop),
     };
     let shapes: &[(&str, StepShape)] = match size {
         BenchSize::Small => &[("small", StepShape::SMALL)],
@@ -154,20 +185,38 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
             gflop_per_s: Some(first_rate.max(last_rate)),
             times_floor: None,
             floor: None,
+            times_peak: times_peak(timing.min, probe.gflop()),
         },
     );
+    let report = Report {
+        peak: peak.as_ref(),
+        measured_peak_gflops: measured_peak,
+        ceiling_gflops: ceiling,
+        probe_by_backend: by_backend,
+        rows: &rows,
+    };
+    print_report(&report, runs, (slowest, fastest), format)
+}
+
+fn print_report(
+    report: &Report,
+    runs: usize,
+    (slowest, fastest): (f64, f64),
+    format: Format,
+) -> Result<()> {
+    let rows = report.rows;
 
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
         Format::Csv => {
             println!(
                 "what,median_s,min_s,max_s,runs,gflop,gflop_per_s,times_floor,\
-                 times_floor_min,times_floor_max,probe_slowest,probe_fastest"
+                 times_floor_min,times_floor_max,probe_slowest,probe_fastest,times_peak"
             );
             let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
-            for r in &rows {
+            for r in rows {
                 println!(
-                    "{},{:.4},{:.4},{:.4},{},{},{},{},{},{},{},{}",
+                    "{},{:.4},{:.4},{:.4},{},{},{},{},{},{},{},{},{}",
                     crate::output::csv_field(&r.what),
                     r.timing.median,
                     r.timing.min,
@@ -180,32 +229,51 @@ pub fn run(size: BenchSize, runs: usize, format: Format) -> Result<()> {
                     opt(r.floor.map(|f| f.max)),
                     opt(r.floor.map(|f| f.probe_slowest)),
                     opt(r.floor.map(|f| f.probe_fastest)),
+                    opt(r.times_peak),
                 );
             }
         }
         Format::Table => {
             println!(
-                "{:<66} {:>10} {:>19} {:>7} {:>8} {:>7} {:>11}",
-                "what", "median", "min–max", "GFLOP", "GFLOP/s", "× floor", "runs"
+                "{:<66} {:>10} {:>19} {:>7} {:>8} {:>7} {:>11} {:>7}",
+                "what", "median", "min–max", "GFLOP", "GFLOP/s", "× floor", "floor range", "× peak"
             );
             let opt =
                 |v: Option<f64>, p: usize| v.map_or("–".to_string(), |v| format!("{v:.p$}"));
-            for r in &rows {
+            for r in rows {
                 let range = format!("{:.3}–{:.3} s", r.timing.min, r.timing.max);
                 let floor_range = r
                     .floor
                     .map_or("–".to_string(), |f| format!("{:.2}–{:.2}", f.min, f.max));
                 println!(
-                    "{:<66} {:>8.3} s {:>19} {:>7} {:>8} {:>7} {:>11}",
+                    "{:<66} {:>8.3} s {:>19} {:>7} {:>8} {:>7} {:>11} {:>7}",
                     r.what,
                     r.timing.median,
                     range,
                     opt(r.gflop, 1),
                     opt(r.gflop_per_s, 1),
                     opt(r.times_floor, 2),
-                    floor_range
+                    floor_range,
+                    opt(r.times_peak, 2)
                 );
             }
+            let probes: Vec<String> = report
+                .probe_by_backend
+                .iter()
+                .map(|(name, rate)| format!("{name} {rate:.0} GFLOP/s"))
+                .collect();
+            println!(
+                "gemms of this build on the probe: {} (the floor is the fastest)",
+                probes.join(", ")
+            );
+            let theory = report.peak.map_or(
+                "unknown (the system does not report the clock)".to_string(),
+                |p| format!("{} (FMA units assumed)", p.describe()),
+            );
+            println!(
+                "peak: {:.0} GFLOP/s, the higher of the measured one ({:.0} GFLOP/s, multiply-add chains on every core) and the theoretical one: {theory}; × peak: median seconds / (GFLOP / peak)",
+                report.ceiling_gflops, report.measured_peak_gflops
+            );
             println!(
                 "(median of {runs} runs after one warm-up; × floor: the median over the runs of seconds / (GFLOP / sgemm rate), \
                  each run against the faster of the probe products just before and just after it, \

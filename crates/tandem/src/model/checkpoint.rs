@@ -41,25 +41,71 @@ pub fn save_checkpoint(
     extra: &[(String, candle_core::Tensor)],
     extra_metadata: &[(String, String)],
 ) -> Result<()> {
-    let mut meta = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("config".to_string(), config.to_toml()),
-        ("d_image".to_string(), model.d_image.to_string()),
-        ("d_text".to_string(), model.d_text.to_string()),
-        ("epoch".to_string(), epoch.to_string()),
-    ]);
-    meta.extend(extra_metadata.iter().cloned());
-    let tensors: Vec<(String, candle_core::Tensor)> = model
-        .named()
-        .into_iter()
-        .map(|(n, v, _)| (n, v.as_tensor().clone()))
-        .chain(extra.iter().cloned())
-        .collect();
-    let bytes = safetensors::serialize(tensors, Some(meta)).map_err(|e| Error::Checkpoint {
-        path: path.to_path_buf(),
-        problem: e.to_string(),
-    })?;
-    fsio::write_atomic(path, &bytes)
+    CheckpointContents::of(model, config, epoch, extra, extra_metadata)?.write(path)
+}
+
+/// A checkpoint's tensors and metadata, taken from the model at one moment: its tensors are
+/// copies on the host, so training may go on while they are written (see
+/// [`CheckpointContents::write`]).
+pub struct CheckpointContents {
+    tensors: Vec<(String, candle_core::Tensor)>,
+    metadata: HashMap<String, String>,
+}
+
+impl CheckpointContents {
+    /// The model's weights, copied, then `extra` (on the host, not copied: callers pass tensors
+    /// that nothing updates in place), with the config, dimensions, epoch and `extra_metadata`.
+    ///
+    /// # Errors
+    /// [`Error::Candle`] when a tensor cannot be copied to the host.
+    pub fn of(
+        model: &TwoBranch,
+        config: &Config,
+        epoch: usize,
+        extra: &[(String, candle_core::Tensor)],
+        extra_metadata: &[(String, String)],
+    ) -> Result<Self> {
+        let mut metadata = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("config".to_string(), config.to_toml()),
+            ("d_image".to_string(), model.d_image.to_string()),
+            ("d_text".to_string(), model.d_text.to_string()),
+            ("epoch".to_string(), epoch.to_string()),
+        ]);
+        metadata.extend(extra_metadata.iter().cloned());
+        let mut tensors = Vec::new();
+        // Weights are `Var`s, which the optimiser updates in place: a snapshot must copy them.
+        for (name, var, _) in model.named() {
+            tensors.push((name, snapshot(var.as_tensor())?));
+        }
+        for (name, tensor) in extra {
+            tensors.push((name.clone(), tensor.to_device(&Device::Cpu)?));
+        }
+        Ok(CheckpointContents { tensors, metadata })
+    }
+
+    /// Serialises and writes to `path` atomically (temporary file, fsync, rename).
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] when serialisation fails, [`Error::Io`] naming the file.
+    pub fn write(self, path: &Path) -> Result<()> {
+        let bytes = safetensors::serialize(self.tensors, Some(self.metadata)).map_err(|e| {
+            Error::Checkpoint {
+                path: path.to_path_buf(),
+                problem: e.to_string(),
+            }
+        })?;
+        fsio::write_atomic(path, &bytes)
+    }
+}
+
+/// A host copy of `tensor` that later in-place updates of `tensor` do not reach.
+pub(crate) fn snapshot(tensor: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+    Ok(if tensor.device().is_cpu() {
+        tensor.copy()?
+    } else {
+        tensor.to_device(&Device::Cpu)?
+    })
 }
 
 /// Reads a checkpoint written by [`save_checkpoint`].

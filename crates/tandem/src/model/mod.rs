@@ -9,6 +9,7 @@ mod layers;
 mod two_branch;
 
 pub use branch::Branch;
-pub use checkpoint::{Checkpoint, load_checkpoint, save_checkpoint};
+pub(crate) use checkpoint::snapshot;
+pub use checkpoint::{Checkpoint, CheckpointContents, load_checkpoint, save_checkpoint};
 pub use layers::{BatchNorm, Linear};
 pub use two_branch::{Backward, Mode, TrainForward, TwoBranch};

@@ -374,17 +374,49 @@ impl SgemmProbe {
         2.0 * (self.n as f64).powi(3) / 1e9
     }
 
-    /// Seconds of one product.
+    /// Seconds of one product by the fastest gemm this build has: candle's, and with the
+    /// `openblas` feature the system OpenBLAS too (each timed, the faster counts), so that the
+    /// floor is the best this host offers the step, not the one the step happens to use.
     ///
     /// # Errors
     /// A tensor error.
     pub fn seconds(&self) -> Result<f64> {
+        let mut best = f64::INFINITY;
+        for backend in ProbeBackend::ALL {
+            best = best.min(self.seconds_with(*backend)?);
+        }
+        Ok(best)
+    }
+
+    /// Seconds of one product by `backend`.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn seconds_with(&self, backend: ProbeBackend) -> Result<f64> {
         let started = Instant::now();
-        let c = crate::model::gemm::product(&self.a, &self.b)?;
+        let c = match backend {
+            ProbeBackend::Candle => self.a.matmul(&self.b)?,
+            #[cfg(feature = "openblas")]
+            ProbeBackend::OpenBlas => crate::model::gemm::product(&self.a, &self.b)?,
+        };
         self.device.synchronize()?;
         let seconds = started.elapsed().as_secs_f64();
         drop(c);
         Ok(seconds)
+    }
+
+    /// Each gemm's best rate over `runs` products after a warm-up, GFLOP/s.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn rate_by_backend(&self, runs: usize) -> Result<Vec<(ProbeBackend, f64)>> {
+        ProbeBackend::ALL
+            .iter()
+            .map(|&backend| {
+                let timing = time(runs, || self.seconds_with(backend).map(drop))?;
+                Ok((backend, self.gflop() / timing.min))
+            })
+            .collect()
     }
 
     /// GFLOP/s of one product.
@@ -403,6 +435,34 @@ impl SgemmProbe {
     pub fn best_rate(&self, runs: usize) -> Result<(f64, Timing)> {
         let timing = time(runs, || self.seconds().map(drop))?;
         Ok((self.gflop() / timing.min, timing))
+    }
+}
+
+/// A gemm the probe can time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ProbeBackend {
+    /// candle's own (the `gemm` crate; AVX-512 or AVX2 kernels picked at run time).
+    Candle,
+    /// The system OpenBLAS (`openblas` feature).
+    #[cfg(feature = "openblas")]
+    OpenBlas,
+}
+
+impl ProbeBackend {
+    /// Every gemm this build has.
+    #[cfg(not(feature = "openblas"))]
+    pub const ALL: &'static [ProbeBackend] = &[ProbeBackend::Candle];
+    /// Every gemm this build has.
+    #[cfg(feature = "openblas")]
+    pub const ALL: &'static [ProbeBackend] = &[ProbeBackend::Candle, ProbeBackend::OpenBlas];
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeBackend::Candle => "candle's gemm",
+            #[cfg(feature = "openblas")]
+            ProbeBackend::OpenBlas => "OpenBLAS",
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 
 mod adam_kernel;
 pub mod bench;
+mod checkpoint_writer;
+mod cpu_peak;
 mod early_stop;
 mod evaluate;
 mod health;
@@ -14,6 +16,7 @@ mod run_files;
 mod schedule;
 mod trainer;
 
+pub use cpu_peak::{CpuPeak, measured_fma_peak};
 pub use early_stop::{EarlyStopping, Verdict};
 pub use evaluate::{evaluate_protocol, evaluate_split, resolve_splits};
 pub use health::{COLLAPSE_SPREAD, Health};

@@ -9,13 +9,15 @@ use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint_writer::CheckpointWriter;
 use crate::config::Config;
 use crate::data::{Batch, Batcher, PairedDataset, SplitView, Splits};
 use crate::error::{Error, Result};
 use crate::eval::RetrievalMetrics;
 use crate::fsio;
 use crate::loss::{Embedded, Memory, Objective, Temperature};
-use crate::model::{Backward, Checkpoint, TwoBranch, load_checkpoint, save_checkpoint};
+use crate::model::snapshot;
+use crate::model::{Backward, Checkpoint, CheckpointContents, TwoBranch, load_checkpoint};
 use crate::train::metrics_log::MetricsLog;
 use crate::train::nonfinite::{abbreviate, first_nonfinite_gradient};
 use crate::train::on_pool::on_pool;
@@ -176,6 +178,8 @@ pub struct Trainer<D: Borrow<PairedDataset>> {
     epochs_done: usize,
     stopped_early: bool,
     current: Option<EpochInProgress>,
+    /// Writes `best` and `last` while the next epoch trains.
+    writer: CheckpointWriter,
     started: Instant,
 }
 
@@ -298,6 +302,7 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             epochs_done: 0,
             stopped_early: false,
             current: None,
+            writer: CheckpointWriter::start()?,
             started: Instant::now(),
             config,
         })
@@ -648,7 +653,7 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             self.save(RunFiles::BEST, None)?;
         }
         self.stopped_early = verdict.stop;
-        self.checkpoint()?;
+        self.queue_checkpoint()?;
         Ok(EpochReport {
             epoch,
             epochs: self.config.train.epochs,
@@ -660,12 +665,19 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
     }
 
     /// Writes `last.safetensors`: the weights and everything a resume needs, as of the last
-    /// whole epoch.
+    /// whole epoch, and waits until it and every checkpoint queued before it are on disk
+    /// ([`Trainer::end_epoch`] queues its checkpoints and goes on; this waits for them).
     ///
     /// # Errors
     /// [`Error::Config`] mid-epoch (a checkpoint holds whole epochs only); I/O errors naming
     /// the file.
     pub fn checkpoint(&mut self) -> Result<()> {
+        self.queue_checkpoint()?;
+        self.writer.flush()
+    }
+
+    /// Queues `last.safetensors` for the writer thread.
+    fn queue_checkpoint(&mut self) -> Result<()> {
         if self.current.is_some() {
             return Err(Error::Config(
                 "checkpoint mid-epoch: a checkpoint holds whole epochs; call end_epoch first"
@@ -690,36 +702,47 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         self.save(RunFiles::LAST, Some((optimizer_tensors, state)))
     }
 
-    /// Saves the model, temperature and memory as `name`; with the optimiser's tensors and
-    /// the training state for a resumable checkpoint.
-    fn save(&self, name: &str, resumable: Option<(Vec<(String, Tensor)>, String)>) -> Result<()> {
+    /// Queues the model, temperature and memory as `name`; with the optimiser's tensors and
+    /// the training state for a resumable checkpoint. The snapshot is taken now; the writer
+    /// thread writes it while training goes on.
+    fn save(
+        &mut self,
+        name: &str,
+        resumable: Option<(Vec<(String, Tensor)>, String)>,
+    ) -> Result<()> {
         let mut extra: Vec<(String, Tensor)> = self
             .temperature
             .named()
             .into_iter()
             .map(|(n, v, _)| (n, v.as_tensor().clone()))
             .collect();
+        let n_temperatures = extra.len();
         extra.extend(self.memory.to_tensors()?);
         let mut metadata = Vec::new();
         if let Some((optimizer_tensors, state)) = resumable {
             extra.extend(optimizer_tensors);
             metadata.push((TRAIN_STATE.to_string(), state));
         }
-        save_checkpoint(
-            &self.run_dir.join(name),
+        // Temperatures are `Var`s updated in place: copy them like the weights.
+        for (_, tensor) in extra.iter_mut().take(n_temperatures) {
+            *tensor = snapshot(tensor)?;
+        }
+        let contents = CheckpointContents::of(
             &self.model,
             &self.config,
             self.epochs_done,
             &extra,
             &metadata,
-        )
+        )?;
+        self.writer.queue(self.run_dir.join(name), contents)
     }
 
     /// What the run achieved. `paused`: the caller stopped it before `train.epochs`.
     ///
     /// # Errors
     /// [`Error::Config`] when no epoch was ever completed.
-    pub fn finish(self, paused: bool) -> Result<TrainOutcome> {
+    pub fn finish(mut self, paused: bool) -> Result<TrainOutcome> {
+        self.writer.flush()?;
         let Some((best_epoch, best_val)) = self.best else {
             if paused {
                 return Err(Error::Config(
