@@ -12,6 +12,7 @@
 #   REFERENCE=0       skip the PyTorch runs (tandem rows only), e.g. to add a recipe to a table
 #   PYTHON=python3    a Python with torch and numpy (a bench only: never a CI dependency)
 #   THREADS=$(nproc)  torch threads;  OUT=runs/parity  run folders and logs
+#   EPOCHS=20         the epoch budget of both (default: the recipe's, 20)
 # Needs target/release/tandem (cargo build --release -p tandem-cli) and DATA_DIR/splits.json.
 set -euo pipefail
 data=$(realpath "${1:?usage: bench/parity.sh DATA_DIR [SEEDS]}")
@@ -28,6 +29,11 @@ results="$out/results.tsv"
 sets=()
 [[ -n ${TANDEM_CONFIG:-} ]] && sets+=(--config "$(realpath "$TANDEM_CONFIG")")
 for kv in ${TANDEM_SET:-}; do sets+=(--set "$kv"); done
+epochs=()
+if [[ -n ${EPOCHS:-} ]]; then
+  sets+=(--set "train.epochs=$EPOCHS")
+  epochs=(--epochs "$EPOCHS")
+fi
 reference=${REFERENCE:-1}
 
 rsum_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rsum"])' "$1"; }
@@ -52,7 +58,7 @@ tandem_run() {  # train with the defaults (and TANDEM_SET), then evaluate the be
       2>>"$1.train.log"
 }
 pytorch_run() {
-  "$python" bench/reference_trainer.py --data "$data" --seed "$2" --threads "$threads" --json \
+  "$python" bench/reference_trainer.py --data "$data" --seed "$2" --threads "$threads" "${epochs[@]}" --json \
     >"$1.test.json" 2>"$1.train.log"
 }
 

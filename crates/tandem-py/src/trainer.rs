@@ -143,7 +143,8 @@ impl PyTrainer {
         metrics.map(|m| to_python(py, &m)).transpose()
     }
 
-    /// Writes the resumable last checkpoint (between epochs only).
+    /// Writes the resumable last checkpoint (between epochs only) and returns once it and the
+    /// checkpoints `end_epoch` queued are on disk.
     fn checkpoint(&mut self, py: Python<'_>) -> PyResult<()> {
         let trainer = self.trainer()?;
         py.detach(|| trainer.checkpoint()).py_err()
