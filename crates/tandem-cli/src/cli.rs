@@ -437,6 +437,14 @@ pub enum Command {
         /// many (1: one at a time, lowest latency when idle).
         #[arg(long, default_value_t = crate::server::DEFAULT_BATCH)]
         batch: usize,
+        /// Bearer tokens, one per line (`#` comments and blank lines skipped): every route but
+        /// /health and the page's HTML then needs `Authorization: Bearer TOKEN`. The variable
+        /// TANDEM_TOKEN adds one more.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Serve an address other than loopback without tokens (refused otherwise).
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
     /// Write the embeddings of every image and caption as .npy files.
     Embed {

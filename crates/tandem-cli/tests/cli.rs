@@ -905,11 +905,21 @@ struct Server {
 
 impl Server {
     fn start(index: &Path) -> Server {
+        Self::start_with(index, &[], None)
+    }
+
+    /// `tandem serve` on loopback with more arguments and, when given, `TANDEM_TOKEN`.
+    fn start_with(index: &Path, args: &[&str], token: Option<&str>) -> Server {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandem"))
+        let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandem"));
+        if let Some(token) = token {
+            command.env("TANDEM_TOKEN", token);
+        }
+        let mut child = command
             .env("TANDEM_LOG", "warn")
             .args(["serve", "--addr", "127.0.0.1:0", "--index"])
             .arg(index)
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -958,6 +968,32 @@ impl Server {
             stream,
             "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
             self.addr
+        )
+        .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let response = String::from_utf8(response).unwrap();
+        let status = response[9..12].parse().unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (status, head.to_ascii_lowercase(), body.to_string())
+    }
+
+    /// A request with extra header lines; returns the status, the header block (lowercase)
+    /// and the body.
+    fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &str,
+    ) -> (u16, String, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
         )
         .unwrap();
         let mut response = Vec::new();
@@ -1440,5 +1476,129 @@ fn prepare_train_and_search_by_picture() {
         std::fs::read_to_string(data.join("skipped_images.json"))
             .unwrap()
             .contains("rocket.jpg")
+    );
+}
+
+/// With tokens (a file of two and the variable's one), every route but `/health` and the
+/// page needs one: none or a wrong one is a 401 naming the scheme; each token works; the
+/// metrics count the refusals and never show a token. A public address without tokens is
+/// refused before anything is served, unless `--insecure-no-auth`.
+#[test]
+fn serve_with_tokens_needs_one_everywhere_but_health_and_refuses_open_public_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    write_fixture(data);
+    let run = data.join("run");
+    train_cmd(data, &run).assert().success();
+    let index = data.join("index");
+    build_index(&run, data, &index);
+    let tokens = data.join("tokens");
+    std::fs::write(
+        &tokens,
+        "# two tokens\nfirst-token-0123456789\nsecond-token-0123456789\n",
+    )
+    .unwrap();
+    let env_token = "third-token-from-the-environment";
+    let server = Server::start_with(
+        &index,
+        &["--token-file", tokens.to_str().unwrap()],
+        Some(env_token),
+    );
+    let query = r#"{"id": 1, "direction": "text_to_image", "k": 3}"#;
+    let bearer =
+        |t: &str| format!("Authorization: Bearer {t}\r\nContent-Type: application/json\r\n");
+
+    let (status, _, _) = server.request_with("GET", "/health", "", "");
+    assert_eq!(status, 200, "/health is open");
+    let (status, _, page) = server.request_with("GET", "/", "", "");
+    assert_eq!(status, 200, "the page's shell is open");
+    assert!(page.contains("const needsToken = true;"), "{page}");
+    for (path, method) in [
+        ("/search", "POST"),
+        ("/metrics", "GET"),
+        ("/image/0", "GET"),
+    ] {
+        let (status, head, body) = server.request_with(method, path, "", query);
+        assert_eq!(status, 401, "{path} without a token: {body}");
+        assert!(head.contains("www-authenticate: bearer"), "{head}");
+        assert!(body.contains("Authorization: Bearer"), "{body}");
+        let (status, _, body) =
+            server.request_with(method, path, &bearer("first-token-012345678"), query);
+        assert_eq!(status, 401, "{path} with a wrong token: {body}");
+        assert!(body.contains("not accepted"), "{body}");
+    }
+    for token in [
+        "first-token-0123456789",
+        "second-token-0123456789",
+        env_token,
+    ] {
+        let (status, _, body) = server.request_with("POST", "/search", &bearer(token), query);
+        assert_eq!(status, 200, "{token}: {body}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["results"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+    let (status, _, metrics) = server.request_with("GET", "/metrics", &bearer(env_token), "");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("401"), "refusals are counted: {metrics}");
+    assert!(!metrics.contains("token-"), "{metrics}");
+    drop(server);
+
+    // A public address without tokens: refused with the fix; with --insecure-no-auth, served.
+    let e = stderr_of_failure(
+        tandem()
+            .env_remove("TANDEM_TOKEN")
+            .args(["serve", "--addr", "0.0.0.0:0", "--index"])
+            .arg(&index)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("refusing to serve 0.0.0.0:0 without authentication")
+            && e.contains("--token-file")
+            && e.contains("--insecure-no-auth"),
+        "{e}"
+    );
+    let mut open = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandem"))
+        .env("TANDEM_LOG", "warn")
+        .env_remove("TANDEM_TOKEN")
+        .args([
+            "serve",
+            "--addr",
+            "0.0.0.0:0",
+            "--insecure-no-auth",
+            "--index",
+        ])
+        .arg(&index)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(open.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    open.kill().ok();
+    open.wait().ok();
+    assert!(line.starts_with("listening on http://0.0.0.0:"), "{line}");
+    // A bad token file is one clear error before anything is served.
+    std::fs::write(&tokens, "short\n").unwrap();
+    let e = stderr_of_failure(
+        tandem()
+            .args(["serve", "--addr", "127.0.0.1:0", "--token-file"])
+            .arg(&tokens)
+            .arg("--index")
+            .arg(&index)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("tokens line 1") && e.contains("too short"),
+        "{e}"
     );
 }

@@ -123,10 +123,14 @@ pub fn run(command: Command) -> Result<()> {
             image_encoder,
             mode,
             batch,
+            token_file,
+            insecure_no_auth,
         } => {
             if batch == 0 {
                 anyhow::bail!("--batch must be at least 1");
             }
+            let env_token = std::env::var("TANDEM_TOKEN").ok();
+            let tokens = crate::server::Tokens::load(token_file.as_deref(), env_token.as_deref())?;
             let text = search::open_text_encoder(&index, encoder.as_deref())?;
             let pictures = match tandem::image::ImageEncoderRecord::read_from(&index)? {
                 Some(_) => Some(search::open_image_encoder(
@@ -148,6 +152,8 @@ pub fn run(command: Command) -> Result<()> {
             );
             let mut state = crate::server::AppState::new(opened, text, mode, batch);
             state.pictures = pictures;
+            state.tokens = tokens.map(std::sync::Arc::new);
+            crate::server::check_exposure(addr, &state, insecure_no_auth)?;
             crate::server::serve(state, addr)
         }
         Command::EncodeText {

@@ -1,6 +1,7 @@
 //! `tandem serve`: an index over HTTP (axum). One read-only index shared by every request;
 //! queries by id, by raw feature vector or in words; Prometheus metrics; graceful shutdown.
 
+mod auth;
 mod batcher;
 mod metrics;
 mod query;
@@ -20,6 +21,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tandem::index::{Index, SearchMode};
 
+pub use auth::Tokens;
 pub use batcher::DEFAULT_BATCH;
 pub use query::{Embedder, QueryText, SearchRequest};
 
@@ -39,6 +41,8 @@ pub struct AppState {
     /// Encodes picture queries, when the index records its image encoder.
     pub pictures: Option<tandem::image::ImageEncoder>,
     pub metrics: metrics::Metrics,
+    /// Bearer tokens every route but `/health` and `/` needs; `None`: open.
+    pub tokens: Option<Arc<Tokens>>,
 }
 
 impl AppState {
@@ -55,22 +59,40 @@ impl AppState {
             text,
             pictures: None,
             metrics: metrics::Metrics::new(),
+            tokens: None,
         }
     }
 }
 
-/// The router: `/`, `POST /search`, `GET /health`, `GET /metrics`, `GET /image/{id}`.
+/// The router: `/`, `POST /search`, `GET /health`, `GET /metrics`, `GET /image/{id}`; with
+/// tokens, every route but `/health` and `/` needs one.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/", get(page))
         .route("/search", post(search))
         .route("/search/image", post(search_image))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .route("/image/{id}", get(image))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    if let Some(tokens) = &state.tokens {
+        router = router.layer(middleware::from_fn_with_state(
+            tokens.clone(),
+            auth::require_token,
+        ));
+    }
+    // Outermost, so refused requests are counted too.
+    router
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Refuses to serve a non-loopback `addr` without tokens unless `insecure_no_auth`.
+///
+/// # Errors
+/// That refusal, saying what to pass.
+pub fn check_exposure(addr: SocketAddr, state: &AppState, insecure_no_auth: bool) -> Result<()> {
+    auth::check_exposure(addr, state.tokens.as_deref(), insecure_no_auth)
 }
 
 /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight. Prints
@@ -301,6 +323,14 @@ async fn page(State(state): State<Arc<AppState>>) -> Html<String> {
             .replace(
                 "{{words}}",
                 if state.text.is_some() { "" } else { "disabled" },
+            )
+            .replace(
+                "{{needs_token}}",
+                if state.tokens.is_some() {
+                    "true"
+                } else {
+                    "false"
+                },
             ),
     )
 }
