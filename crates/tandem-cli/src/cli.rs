@@ -472,7 +472,7 @@ pub enum Command {
         format: Format,
     },
     /// Train the reference recipe, the best recipe and a linear baseline on the bundled emoji
-    /// data and print the test table (about 3 minutes on 2 cores).
+    /// data and print the test table (about a minute and a half on 2 cores).
     ///
     /// The best recipe is bench/recipes/best.toml; the demo ends with searches in its space.
     Demo {
