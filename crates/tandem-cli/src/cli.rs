@@ -445,6 +445,21 @@ pub enum Command {
         /// Serve an address other than loopback without tokens (refused otherwise).
         #[arg(long)]
         insecure_no_auth: bool,
+        /// Searches run at once (default: one per core); more wait in the queue.
+        #[arg(long)]
+        max_concurrent: Option<usize>,
+        /// Searches that may wait for a turn; when the queue is full a search is answered 503
+        /// with Retry-After at once instead of waiting.
+        #[arg(long, default_value_t = 64)]
+        queue: usize,
+        /// Seconds from a request's headers to its answer (a slow upload included); later,
+        /// it is answered 503.
+        #[arg(long, default_value_t = 10.0)]
+        request_timeout: f64,
+        /// Seconds a client may take to send a request's line and headers before the
+        /// connection is closed (slow clients cannot hold connections).
+        #[arg(long, default_value_t = 10.0)]
+        header_timeout: f64,
     },
     /// Write the embeddings of every image and caption as .npy files.
     Embed {

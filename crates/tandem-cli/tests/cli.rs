@@ -1602,3 +1602,164 @@ fn serve_with_tokens_needs_one_everywhere_but_health_and_refuses_open_public_add
         "{e}"
     );
 }
+
+/// Slow clients cannot hold the server: headers sent a byte at a time are cut off at the
+/// header timeout, a body that never arrives is answered 503 at the request timeout, and
+/// other clients are answered meanwhile.
+#[test]
+fn serve_cuts_off_slow_headers_and_slow_bodies() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    write_fixture(data);
+    let run = data.join("run");
+    train_cmd(data, &run).assert().success();
+    let index = data.join("index");
+    build_index(&run, data, &index);
+    let server = Server::start_with(
+        &index,
+        &["--header-timeout", "1", "--request-timeout", "1"],
+        None,
+    );
+
+    // Slowloris: a request line, then one header byte every 100 ms.
+    let mut slow = std::net::TcpStream::connect(&server.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    let started = Instant::now();
+    let mut answered_meanwhile = false;
+    let cut_off = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a slow client held its connection for 5 s"
+        );
+        if slow.write_all(b"a").is_err() {
+            break started.elapsed();
+        }
+        let mut byte = [0u8; 1];
+        match slow.read(&mut byte) {
+            Ok(0) => break started.elapsed(), // closed
+            Ok(_) => break started.elapsed(), // an error status, then closed
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break started.elapsed(), // reset
+        }
+        if !answered_meanwhile {
+            let (status, _, _) = server.request_with("GET", "/health", "", "");
+            assert_eq!(status, 200);
+            answered_meanwhile = true;
+        }
+    };
+    assert!(answered_meanwhile);
+    assert!(
+        cut_off >= Duration::from_millis(900),
+        "cut off after {cut_off:?}"
+    );
+
+    // A body announced and never sent: 503 with Retry-After after the request timeout.
+    let mut stalled = std::net::TcpStream::connect(&server.addr).unwrap();
+    let started = Instant::now();
+    write!(
+        stalled,
+        "POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"id\": 1"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stalled.read_to_string(&mut response).unwrap();
+    let took = started.elapsed();
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: 1"),
+        "{response}"
+    );
+    assert!(response.contains("request timeout of 1.0 s"), "{response}");
+    assert!(
+        Duration::from_millis(900) <= took && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}
+
+/// With one search at a time and no queue, concurrent clients get 200 or an immediate 503
+/// with Retry-After, never anything else; the metrics count the refusals.
+#[test]
+fn serve_sheds_load_beyond_its_queue_with_503() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    write_fixture(data);
+    let run = data.join("run");
+    train_cmd(data, &run).assert().success();
+    let index = data.join("index");
+    build_index(&run, data, &index);
+    let server = Server::start_with(&index, &["--max-concurrent", "1", "--queue", "0"], None);
+    let refused = AtomicBool::new(false);
+    let query = r#"{"id": 3, "direction": "text_to_image", "k": 10}"#;
+    let headers = "Content-Type: application/json\r\n";
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                while !refused.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(20)
+                {
+                    let (status, head, body) =
+                        server.request_with("POST", "/search", headers, query);
+                    match status {
+                        200 => {}
+                        503 => {
+                            assert!(head.contains("retry-after: 1"), "{head}");
+                            assert!(body.contains("busy"), "{body}");
+                            refused.store(true, Ordering::SeqCst);
+                        }
+                        other => panic!("status {other}: {body}"),
+                    }
+                }
+            });
+        }
+    });
+    assert!(
+        refused.load(Ordering::SeqCst),
+        "no search was refused in 20 s of 8 clients"
+    );
+    let (_, _, metrics) = server.request_with("GET", "/metrics", "", "");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("tandem_rejected_total{reason=\"queue_full\"}"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 1.0, "{line}");
+    assert!(metrics.contains("tandem_search_queue_depth 0"), "{metrics}");
+    assert!(metrics.contains("tandem_searches_in_flight 0"), "{metrics}");
+
+    for (flag, value, wanted) in [
+        (
+            "--max-concurrent",
+            "0",
+            "--max-concurrent must be at least 1",
+        ),
+        (
+            "--request-timeout",
+            "0",
+            "--request-timeout must be a number of seconds above 0",
+        ),
+        (
+            "--header-timeout",
+            "nan",
+            "--header-timeout must be a number of seconds above 0",
+        ),
+    ] {
+        let e = stderr_of_failure(
+            tandem()
+                .args(["serve", "--index"])
+                .arg(&index)
+                .args([flag, value])
+                .output()
+                .unwrap(),
+        );
+        assert!(e.contains(wanted), "{flag} {value}: {e}");
+    }
+}

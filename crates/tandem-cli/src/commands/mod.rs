@@ -125,10 +125,15 @@ pub fn run(command: Command) -> Result<()> {
             batch,
             token_file,
             insecure_no_auth,
+            max_concurrent,
+            queue,
+            request_timeout,
+            header_timeout,
         } => {
             if batch == 0 {
                 anyhow::bail!("--batch must be at least 1");
             }
+            let limits = serve_limits(max_concurrent, queue, request_timeout, header_timeout)?;
             let env_token = std::env::var("TANDEM_TOKEN").ok();
             let tokens = crate::server::Tokens::load(token_file.as_deref(), env_token.as_deref())?;
             let text = search::open_text_encoder(&index, encoder.as_deref())?;
@@ -150,7 +155,8 @@ pub fn run(command: Command) -> Result<()> {
                     .map(|t| format!("; words encoded by {}", t.describe()))
                     .unwrap_or_default()
             );
-            let mut state = crate::server::AppState::new(opened, text, mode, batch);
+            let mut state =
+                crate::server::AppState::new(opened, text, mode, batch).with_limits(limits);
             state.pictures = pictures;
             state.tokens = tokens.map(std::sync::Arc::new);
             crate::server::check_exposure(addr, &state, insecure_no_auth)?;
@@ -243,4 +249,31 @@ pub fn open_model(path: &Path) -> Result<(Checkpoint, PathBuf)> {
         .map(Path::to_path_buf)
         .unwrap_or_default();
     Ok((opened.checkpoint, opened.run_dir.unwrap_or(folder)))
+}
+
+/// `tandem serve`'s bounds from its options, each checked.
+fn serve_limits(
+    max_concurrent: Option<usize>,
+    queue: usize,
+    request_timeout: f64,
+    header_timeout: f64,
+) -> Result<crate::server::Limits> {
+    let defaults = crate::server::Limits::for_this_machine();
+    if max_concurrent == Some(0) {
+        anyhow::bail!("--max-concurrent must be at least 1");
+    }
+    let seconds = |value: f64, flag: &str| -> Result<std::time::Duration> {
+        if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+            anyhow::bail!(
+                "{flag} must be a number of seconds above 0 (at most a day), got {value}"
+            );
+        }
+        Ok(std::time::Duration::from_secs_f64(value))
+    };
+    Ok(crate::server::Limits {
+        max_concurrent: max_concurrent.unwrap_or(defaults.max_concurrent),
+        queue,
+        request_timeout: seconds(request_timeout, "--request-timeout")?,
+        header_timeout: seconds(header_timeout, "--header-timeout")?,
+    })
 }

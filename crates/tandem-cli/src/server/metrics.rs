@@ -1,15 +1,24 @@
-//! Prometheus metrics of the server: requests and latency by route and status.
+//! Prometheus metrics of the server: requests and latency by route and status; searches
+//! running and waiting; requests refused for overload.
 
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     errors: IntCounterVec,
     latency: HistogramVec,
+    /// Searches running now.
+    pub in_flight: IntGauge,
+    /// Searches waiting for a turn now.
+    pub queue_depth: IntGauge,
+    /// Requests refused for overload, by reason (`queue_full`, `timeout`).
+    pub rejected: IntCounterVec,
 }
 
 impl Metrics {
@@ -40,18 +49,43 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
+        let in_flight = IntGauge::new("tandem_searches_in_flight", "Searches running now")
+            .expect("valid metric");
+        let queue_depth = IntGauge::new(
+            "tandem_search_queue_depth",
+            "Searches waiting for a turn now",
+        )
+        .expect("valid metric");
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "tandem_rejected_total",
+                "Requests answered 503 for overload, by reason (queue_full, timeout)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
             Box::new(latency.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(rejected.clone()),
         ] {
             registry.register(m).expect("registered once");
+        }
+        // Both reasons show from the start, at 0.
+        for reason in ["queue_full", "timeout"] {
+            rejected.with_label_values(&[reason]);
         }
         Metrics {
             registry,
             requests,
             errors,
             latency,
+            in_flight,
+            queue_depth,
+            rejected,
         }
     }
 

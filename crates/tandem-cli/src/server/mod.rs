@@ -1,8 +1,10 @@
 //! `tandem serve`: an index over HTTP (axum). One read-only index shared by every request;
 //! queries by id, by raw feature vector or in words; Prometheus metrics; graceful shutdown.
 
+mod admission;
 mod auth;
 mod batcher;
+mod listen;
 mod metrics;
 mod query;
 
@@ -21,6 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tandem::index::{Index, SearchMode};
 
+pub use admission::Limits;
 pub use auth::Tokens;
 pub use batcher::DEFAULT_BATCH;
 pub use query::{Embedder, QueryText, SearchRequest};
@@ -40,7 +43,10 @@ pub struct AppState {
     pub text: Option<QueryText>,
     /// Encodes picture queries, when the index records its image encoder.
     pub pictures: Option<tandem::image::ImageEncoder>,
-    pub metrics: metrics::Metrics,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Bounds on searches and requests.
+    pub limits: Limits,
+    admission: admission::Admission,
     /// Bearer tokens every route but `/health` and `/` needs; `None`: open.
     pub tokens: Option<Arc<Tokens>>,
 }
@@ -58,9 +64,18 @@ impl AppState {
             embedder,
             text,
             pictures: None,
-            metrics: metrics::Metrics::new(),
+            metrics: Arc::new(metrics::Metrics::new()),
+            limits: Limits::for_this_machine(),
+            admission: admission::Admission::new(&Limits::for_this_machine()),
             tokens: None,
         }
+    }
+
+    /// The same state with other bounds.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.admission = admission::Admission::new(&limits);
+        self.limits = limits;
+        self
     }
 }
 
@@ -81,8 +96,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             auth::require_token,
         ));
     }
-    // Outermost, so refused requests are counted too.
+    // The deadline outside the token check and the handlers; the metrics outermost, so
+    // refused and timed-out requests are counted too.
     router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            admission::deadline,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -113,10 +133,14 @@ pub fn serve(state: AppState, addr: SocketAddr) -> Result<()> {
         println!("listening on http://{bound}");
         use std::io::Write;
         std::io::stdout().flush().ok();
-        axum::serve(listener, router(Arc::new(state)))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving")?;
+        let header_timeout = state.limits.header_timeout;
+        listen::serve(
+            listener,
+            router(Arc::new(state)),
+            header_timeout,
+            shutdown_signal(),
+        )
+        .await;
         tracing::info!("shut down");
         Ok(())
     })
@@ -188,9 +212,19 @@ async fn search(
             );
         }
     };
-    // Embedding and ranking are CPU work: off the async threads.
+    let turn = match state.admission.enter(&state.metrics).await {
+        Ok(turn) => turn,
+        Err(busy) => return busy,
+    };
+    // Embedding and ranking are CPU work: off the async threads. The turn ends with the work,
+    // even when the request's deadline abandons it first.
     let worker = state.clone();
-    match tokio::task::spawn_blocking(move || query::run(&worker, request)).await {
+    let job = move || {
+        let answer = query::run(&worker, request);
+        drop(turn);
+        answer
+    };
+    match tokio::task::spawn_blocking(job).await {
         Ok(Ok(answer)) => Json(answer).into_response(),
         Ok(Err(query::Rejected(message))) => error(StatusCode::BAD_REQUEST, message),
         Err(e) => error(
@@ -211,14 +245,20 @@ async fn search_image(
         Ok(body) => body,
         Err(rejection) => return body_error(rejection),
     };
+    let turn = match state.admission.enter(&state.metrics).await {
+        Ok(turn) => turn,
+        Err(busy) => return busy,
+    };
     let worker = state.clone();
     let job = move || {
-        query::run_picture(
+        let answer = query::run_picture(
             &worker,
             query::Picture::Upload(body.to_vec()),
             params.k,
             params.exact,
-        )
+        );
+        drop(turn);
+        answer
     };
     match tokio::task::spawn_blocking(job).await {
         Ok(Ok(answer)) => Json(answer).into_response(),
