@@ -82,7 +82,6 @@ fn encode_text(dir: &Path, out: &str, extra: &[&str]) -> Command {
     c
 }
 
-/// `tandem index build --model RUN --data DATA --out INDEX`, which must succeed.
 /// `tandem index build --model RUN --data DATA --out INDEX` with `extra` arguments.
 fn index_build(run: &Path, data: &Path, index: &Path, extra: &[&str]) -> Command {
     let mut c = tandem();
@@ -96,6 +95,7 @@ fn index_build(run: &Path, data: &Path, index: &Path, extra: &[&str]) -> Command
     c
 }
 
+/// `tandem index build --model RUN --data DATA --out INDEX`, which must succeed.
 fn build_index(run: &Path, data: &Path, index: &Path) {
     index_build(run, data, index, &[]).assert().success();
 }
@@ -1762,4 +1762,130 @@ fn serve_sheds_load_beyond_its_queue_with_503() {
         );
         assert!(e.contains(wanted), "{flag} {value}: {e}");
     }
+}
+
+/// Reloads under load: four clients search without pause while the server switches between
+/// two indexes 100 times (`POST /admin/reload`); every answer is 200 and is one index's whole
+/// answer. A broken index is refused with the reason and the old one keeps serving; SIGHUP
+/// reloads the served folder; without tokens the admin route is closed.
+#[test]
+fn serve_reloads_under_load_without_a_failed_or_mixed_answer() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    write_fixture(data);
+    let (a, b) = (data.join("a"), data.join("b"));
+    for (folder, seed) in [(&a, "1"), (&b, "2")] {
+        let run = data.join(format!("run-{seed}"));
+        train_cmd(data, &run)
+            .args(["--set", &format!("seed={seed}")])
+            .assert()
+            .success();
+        build_index(&run, data, folder);
+    }
+    let tokens = data.join("tokens");
+    std::fs::write(&tokens, "reload-token-0123456789\n").unwrap();
+    let mut server = Server::start_with(&a, &["--token-file", tokens.to_str().unwrap()], None);
+    let admin =
+        "Authorization: Bearer reload-token-0123456789\r\nContent-Type: application/json\r\n";
+    let query = r#"{"id": 3, "direction": "text_to_image", "k": 5}"#;
+    let search = |server: &Server| {
+        let (status, _, body) = server.request_with("POST", "/search", admin, query);
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let reload_to = |server: &Server, folder: &Path| {
+        let body = format!(
+            "{{\"index\": {}}}",
+            serde_json::to_string(folder.to_str().unwrap()).unwrap()
+        );
+        server.request_with("POST", "/admin/reload", admin, &body)
+    };
+    let answer_a = search(&server);
+    let (status, _, body) = reload_to(&server, &b);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"generation\":2"), "{body}");
+    let answer_b = search(&server);
+    assert_ne!(
+        answer_a, answer_b,
+        "the two indexes must answer differently for the test to see a mix"
+    );
+
+    let done = AtomicBool::new(false);
+    let (answered, from_a) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    let body = search(&server);
+                    assert!(
+                        body == answer_a || body == answer_b,
+                        "a mixed answer: {body}"
+                    );
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    if body == answer_a {
+                        from_a.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        for round in 0..100 {
+            let folder = if round % 2 == 0 { &a } else { &b };
+            let (status, _, body) = reload_to(&server, folder);
+            assert_eq!(status, 200, "reload {round}: {body}");
+        }
+        done.store(true, Ordering::SeqCst);
+    });
+    let (answered, from_a) = (answered.into_inner(), from_a.into_inner());
+    assert!(
+        answered > 100 && from_a > 0 && from_a < answered,
+        "{from_a} of {answered} from a"
+    );
+
+    // A broken index: refused with the reason, the last good one (b, generation 102) serves on.
+    let broken = data.join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    let (status, _, body) = reload_to(&server, &broken);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("still serving the previous index") && body.contains("broken"),
+        "{body}"
+    );
+    assert_eq!(search(&server), answer_b);
+    let (_, _, health) = server.request_with("GET", "/health", "", "");
+    assert!(health.contains("\"generation\":102"), "{health}");
+    let (_, _, metrics) = server.request_with("GET", "/metrics", admin, "");
+    assert!(metrics.contains("tandem_index_generation 102"), "{metrics}");
+    assert!(
+        metrics.contains("tandem_reload_failures_total 1"),
+        "{metrics}"
+    );
+    // SIGHUP reloads the folder the server was started from (a).
+    std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !server
+        .request_with("GET", "/health", "", "")
+        .2
+        .contains("\"generation\":103")
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "SIGHUP did not reload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(search(&server), answer_a);
+    assert!(server.terminate().success());
+
+    // Without tokens, the admin route is closed and says how to open it.
+    let open = Server::start(&a);
+    let (status, _, body) = open.request_with("POST", "/admin/reload", "", "");
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("--token-file") && body.contains("SIGHUP"),
+        "{body}"
+    );
 }

@@ -10,7 +10,7 @@ mod encode_text;
 mod eval;
 mod prepare;
 mod report;
-mod search;
+pub(crate) mod search;
 mod train;
 mod tune;
 
@@ -136,28 +136,26 @@ pub fn run(command: Command) -> Result<()> {
             let limits = serve_limits(max_concurrent, queue, request_timeout, header_timeout)?;
             let env_token = std::env::var("TANDEM_TOKEN").ok();
             let tokens = crate::server::Tokens::load(token_file.as_deref(), env_token.as_deref())?;
-            let text = search::open_text_encoder(&index, encoder.as_deref())?;
-            let pictures = match tandem::image::ImageEncoderRecord::read_from(&index)? {
-                Some(_) => Some(search::open_image_encoder(
-                    &index,
-                    image_encoder.as_deref(),
-                )?),
-                None => None,
+            let source = crate::server::Source {
+                folder: index.clone(),
+                encoder,
+                image_encoder,
+                mode,
+                batch,
             };
-            let opened = tandem::index::Index::open(&index)?;
-            let mode = search::mode_for(&opened, mode)?;
+            let served = source.open(None)?;
             tracing::info!(
                 "serving {} images and {} captions from {}{}",
-                opened.n_images(),
-                opened.n_texts(),
+                served.index.n_images(),
+                served.index.n_texts(),
                 index.display(),
-                text.as_ref()
+                served
+                    .text
+                    .as_ref()
                     .map(|t| format!("; words encoded by {}", t.describe()))
                     .unwrap_or_default()
             );
-            let mut state =
-                crate::server::AppState::new(opened, text, mode, batch).with_limits(limits);
-            state.pictures = pictures;
+            let mut state = crate::server::AppState::new(served, Some(source)).with_limits(limits);
             state.tokens = tokens.map(std::sync::Arc::new);
             crate::server::check_exposure(addr, &state, insecure_no_auth)?;
             crate::server::serve(state, addr)

@@ -19,6 +19,10 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     /// Requests refused for overload, by reason (`queue_full`, `timeout`).
     pub rejected: IntCounterVec,
+    /// The served index's generation: 1 at start, one more per reload.
+    pub index_generation: IntGauge,
+    /// Reloads refused because the new index could not be opened.
+    pub reload_failures: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -64,8 +68,20 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let index_generation = IntGauge::new(
+            "tandem_index_generation",
+            "The served index: 1 at start, one more per successful reload",
+        )
+        .expect("valid metric");
+        let reload_failures = prometheus::IntCounter::new(
+            "tandem_reload_failures_total",
+            "Reloads refused because the new index could not be opened",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(index_generation.clone()),
+            Box::new(reload_failures.clone()),
             Box::new(errors.clone()),
             Box::new(latency.clone()),
             Box::new(in_flight.clone()),
@@ -86,6 +102,8 @@ impl Metrics {
             in_flight,
             queue_depth,
             rejected,
+            index_generation,
+            reload_failures,
         }
     }
 

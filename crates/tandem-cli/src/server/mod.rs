@@ -7,9 +7,10 @@ mod batcher;
 mod listen;
 mod metrics;
 mod query;
+mod served;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -21,12 +22,13 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tandem::index::{Index, SearchMode};
+use tandem::index::SearchMode;
 
 pub use admission::Limits;
 pub use auth::Tokens;
 pub use batcher::DEFAULT_BATCH;
-pub use query::{Embedder, QueryText, SearchRequest};
+pub use query::{QueryText, SearchRequest};
+pub use served::{Served, Source};
 
 /// Largest request body accepted: a photo upload to `/search/image` fits; a 1M-float
 /// feature vector as JSON does not.
@@ -34,15 +36,12 @@ pub const MAX_BODY_BYTES: usize = 8 << 20;
 
 /// What every handler shares.
 pub struct AppState {
-    pub index: Arc<Index>,
-    /// How requests search unless they ask for `"exact": true`.
-    pub mode: SearchMode,
-    /// Exact searches, batched across concurrent requests.
-    pub exact: batcher::ExactBatcher,
-    pub embedder: Embedder,
-    pub text: Option<QueryText>,
-    /// Encodes picture queries, when the index records its image encoder.
-    pub pictures: Option<tandem::image::ImageEncoder>,
+    /// The index answering now; a reload replaces it whole.
+    served: RwLock<Arc<Served>>,
+    /// How to open the index again; `None`: this server cannot reload.
+    source: Option<Source>,
+    /// One reload at a time.
+    reloading: std::sync::Mutex<()>,
     pub metrics: Arc<metrics::Metrics>,
     /// Bounds on searches and requests.
     pub limits: Limits,
@@ -52,19 +51,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state for `index`; `text` encodes word queries when the index records an encoder;
-    /// exact searches are scored up to `max_batch` at a time.
-    pub fn new(index: Index, text: Option<QueryText>, mode: SearchMode, max_batch: usize) -> Self {
-        let embedder = Embedder(std::sync::Mutex::new(index.model.clone()));
-        let index = Arc::new(index);
+    /// The state serving `served`, reloadable from `source` when given.
+    pub fn new(served: Served, source: Option<Source>) -> Self {
+        let metrics = Arc::new(metrics::Metrics::new());
+        metrics.index_generation.set(served.generation as i64);
         AppState {
-            exact: batcher::ExactBatcher::start(index.clone(), max_batch),
-            index,
-            mode,
-            embedder,
-            text,
-            pictures: None,
-            metrics: Arc::new(metrics::Metrics::new()),
+            served: RwLock::new(Arc::new(served)),
+            source,
+            reloading: std::sync::Mutex::new(()),
+            metrics,
             limits: Limits::for_this_machine(),
             admission: admission::Admission::new(&Limits::for_this_machine()),
             tokens: None,
@@ -76,6 +71,47 @@ impl AppState {
         self.admission = admission::Admission::new(&limits);
         self.limits = limits;
         self
+    }
+
+    /// The index answering now (a request keeps it to its end).
+    pub fn served(&self) -> Arc<Served> {
+        self.served
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Opens the index again (from `folder`, else the folder it was served from) and switches
+    /// to it; requests in flight finish on the old one. Blocking: the index is read here.
+    ///
+    /// # Errors
+    /// When the new index cannot be opened: the old one keeps serving.
+    pub fn reload(&self, folder: Option<&std::path::Path>) -> Result<Arc<Served>> {
+        let Some(source) = &self.source else {
+            anyhow::bail!("this server was not started from an index folder; it cannot reload");
+        };
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = source.open(folder).inspect_err(|_| {
+            self.metrics.reload_failures.inc();
+        })?;
+        next.generation = self.served().generation + 1;
+        let next = Arc::new(next);
+        *self
+            .served
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
+        self.metrics.index_generation.set(next.generation as i64);
+        tracing::info!(
+            "reloaded: generation {}, {} images and {} captions from {}",
+            next.generation,
+            next.index.n_images(),
+            next.index.n_texts(),
+            folder.unwrap_or(&source.folder).display()
+        );
+        Ok(next)
     }
 }
 
@@ -89,6 +125,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .route("/image/{id}", get(image))
+        .route("/admin/reload", post(reload))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     if let Some(tokens) = &state.tokens {
         router = router.layer(middleware::from_fn_with_state(
@@ -134,13 +171,9 @@ pub fn serve(state: AppState, addr: SocketAddr) -> Result<()> {
         use std::io::Write;
         std::io::stdout().flush().ok();
         let header_timeout = state.limits.header_timeout;
-        listen::serve(
-            listener,
-            router(Arc::new(state)),
-            header_timeout,
-            shutdown_signal(),
-        )
-        .await;
+        let state = Arc::new(state);
+        reload_on_hangup(state.clone());
+        listen::serve(listener, router(state), header_timeout, shutdown_signal()).await;
         tracing::info!("shut down");
         Ok(())
     })
@@ -212,15 +245,15 @@ async fn search(
             );
         }
     };
+    let served = state.served();
     let turn = match state.admission.enter(&state.metrics).await {
         Ok(turn) => turn,
         Err(busy) => return busy,
     };
     // Embedding and ranking are CPU work: off the async threads. The turn ends with the work,
     // even when the request's deadline abandons it first.
-    let worker = state.clone();
     let job = move || {
-        let answer = query::run(&worker, request);
+        let answer = query::run(&served, request);
         drop(turn);
         answer
     };
@@ -245,14 +278,14 @@ async fn search_image(
         Ok(body) => body,
         Err(rejection) => return body_error(rejection),
     };
+    let served = state.served();
     let turn = match state.admission.enter(&state.metrics).await {
         Ok(turn) => turn,
         Err(busy) => return busy,
     };
-    let worker = state.clone();
     let job = move || {
         let answer = query::run_picture(
-            &worker,
+            &served,
             query::Picture::Upload(body.to_vec()),
             params.k,
             params.exact,
@@ -281,18 +314,20 @@ struct ImageParams {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let index = &state.index;
+    let served = state.served();
+    let index = &served.index;
     Json(serde_json::json!({
         "status": "ok",
+        "generation": served.generation,
         "images": index.n_images(),
         "captions": index.n_texts(),
         "dim": index.dim,
-        "search": match state.mode {
+        "search": match served.mode {
             SearchMode::Exact => "exact".to_string(),
             SearchMode::Approximate { ef } => format!("hnsw (ef {ef})"),
         },
-        "text_queries": state.text.as_ref().map(QueryText::describe),
-        "picture_queries": state.pictures.as_ref().map(|p| p.record().describe()),
+        "text_queries": served.text.as_ref().map(QueryText::describe),
+        "picture_queries": served.pictures.as_ref().map(|p| p.record().describe()),
     }))
     .into_response()
 }
@@ -302,7 +337,8 @@ async fn image(
     State(state): State<Arc<AppState>>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    let Some(files) = &state.index.image_files else {
+    let served = state.served();
+    let Some(files) = &served.index.image_files else {
         return error(
             StatusCode::NOT_FOUND,
             "this index has no image files (its dataset folder had no image_files.txt)",
@@ -339,6 +375,84 @@ async fn image(
     }
 }
 
+/// The body of `POST /admin/reload`: another index folder, or none for the same one again.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReloadRequest {
+    #[serde(default)]
+    index: Option<std::path::PathBuf>,
+}
+
+/// `POST /admin/reload` (token-only): switches to the index of `{"index": FOLDER}`, or opens
+/// the served folder again; answers the new generation, or 422 with the reason while the old
+/// index keeps serving.
+async fn reload(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    if state.tokens.is_none() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "admin routes need a token: start the server with --token-file (or send it SIGHUP to reload the same folder)",
+        );
+    }
+    let request: ReloadRequest = if body.is_empty() {
+        ReloadRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the body is not a reload request ({{\"index\": FOLDER}} or none): {e}"
+                    ),
+                );
+            }
+        }
+    };
+    let worker = state.clone();
+    let job = move || worker.reload(request.index.as_deref());
+    match tokio::task::spawn_blocking(job).await {
+        Ok(Ok(served)) => Json(serde_json::json!({
+            "generation": served.generation,
+            "images": served.index.n_images(),
+            "captions": served.index.n_texts(),
+        }))
+        .into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("reload refused, still serving the previous index: {e:#}"),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload failed: {e}"),
+        ),
+    }
+}
+
+/// Reloads the served folder on every SIGHUP (Unix).
+fn reload_on_hangup(state: Arc<AppState>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload through POST /admin/reload");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let worker = state.clone();
+            match tokio::task::spawn_blocking(move || worker.reload(None)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!("reload refused, still serving the previous index: {e:#}")
+                }
+                Err(e) => tracing::error!("reload failed: {e}"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(state);
+}
+
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -348,13 +462,14 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn page(State(state): State<Arc<AppState>>) -> Html<String> {
+    let served = state.served();
     Html(
         include_str!("page.html")
-            .replace("{{images}}", &state.index.n_images().to_string())
-            .replace("{{captions}}", &state.index.n_texts().to_string())
+            .replace("{{images}}", &served.index.n_images().to_string())
+            .replace("{{captions}}", &served.index.n_texts().to_string())
             .replace(
                 "{{has_images}}",
-                if state.index.image_files.is_some() {
+                if served.index.image_files.is_some() {
                     "true"
                 } else {
                     "false"
@@ -362,7 +477,11 @@ async fn page(State(state): State<Arc<AppState>>) -> Html<String> {
             )
             .replace(
                 "{{words}}",
-                if state.text.is_some() { "" } else { "disabled" },
+                if served.text.is_some() {
+                    ""
+                } else {
+                    "disabled"
+                },
             )
             .replace(
                 "{{needs_token}}",

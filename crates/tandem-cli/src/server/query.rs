@@ -8,7 +8,7 @@ use tandem::index::{Direction, Hit, SearchMode};
 use tandem::model::TwoBranch;
 use tandem::text::{SentenceEncoder, TfIdf};
 
-use super::AppState;
+use super::Served;
 
 /// Results per query at most.
 pub const MAX_K: usize = 1000;
@@ -108,7 +108,7 @@ fn check_k(k: usize) -> Result<(), Rejected> {
 
 /// Encodes a picture with the index's image encoder and searches its captions.
 pub fn run_picture(
-    state: &AppState,
+    state: &Served,
     picture: Picture,
     k: usize,
     exact: bool,
@@ -133,7 +133,7 @@ pub fn run_picture(
     search_one(state, query, Direction::ImageToText, k, exact)
 }
 
-pub fn run(state: &AppState, request: SearchRequest) -> Result<Answer, Rejected> {
+pub fn run(state: &Served, request: SearchRequest) -> Result<Answer, Rejected> {
     check_k(request.k)?;
     let index = &state.index;
     let asked = [
@@ -207,7 +207,7 @@ pub fn run(state: &AppState, request: SearchRequest) -> Result<Answer, Rejected>
 
 /// One embedded query against the gallery of `direction`.
 fn search_one(
-    state: &AppState,
+    state: &Served,
     query: Vec<f32>,
     direction: Direction,
     k: usize,
@@ -226,7 +226,7 @@ fn search_one(
 }
 
 /// Raw features of one query → its embedding, by the image or the text branch.
-fn embed(state: &AppState, features: Vec<f32>, image_side: bool) -> Result<Vec<f32>, Rejected> {
+fn embed(state: &Served, features: Vec<f32>, image_side: bool) -> Result<Vec<f32>, Rejected> {
     let mut model = state.embedder.0.lock().unwrap_or_else(|p| p.into_inner());
     let expected = if image_side {
         model.d_image
