@@ -1889,3 +1889,105 @@ fn serve_reloads_under_load_without_a_failed_or_mixed_answer() {
         "{body}"
     );
 }
+
+/// SIGKILL at points spread over a build into an existing index folder: the folder always
+/// opens and answers as the previous index or the new one, whole, and the next build leaves
+/// nothing beside it.
+#[test]
+fn a_killed_index_build_leaves_the_previous_index_intact() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    write_fixture(data);
+    let (old_run, new_run) = (data.join("run-old"), data.join("run-new"));
+    train_cmd(data, &old_run).assert().success();
+    train_cmd(data, &new_run)
+        .args(["--set", "seed=9"])
+        .assert()
+        .success();
+    let out = data.join("index");
+    let answer = |index: &Path| -> String {
+        let output = tandem()
+            .args([
+                "search",
+                "--exact",
+                "--text-id",
+                "0",
+                "--k",
+                "5",
+                "--format",
+                "json",
+                "--index",
+            ])
+            .arg(index)
+            .output()
+            .unwrap();
+        String::from_utf8(stdout_of_success(output)).unwrap()
+    };
+    let new_build = |into: &Path| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandem"));
+        c.env("TANDEM_LOG", "warn")
+            .args([
+                "index",
+                "build",
+                "--hnsw",
+                "--hnsw-ef-construction",
+                "400",
+                "--model",
+            ])
+            .arg(&new_run)
+            .arg("--data")
+            .arg(data)
+            .arg("--out")
+            .arg(into)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let reference = data.join("reference-new");
+    let started = Instant::now();
+    assert!(new_build(&reference).status().unwrap().success());
+    let build_time = started.elapsed();
+    let new_answer = answer(&reference);
+    build_index(&old_run, data, &out);
+    let old_answer = answer(&out);
+    assert_ne!(
+        old_answer, new_answer,
+        "the two models must answer differently"
+    );
+
+    let (mut kept_old, mut got_new) = (0, 0);
+    for i in 0..8u32 {
+        build_index(&old_run, data, &out);
+        let mut child = new_build(&out).spawn().unwrap();
+        std::thread::sleep(build_time * i / 7);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let now = answer(&out);
+        if now == old_answer {
+            kept_old += 1;
+        } else {
+            assert_eq!(now, new_answer, "kill {i}: neither index");
+            got_new += 1;
+        }
+    }
+    assert!(
+        kept_old > 0,
+        "no kill landed before the swap ({got_new} after); the build was {build_time:?}"
+    );
+    // A build that completes clears what killed ones left beside the folder.
+    assert!(new_build(&out).status().unwrap().success());
+    assert_eq!(answer(&out), new_answer);
+    let beside: Vec<String> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".index."))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+    // A folder that is not an index is not replaced.
+    let e = stderr_of_failure(index_build(&old_run, data, data, &[]).output().unwrap());
+    assert!(
+        e.contains("is not an index folder") && e.contains("--out"),
+        "{e}"
+    );
+}

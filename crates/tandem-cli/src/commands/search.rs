@@ -20,6 +20,7 @@ pub fn build(
     hnsw: Option<HnswParams>,
     format: Format,
 ) -> Result<()> {
+    refuse_other_folder(out)?;
     let (checkpoint, run_dir) = super::open_model(model)?;
     let checkpoint_path = if model.is_dir() {
         run_dir.join(tandem::train::RunFiles::BEST)
@@ -44,22 +45,27 @@ pub fn build(
             bar.finish_and_clear();
         }
     }
-    index.save(out, &checkpoint_path)?;
+    // Written beside `out` and swapped in whole: a kill at any point leaves the previous
+    // index in `out`, complete, and a server reloading it sees one index or the other.
+    let staged = tandem::staged_folder::StagedFolder::beside(out)?;
+    let folder = staged.path();
+    index.save(folder, &checkpoint_path)?;
     // The encoder of the model's text features, so `search --text` can encode queries.
     let record = match TextEncoderRecord::read_from(&run_dir)? {
         Some(r) => Some(r),
         None => TextEncoderRecord::read_from(data)?,
     };
     if let Some(record) = record {
-        record.write_to(out)?;
+        record.write_to(folder)?;
     }
     let image_record = match tandem::image::ImageEncoderRecord::read_from(&run_dir)? {
         Some(r) => Some(r),
         None => tandem::image::ImageEncoderRecord::read_from(data)?,
     };
     if let Some(record) = image_record {
-        record.write_to(out)?;
+        record.write_to(folder)?;
     }
+    staged.commit()?;
     tracing::info!(
         "indexed {} images and {} captions (dimension {}) in {}",
         index.n_images(),
@@ -69,6 +75,18 @@ pub fn build(
     );
     if let Some(approximate) = &index.approximate {
         print_recall(&approximate.recall, format)?;
+    }
+    Ok(())
+}
+
+/// `index build` replaces `out` whole: refuse a folder that holds something but no index.
+fn refuse_other_folder(out: &Path) -> Result<()> {
+    let holds_something = std::fs::read_dir(out).is_ok_and(|mut e| e.next().is_some());
+    if out.is_file() || (holds_something && !out.join(tandem::index::EMBEDDINGS).exists()) {
+        anyhow::bail!(
+            "{}: exists and is not an index folder; building would replace it whole\n  fix: choose another --out (a new folder, or an index to replace)",
+            out.display()
+        );
     }
     Ok(())
 }

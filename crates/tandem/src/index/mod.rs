@@ -6,4 +6,4 @@ mod ann;
 mod store;
 
 pub use ann::{HnswGraph, HnswParams};
-pub use store::{Approximate, Direction, GraphRecall, Hit, Index, SearchMode};
+pub use store::{Approximate, Direction, EMBEDDINGS, GraphRecall, Hit, Index, SearchMode};

@@ -19,7 +19,8 @@ use crate::model::{Checkpoint, TwoBranch, load_checkpoint};
 use super::ann::{GraphDigest, HnswGraph, HnswParams};
 
 const FORMAT: &str = "tandem-index-1";
-const EMBEDDINGS: &str = "index.safetensors";
+/// The file whose presence makes a folder an index.
+pub const EMBEDDINGS: &str = "index.safetensors";
 const MODEL: &str = "model.safetensors";
 const CAPTIONS: &str = "captions.jsonl";
 const HNSW: &str = "hnsw.json";
