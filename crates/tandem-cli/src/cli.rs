@@ -460,6 +460,13 @@ pub enum Command {
         /// connection is closed (slow clients cannot hold connections).
         #[arg(long, default_value_t = 10.0)]
         header_timeout: f64,
+        /// Append one JSON line per request to this file: request id (also sent back as
+        /// x-request-id), route, status, latency, and k and direction for searches.
+        #[arg(long)]
+        access_log: Option<PathBuf>,
+        /// Also log what each search asked for (an id, the words, a path) in the access log.
+        #[arg(long, requires = "access_log")]
+        log_queries: bool,
     },
     /// Write the embeddings of every image and caption as .npy files.
     Embed {

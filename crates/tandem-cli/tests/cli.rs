@@ -1991,3 +1991,83 @@ fn a_killed_index_build_leaves_the_previous_index_intact() {
         "{e}"
     );
 }
+
+/// `--access-log`: one JSON line per request with its id (sent back as x-request-id), route,
+/// status, latency, and k and direction for searches; the query only with `--log-queries`;
+/// never a token.
+#[test]
+fn serve_writes_an_access_log_line_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    write_fixture(data);
+    let run = data.join("run");
+    train_cmd(data, &run).assert().success();
+    let index = data.join("index");
+    build_index(&run, data, &index);
+    let token = "access-log-token-0123456789";
+    let headers = format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n");
+    for log_queries in [false, true] {
+        let log = data.join(format!("access-{log_queries}.jsonl"));
+        let mut args = vec!["--access-log", log.to_str().unwrap()];
+        if log_queries {
+            args.push("--log-queries");
+        }
+        let mut server = Server::start_with(&index, &args, Some(token));
+        let (status, head, _) = server.request_with(
+            "POST",
+            "/search",
+            &headers,
+            r#"{"id": 1, "direction": "image_to_text", "k": 4}"#,
+        );
+        assert_eq!(status, 200);
+        let id_sent: u64 = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .unwrap_or_else(|| panic!("{head}"))
+            .trim()
+            .parse()
+            .unwrap();
+        let (status, _, _) = server.request_with("POST", "/search", &headers, r#"{"k": 0}"#);
+        assert_eq!(status, 400);
+        let (status, _, _) = server.request_with("GET", "/health", "", "");
+        assert_eq!(status, 200);
+        let (status, _, _) = server.request_with("GET", "/metrics", "", "");
+        assert_eq!(status, 401);
+        assert!(server.terminate().success());
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains(token), "{text}");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let routes: Vec<(&str, u64)> = lines
+            .iter()
+            .map(|l| (l["route"].as_str().unwrap(), l["status"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                ("/search", 200),
+                ("/search", 400),
+                ("/health", 200),
+                ("/metrics", 401)
+            ]
+        );
+        let first = &lines[0];
+        assert_eq!(first["id"].as_u64(), Some(id_sent));
+        assert_eq!(
+            (first["k"].as_u64(), first["direction"].as_str()),
+            (Some(4), Some("image_to_text"))
+        );
+        assert_eq!(first["method"], "POST");
+        assert!(first["ms"].as_f64().unwrap() >= 0.0 && first["ts"].as_f64().unwrap() > 1.7e9);
+        let ids: Vec<u64> = lines.iter().map(|l| l["id"].as_u64().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert_eq!(lines[2].get("k"), None, "health has no k");
+        if log_queries {
+            assert_eq!(first["query"], "id 1");
+        } else {
+            assert!(lines.iter().all(|l| l.get("query").is_none()), "{text}");
+        }
+    }
+}

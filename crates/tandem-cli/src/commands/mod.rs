@@ -129,6 +129,8 @@ pub fn run(command: Command) -> Result<()> {
             queue,
             request_timeout,
             header_timeout,
+            access_log,
+            log_queries,
         } => {
             if batch == 0 {
                 anyhow::bail!("--batch must be at least 1");
@@ -157,6 +159,9 @@ pub fn run(command: Command) -> Result<()> {
             );
             let mut state = crate::server::AppState::new(served, Some(source)).with_limits(limits);
             state.tokens = tokens.map(std::sync::Arc::new);
+            state.access_log = access_log
+                .map(|path| crate::server::AccessLog::open(&path, log_queries))
+                .transpose()?;
             crate::server::check_exposure(addr, &state, insecure_no_auth)?;
             crate::server::serve(state, addr)
         }

@@ -1,6 +1,7 @@
 //! `tandem serve`: an index over HTTP (axum). One read-only index shared by every request;
 //! queries by id, by raw feature vector or in words; Prometheus metrics; graceful shutdown.
 
+mod access_log;
 mod admission;
 mod auth;
 mod batcher;
@@ -24,6 +25,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tandem::index::SearchMode;
 
+pub use access_log::AccessLog;
 pub use admission::Limits;
 pub use auth::Tokens;
 pub use batcher::DEFAULT_BATCH;
@@ -48,6 +50,8 @@ pub struct AppState {
     admission: admission::Admission,
     /// Bearer tokens every route but `/health` and `/` needs; `None`: open.
     pub tokens: Option<Arc<Tokens>>,
+    /// One JSON line per request, when asked for.
+    pub access_log: Option<AccessLog>,
 }
 
 impl AppState {
@@ -63,6 +67,7 @@ impl AppState {
             limits: Limits::for_this_machine(),
             admission: admission::Admission::new(&Limits::for_this_machine()),
             tokens: None,
+            access_log: None,
         }
     }
 
@@ -207,11 +212,19 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_string();
+    let method = request.method().clone();
+    let id = state.access_log.as_ref().map(AccessLog::next_id);
     let started = Instant::now();
-    let response = next.run(request).await;
-    state
-        .metrics
-        .record(&route, response.status(), started.elapsed());
+    let mut response = next.run(request).await;
+    let took = started.elapsed();
+    state.metrics.record(&route, response.status(), took);
+    if let (Some(log), Some(id)) = (&state.access_log, id) {
+        let note = response.extensions().get::<access_log::SearchNote>();
+        log.write(id, &method, &route, response.status(), took, note);
+        response
+            .headers_mut()
+            .insert("x-request-id", access_log::header_value(id));
+    }
     response
 }
 
@@ -245,6 +258,18 @@ async fn search(
             );
         }
     };
+    let note = access_log::SearchNote {
+        k: request.k,
+        direction: request.direction,
+        query: request.describe(),
+    };
+    let mut response = search_request(state, request).await;
+    response.extensions_mut().insert(note);
+    response
+}
+
+/// A parsed search: its turn, then the work off the async threads.
+async fn search_request(state: Arc<AppState>, request: SearchRequest) -> Response {
     let served = state.served();
     let turn = match state.admission.enter(&state.metrics).await {
         Ok(turn) => turn,
@@ -278,10 +303,18 @@ async fn search_image(
         Ok(body) => body,
         Err(rejection) => return body_error(rejection),
     };
+    let note = access_log::SearchNote {
+        k: params.k,
+        direction: Some(tandem::index::Direction::ImageToText),
+        query: format!("picture upload ({} bytes)", body.len()),
+    };
     let served = state.served();
     let turn = match state.admission.enter(&state.metrics).await {
         Ok(turn) => turn,
-        Err(busy) => return busy,
+        Err(mut busy) => {
+            busy.extensions_mut().insert(note);
+            return busy;
+        }
     };
     let job = move || {
         let answer = query::run_picture(
@@ -293,14 +326,16 @@ async fn search_image(
         drop(turn);
         answer
     };
-    match tokio::task::spawn_blocking(job).await {
+    let mut response = match tokio::task::spawn_blocking(job).await {
         Ok(Ok(answer)) => Json(answer).into_response(),
         Ok(Err(query::Rejected(message))) => error(StatusCode::BAD_REQUEST, message),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("search failed: {e}"),
         ),
-    }
+    };
+    response.extensions_mut().insert(note);
+    response
 }
 
 /// The query string of `/search/image`.

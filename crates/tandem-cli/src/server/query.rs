@@ -44,6 +44,22 @@ pub struct SearchRequest {
     pub exact: bool,
 }
 
+impl SearchRequest {
+    /// What is searched for, for the access log's `--log-queries`.
+    pub fn describe(&self) -> String {
+        if let Some(text) = &self.text {
+            format!("text {text:?}")
+        } else if let Some(path) = &self.image_path {
+            format!("image_path {:?}", path.display().to_string())
+        } else if let Some(features) = &self.features {
+            format!("features ({} values)", features.len())
+        } else {
+            self.id
+                .map_or("nothing".to_string(), |id| format!("id {id}"))
+        }
+    }
+}
+
 pub fn default_k() -> usize {
     10
 }
