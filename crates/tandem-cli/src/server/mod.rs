@@ -8,6 +8,7 @@ mod batcher;
 mod listen;
 mod metrics;
 mod query;
+pub mod request;
 mod served;
 
 use std::net::SocketAddr;
@@ -249,14 +250,9 @@ async fn search(
         Ok(body) => body,
         Err(rejection) => return body_error(rejection),
     };
-    let request: SearchRequest = match serde_json::from_slice(&body) {
+    let request = match request::parse_search(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("the body is not a search request: {e}"),
-            );
-        }
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let note = access_log::SearchNote {
         k: request.k,
@@ -296,9 +292,13 @@ async fn search_request(state: Arc<AppState>, request: SearchRequest) -> Respons
 /// its nearest captions like `/search`.
 async fn search_image(
     State(state): State<Arc<AppState>>,
-    axum::extract::Query(params): axum::extract::Query<ImageParams>,
+    uri: axum::http::Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let params = match request::parse_image_query(uri.query()) {
+        Ok(params) => params,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return body_error(rejection),
@@ -336,16 +336,6 @@ async fn search_image(
     };
     response.extensions_mut().insert(note);
     response
-}
-
-/// The query string of `/search/image`.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImageParams {
-    #[serde(default = "query::default_k")]
-    k: usize,
-    #[serde(default)]
-    exact: bool,
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
@@ -410,14 +400,6 @@ async fn image(
     }
 }
 
-/// The body of `POST /admin/reload`: another index folder, or none for the same one again.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ReloadRequest {
-    #[serde(default)]
-    index: Option<std::path::PathBuf>,
-}
-
 /// `POST /admin/reload` (token-only): switches to the index of `{"index": FOLDER}`, or opens
 /// the served folder again; answers the new generation, or 422 with the reason while the old
 /// index keeps serving.
@@ -428,20 +410,9 @@ async fn reload(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
             "admin routes need a token: start the server with --token-file (or send it SIGHUP to reload the same folder)",
         );
     }
-    let request: ReloadRequest = if body.is_empty() {
-        ReloadRequest::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "the body is not a reload request ({{\"index\": FOLDER}} or none): {e}"
-                    ),
-                );
-            }
-        }
+    let request = match request::parse_reload(&body) {
+        Ok(r) => r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let worker = state.clone();
     let job = move || worker.reload(request.index.as_deref());

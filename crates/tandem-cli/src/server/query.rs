@@ -2,67 +2,17 @@
 
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tandem::data::Matrix;
 use tandem::index::{Direction, Hit, SearchMode};
 use tandem::model::TwoBranch;
 use tandem::text::{SentenceEncoder, TfIdf};
 
 use super::Served;
+pub use super::request::SearchRequest;
 
 /// Results per query at most.
 pub const MAX_K: usize = 1000;
-
-/// A search: exactly one of `id`, `features` or `text`.
-///
-/// - `{"id": 3, "direction": "text_to_image"}`: caption 3 of the index finds images;
-///   `"image_to_text"`: image 3 finds captions.
-/// - `{"features": [...], "direction": ...}`: raw text features (text→image) or raw image
-///   features (image→text), embedded by the index's model.
-/// - `{"text": "a dog on a beach"}`: words, encoded as the training captions were (text→image).
-///
-/// - `{"image_path": "/photos/a.jpg"}`: a picture on the server's disk, encoded by the image
-///   encoder the index records (image→text); `POST /search/image` takes the picture itself.
-///
-/// `"exact": true` scores every gallery row even when the server searches its HNSW graphs.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SearchRequest {
-    #[serde(default)]
-    pub id: Option<usize>,
-    #[serde(default)]
-    pub features: Option<Vec<f32>>,
-    #[serde(default)]
-    pub text: Option<String>,
-    #[serde(default)]
-    pub image_path: Option<std::path::PathBuf>,
-    #[serde(default)]
-    pub direction: Option<Direction>,
-    #[serde(default = "default_k")]
-    pub k: usize,
-    #[serde(default)]
-    pub exact: bool,
-}
-
-impl SearchRequest {
-    /// What is searched for, for the access log's `--log-queries`.
-    pub fn describe(&self) -> String {
-        if let Some(text) = &self.text {
-            format!("text {text:?}")
-        } else if let Some(path) = &self.image_path {
-            format!("image_path {:?}", path.display().to_string())
-        } else if let Some(features) = &self.features {
-            format!("features ({} values)", features.len())
-        } else {
-            self.id
-                .map_or("nothing".to_string(), |id| format!("id {id}"))
-        }
-    }
-}
-
-pub fn default_k() -> usize {
-    10
-}
 
 #[derive(Serialize)]
 pub struct Answer {
