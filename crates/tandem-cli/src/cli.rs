@@ -445,7 +445,8 @@ pub enum Command {
         /// Serve an address other than loopback without tokens (refused otherwise).
         #[arg(long)]
         insecure_no_auth: bool,
-        /// Searches run at once (default: one per core); more wait in the queue.
+        /// Searches run at once (default: --batch, at least one per core, so that exact
+        /// searches can be batched); more wait in the queue.
         #[arg(long)]
         max_concurrent: Option<usize>,
         /// Searches that may wait for a turn; when the queue is full a search is answered 503

@@ -135,7 +135,13 @@ pub fn run(command: Command) -> Result<()> {
             if batch == 0 {
                 anyhow::bail!("--batch must be at least 1");
             }
-            let limits = serve_limits(max_concurrent, queue, request_timeout, header_timeout)?;
+            let limits = serve_limits(
+                max_concurrent,
+                batch,
+                queue,
+                request_timeout,
+                header_timeout,
+            )?;
             let env_token = std::env::var("TANDEM_TOKEN").ok();
             let tokens = crate::server::Tokens::load(token_file.as_deref(), env_token.as_deref())?;
             let source = crate::server::Source {
@@ -254,9 +260,12 @@ pub fn open_model(path: &Path) -> Result<(Checkpoint, PathBuf)> {
     Ok((opened.checkpoint, opened.run_dir.unwrap_or(folder)))
 }
 
-/// `tandem serve`'s bounds from its options, each checked.
+/// `tandem serve`'s bounds from its options, each checked. Without `--max-concurrent`, as
+/// many searches run at once as one exact batch holds (`--batch`), at least one per core:
+/// fewer would starve the batcher, which scores concurrent searches in one pass.
 fn serve_limits(
     max_concurrent: Option<usize>,
+    batch: usize,
     queue: usize,
     request_timeout: f64,
     header_timeout: f64,
@@ -274,7 +283,7 @@ fn serve_limits(
         Ok(std::time::Duration::from_secs_f64(value))
     };
     Ok(crate::server::Limits {
-        max_concurrent: max_concurrent.unwrap_or(defaults.max_concurrent),
+        max_concurrent: max_concurrent.unwrap_or(defaults.max_concurrent.max(batch)),
         queue,
         request_timeout: seconds(request_timeout, "--request-timeout")?,
         header_timeout: seconds(header_timeout, "--header-timeout")?,

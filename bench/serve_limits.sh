@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# What the server's protections cost and how it sheds load, on loopback with wrk
+# (bench/serve_mixed.lua with MIX=valid: text→image searches by random caption id, k 10):
+#   1. bearer tokens off and on, ROUNDS times interleaved, DURATION each;
+#   2. capacity: --max-concurrent 2 with a queue, CONNECTIONS clients;
+#      overload: three times that rate offered by 200 clients that pause between requests
+#      (bench/serve_mixed.lua's DELAY_MS); the searches answered per second must stay near
+#      capacity, the rest answered 503 at once;
+#      flood: 3 × CONNECTIONS clients that never pause, against no queue.
+#
+#   bench/serve_limits.sh            # N=1000 (the cheapest searches: any overhead shows most)
+#   N=100000 ROUNDS=3 bench/serve_limits.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-1000}
+DURATION=${DURATION:-20s}
+CONNECTIONS=${CONNECTIONS:-8}
+ROUNDS=${ROUNDS:-2}
+WORK=${WORK:-/tmp/tandem-serve-load}
+BENCH_TOKEN=limits-bench-token-0123456789
+mkdir -p "$WORK"
+command -v wrk > /dev/null || apt-get install -y -qq wrk > /dev/null
+cargo build --release -q -p tandem-cli
+cargo build --release -q -p tandem --example synthetic_index
+index="$WORK/index-$N"
+[ -f "$index/index.safetensors" ] || target/release/examples/synthetic_index "$index" "$N" >&2
+
+# run LABEL CLIENTS [serve options...]: one server, one wrk run, one line.
+run() {
+  local label=$1 clients=$2 log="$WORK/limits-serve.log"
+  shift 2
+  TANDEM_LOG=warn target/release/tandem serve --index "$index" --addr 127.0.0.1:0 "$@" > "$log" &
+  local server=$!
+  for _ in $(seq 600); do grep -q "listening on" "$log" && break; sleep 0.1; done
+  local addr
+  addr=$(sed -n 's|^listening on http://||p' "$log")
+  local result
+  result=$(env ${WRK_TOKEN:+TOKEN=$WRK_TOKEN} ${DELAY_MS:+DELAY_MS=$DELAY_MS} MIX=valid N=$N wrk -t2 -c"$clients" -d"$DURATION" --timeout 30s -s bench/serve_mixed.lua \
+    "http://$addr/search" | grep '^RESULT')
+  kill -TERM "$server"
+  wait "$server" || true
+  echo "$label, $clients clients: ${result#RESULT }"
+}
+
+echo "$BENCH_TOKEN" > "$WORK/limits-tokens"
+for ((r = 1; r <= ROUNDS; r++)); do
+  run "round $r, no tokens" "$CONNECTIONS"
+  WRK_TOKEN=$BENCH_TOKEN run "round $r, tokens" "$CONNECTIONS" --token-file "$WORK/limits-tokens"
+done
+line=$(run "capacity (--max-concurrent 2 --queue 64)" "$CONNECTIONS" --max-concurrent 2 --queue 64)
+echo "$line"
+capacity=$(sed -E 's/.* ok_per_s=([0-9.]+).*/\1/' <<< "$line")
+# Three times capacity, offered by 200 clients that each wait between requests.
+delay=$(python3 -c "print(max(1, round(1000 * 200 / (3 * $capacity))))")
+echo "offering about $(python3 -c "print(round(200 * 1000 / $delay))") requests/s (3 x $capacity), $delay ms between each client's requests"
+DELAY_MS=$delay run "overload (--max-concurrent 2 --queue 4)" 200 --max-concurrent 2 --queue 4
+run "flood, no pause between requests (--max-concurrent 2 --queue 0)" $((3 * CONNECTIONS)) \
+  --max-concurrent 2 --queue 0
