@@ -57,7 +57,7 @@ impl CheckpointContents {
     /// that nothing updates in place), with the config, dimensions, epoch and `extra_metadata`.
     ///
     /// # Errors
-    /// [`Error::Candle`] when a tensor cannot be copied to the host.
+    /// [`Error::Tensor`] when a tensor cannot be copied to the host.
     pub fn of(
         model: &TwoBranch,
         config: &Config,
