@@ -132,7 +132,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/image/{id}", get(image))
         .route("/admin/reload", post(reload))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(refuse_oversized));
     if let Some(tokens) = &state.tokens {
         router = router.layer(middleware::from_fn_with_state(
             tokens.clone(),
@@ -232,6 +233,33 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
 /// A 4xx/5xx answer with a JSON body `{"error": "..."}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({"error": message.into()}))).into_response()
+}
+
+/// Bodies announced longer than this are not even drained before the 413: the connection is
+/// closed at once.
+const DRAIN_AT_MOST: u64 = 64 << 20;
+
+/// A body whose `Content-Length` is over [`MAX_BODY_BYTES`] gets 413 without reaching a
+/// handler; up to [`DRAIN_AT_MOST`] bytes of it are read and dropped first. Answering while
+/// the client is still sending would close the connection on unread data, which resets it,
+/// and the client would see a broken pipe instead of the answer.
+async fn refuse_oversized(request: Request, next: Next) -> Response {
+    use http_body_util::BodyExt;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let Some(length) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) else {
+        return next.run(request).await;
+    };
+    if length <= DRAIN_AT_MOST {
+        let mut body = request.into_body();
+        while let Some(Ok(_)) = body.frame().await {}
+    }
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("length limit exceeded: the body is {length} bytes, at most {MAX_BODY_BYTES}"),
+    )
 }
 
 /// Over MAX_BODY_BYTES (413) or an unreadable body: a JSON error like every other.
