@@ -133,12 +133,16 @@ pub fn busy(message: String) -> Response {
     response
 }
 
-/// Middleware: a request not answered within the request timeout gets 503.
+/// Middleware: a request not answered within the request timeout gets 503. Admin routes are
+/// exempt: a reload reads a whole index, which may take longer, and is finished either way.
 pub async fn deadline(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
+    if request.uri().path().starts_with("/admin/") {
+        return next.run(request).await;
+    }
     let timeout = state.limits.request_timeout;
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
