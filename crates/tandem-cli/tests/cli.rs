@@ -955,40 +955,14 @@ impl Server {
 
     /// [`Server::request`] with a body of any bytes (a picture upload).
     fn request_bytes(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.addr,
-            body.len()
-        )
-        .unwrap();
-        stream.write_all(body).unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let response = String::from_utf8(response).unwrap();
-        let status = response[9..12].parse().unwrap();
-        let (_, body) = response.split_once("\r\n\r\n").unwrap();
-        (status, body.to_string())
+        let (status, _, body) =
+            self.exchange(method, path, "Content-Type: application/json\r\n", body);
+        (status, body)
     }
 
     /// A GET; returns the status, the header block (lowercase) and the body.
     fn get(&self, path: &str) -> (u16, String, String) {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
-        )
-        .unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let response = String::from_utf8(response).unwrap();
-        let status = response[9..12].parse().unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        (status, head.to_ascii_lowercase(), body.to_string())
+        self.exchange("GET", path, "", b"")
     }
 
     /// A request with extra header lines; returns the status, the header block (lowercase)
@@ -1000,15 +974,28 @@ impl Server {
         headers: &str,
         body: &str,
     ) -> (u16, String, String) {
+        self.exchange(method, path, headers, body.as_bytes())
+    }
+
+    /// One request on its own connection (`headers`: whole lines, each ending in CRLF);
+    /// returns the status, the header block (lowercase) and the body.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &[u8],
+    ) -> (u16, String, String) {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
             self.addr,
             body.len()
         )
         .unwrap();
+        stream.write_all(body).unwrap();
         let mut response = Vec::new();
         stream.read_to_end(&mut response).unwrap();
         let response = String::from_utf8(response).unwrap();

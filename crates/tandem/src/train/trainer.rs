@@ -710,22 +710,18 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         name: &str,
         resumable: Option<(Vec<(String, Tensor)>, String)>,
     ) -> Result<()> {
+        // Temperatures are `Var`s updated in place: copy them like the weights.
         let mut extra: Vec<(String, Tensor)> = self
             .temperature
             .named()
             .into_iter()
-            .map(|(n, v, _)| (n, v.as_tensor().clone()))
-            .collect();
-        let n_temperatures = extra.len();
+            .map(|(n, v, _)| Ok((n, snapshot(v.as_tensor())?)))
+            .collect::<Result<_>>()?;
         extra.extend(self.memory.to_tensors()?);
         let mut metadata = Vec::new();
         if let Some((optimizer_tensors, state)) = resumable {
             extra.extend(optimizer_tensors);
             metadata.push((TRAIN_STATE.to_string(), state));
-        }
-        // Temperatures are `Var`s updated in place: copy them like the weights.
-        for (_, tensor) in extra.iter_mut().take(n_temperatures) {
-            *tensor = snapshot(tensor)?;
         }
         let contents = CheckpointContents::of(
             &self.model,
