@@ -16,24 +16,15 @@ N=${N:-1000}
 DURATION=${DURATION:-20s}
 CONNECTIONS=${CONNECTIONS:-8}
 ROUNDS=${ROUNDS:-2}
-WORK=${WORK:-/tmp/tandem-serve-load}
 BENCH_TOKEN=limits-bench-token-0123456789
-mkdir -p "$WORK"
-command -v wrk > /dev/null || apt-get install -y -qq wrk > /dev/null
-cargo build --release -q -p tandem-cli
-cargo build --release -q -p tandem --example synthetic_index
-index="$WORK/index-$N"
-[ -f "$index/index.safetensors" ] || target/release/examples/synthetic_index "$index" "$N" >&2
+source bench/serve_common.sh
+serve_setup
 
 # run LABEL CLIENTS [serve options...]: one server, one wrk run, one line.
 run() {
-  local label=$1 clients=$2 log="$WORK/limits-serve.log"
+  local label=$1 clients=$2
   shift 2
-  TANDEM_LOG=warn target/release/tandem serve --index "$index" --addr 127.0.0.1:0 "$@" > "$log" &
-  local server=$!
-  for _ in $(seq 600); do grep -q "listening on" "$log" && break; sleep 0.1; done
-  local addr
-  addr=$(sed -n 's|^listening on http://||p' "$log")
+  serve_start "$WORK/limits-serve.log" "$@"
   local result
   result=$(env ${WRK_TOKEN:+TOKEN=$WRK_TOKEN} ${DELAY_MS:+DELAY_MS=$DELAY_MS} MIX=valid N=$N wrk -t2 -c"$clients" -d"$DURATION" --timeout 30s -s bench/serve_mixed.lua \
     "http://$addr/search" | grep '^RESULT')

@@ -13,21 +13,10 @@ cd "$(dirname "$0")/.."
 N=${N:-100000}
 DURATION=${DURATION:-10m}
 CONNECTIONS=${CONNECTIONS:-8}
-WORK=${WORK:-/tmp/tandem-serve-load}
-mkdir -p "$WORK"
-command -v wrk > /dev/null || apt-get install -y -qq wrk > /dev/null
-cargo build --release -q -p tandem-cli
-cargo build --release -q -p tandem --example synthetic_index
-index="$WORK/index-$N"
-[ -f "$index/index.safetensors" ] || target/release/examples/synthetic_index "$index" "$N" >&2
-
-log="$WORK/soak-serve.log"
-TANDEM_LOG=warn target/release/tandem serve --index "$index" --addr 127.0.0.1:0 \
-  --header-timeout 2 --request-timeout 5 > "$log" &
-server=$!
+source bench/serve_common.sh
+serve_setup
+serve_start "$WORK/soak-serve.log" --header-timeout 2 --request-timeout 5
 trap 'kill -TERM $server 2>/dev/null || true' EXIT
-for _ in $(seq 600); do grep -q "listening on" "$log" && break; sleep 0.1; done
-addr=$(sed -n 's|^listening on http://||p' "$log")
 curl -s -X POST -H 'Content-Type: application/json' \
   -d '{"id": 0, "direction": "text_to_image"}' "http://$addr/search" > /dev/null
 
