@@ -58,6 +58,39 @@ pub enum IndexAction {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Load an index's two galleries into PostgreSQL with pgvector (binary COPY, HNSW indexes
+    /// on inner product), swapped in whole: a killed push leaves the old gallery searchable.
+    Push {
+        /// Index folder written by `tandem index build`.
+        #[arg(long)]
+        index: PathBuf,
+        #[command(flatten)]
+        database: PostgresArgs,
+        /// pgvector HNSW options of both galleries' indexes.
+        #[arg(long, default_value = "m=16,ef_construction=64")]
+        hnsw: crate::postgres::HnswOptions,
+        /// No HNSW indexes: every search through this gallery is exact.
+        #[arg(long)]
+        no_hnsw: bool,
+        /// Push even when the database holds this very index under this name already.
+        #[arg(long)]
+        force: bool,
+        /// Report format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+/// Where a gallery lives in PostgreSQL.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PostgresArgs {
+    /// PostgreSQL connection URL, postgres://USER@HOST:PORT/DATABASE; a password missing
+    /// from it is read from PGPASSWORD, as libpq does.
+    #[arg(long)]
+    pub postgres: String,
+    /// Gallery name: tables NAME_images and NAME_captions, a row of tandem_galleries.
+    #[arg(long, default_value = "tandem")]
+    pub table: String,
 }
 
 /// Training-step sizes for `tandem bench`.
@@ -277,9 +310,22 @@ pub enum Command {
             .args(["text_id", "image_id", "text_features", "text", "image"])
     ))]
     Search {
-        /// Index folder written by `tandem index build`.
+        /// Index folder written by `tandem index build` (with --postgres: the pushed index,
+        /// for its model; default: the folder the push recorded).
+        #[arg(long, required_unless_present = "postgres")]
+        index: Option<PathBuf>,
+        /// Search a gallery pushed to PostgreSQL (`tandem index push`) instead of the index
+        /// folder: its URL (a password missing from it is read from PGPASSWORD).
         #[arg(long)]
-        index: PathBuf,
+        postgres: Option<String>,
+        /// Gallery name in the database.
+        #[arg(long, requires = "postgres", default_value = "tandem")]
+        table: String,
+        /// With --postgres: only rows where COLUMN OP VALUE (OP one of = != < <= > >= ~, ~ for
+        /// contains); images have id, file, caption, captions have id, image, text. Repeat to
+        /// combine (AND).
+        #[arg(long = "where", requires = "postgres")]
+        filters: Vec<crate::postgres::Filter>,
         /// Query with caption N of the index (text→image).
         #[arg(long)]
         text_id: Option<usize>,
@@ -417,9 +463,17 @@ pub enum Command {
     },
     /// Serve an index over HTTP: POST /search, GET /health, GET /metrics, and a page at /.
     Serve {
-        /// Index folder written by `tandem index build`.
+        /// Index folder written by `tandem index build` (with --backend: the pushed index,
+        /// for its model and encoders; default: the folder the push recorded).
+        #[arg(long, required_unless_present = "backend")]
+        index: Option<PathBuf>,
+        /// Answer from a gallery pushed to PostgreSQL (its URL, postgres://...) instead of the
+        /// index folder; a password missing from it is read from PGPASSWORD.
         #[arg(long)]
-        index: PathBuf,
+        backend: Option<String>,
+        /// Gallery name in the database.
+        #[arg(long, requires = "backend", default_value = "tandem")]
+        table: String,
         /// Address to listen on (port 0: any free port; the bound address is printed).
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: std::net::SocketAddr,

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod output;
 mod plots;
+mod postgres;
 mod progress;
 mod server;
 
@@ -29,7 +30,13 @@ fn main() -> ExitCode {
         .without_time()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(if args.quiet { "warn" } else { "info" })
+                // tokio-postgres logs the server's NOTICEs ("table ... does not exist,
+                // skipping") at info: not for users.
+                tracing_subscriber::EnvFilter::new(if args.quiet {
+                    "warn"
+                } else {
+                    "info,tokio_postgres=warn"
+                })
             }),
         )
         .init();

@@ -79,8 +79,22 @@ pub fn run(command: Command) -> Result<()> {
             });
             search::build(&model, &data, &out, hnsw, format)
         }
+        Command::Index {
+            action:
+                IndexAction::Push {
+                    index,
+                    database,
+                    hnsw,
+                    no_hnsw,
+                    force,
+                    format,
+                },
+        } => search::push(&index, &database, (!no_hnsw).then_some(hnsw), force, format),
         Command::Search {
             index,
+            postgres,
+            table,
+            filters,
             text_id,
             image_id,
             text_features,
@@ -106,7 +120,20 @@ pub fn run(command: Command) -> Result<()> {
                 },
                 _ => unreachable!("clap requires one query"),
             };
-            search::run(&index, query, k, mode, format)
+            match (&postgres, &index) {
+                (Some(url), _) => search::run_postgres(
+                    url,
+                    &table,
+                    index.as_deref(),
+                    query,
+                    k,
+                    mode,
+                    &filters,
+                    format,
+                ),
+                (None, Some(index)) => search::run(index, query, k, mode, format),
+                (None, None) => unreachable!("clap requires --index without --postgres"),
+            }
         }
         Command::Report {
             runs,
@@ -118,6 +145,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Embed { model, data, out } => embed::run(&model, &data, &out),
         Command::Serve {
             index,
+            backend,
+            table,
             addr,
             encoder,
             image_encoder,
@@ -145,18 +174,19 @@ pub fn run(command: Command) -> Result<()> {
             let env_token = std::env::var("TANDEM_TOKEN").ok();
             let tokens = crate::server::Tokens::load(token_file.as_deref(), env_token.as_deref())?;
             let source = crate::server::Source {
-                folder: index.clone(),
+                folder: index,
+                postgres: backend.map(|url| (url, table)),
+                connections: limits.max_concurrent.clamp(1, 16),
                 encoder,
                 image_encoder,
                 mode,
                 batch,
             };
             let served = source.open(None)?;
+            let (images, captions) = served.backend.counts();
             tracing::info!(
-                "serving {} images and {} captions from {}{}",
-                served.index.n_images(),
-                served.index.n_texts(),
-                index.display(),
+                "serving {images} images and {captions} captions from {}{}",
+                source.describe(),
                 served
                     .text
                     .as_ref()

@@ -8,7 +8,9 @@ use tandem::image::{ImageEncoder, ImageEncoderRecord};
 use tandem::index::{Direction, GraphRecall, Hit, HnswParams, Index, SearchMode};
 use tandem::text::{SentenceEncoder, TextEncoderRecord};
 
+use crate::postgres::{self, Filter, PgGallery};
 use crate::server::QueryText;
+use tandem::model::{TwoBranch, load_checkpoint};
 
 use crate::cli::{Format, SearchModeArgs};
 use crate::output::csv_field;
@@ -264,10 +266,74 @@ fn encode_queries(index_dir: &Path, texts: &[String], moved_to: Option<&Path>) -
     })
 }
 
-/// Every row of query `features` through the index model's image or text branch.
-fn embed_rows(index: &mut Index, features: &Matrix, image_side: bool) -> tandem::Result<Vec<f32>> {
+/// Every row of query `features` through the model's image or text branch.
+fn embed_rows(
+    model: &mut TwoBranch,
+    features: &Matrix,
+    image_side: bool,
+) -> tandem::Result<Vec<f32>> {
     let rows: Vec<u32> = (0..features.rows as u32).collect();
-    index.model.embed_all(features, &rows, image_side, 1024)
+    model.embed_all(features, &rows, image_side, 1024)
+}
+
+/// The embedded queries of `query` and the direction they search: stored embeddings looked
+/// up by `stored`, or features (read, or encoded with the encoders recorded in `folder`)
+/// through `model`.
+fn embed_query(
+    folder: &Path,
+    model: &mut TwoBranch,
+    query: Query<'_>,
+    stored: impl Fn(Direction, usize) -> Result<Vec<f32>>,
+) -> Result<(Direction, Vec<f32>)> {
+    let (features, path, image_side) = match query {
+        Query::TextId(id) => {
+            return Ok((Direction::TextToImage, stored(Direction::TextToImage, id)?));
+        }
+        Query::ImageId(id) => {
+            return Ok((Direction::ImageToText, stored(Direction::ImageToText, id)?));
+        }
+        Query::TextFeatures(path) => (npy::read_features(path)?, path.display().to_string(), false),
+        Query::Text { texts, encoder } => (
+            encode_queries(folder, texts, encoder)?,
+            "--text".to_string(),
+            false,
+        ),
+        Query::Image { files, encoder } => (
+            encode_pictures(folder, files, encoder)?,
+            "--image".to_string(),
+            true,
+        ),
+    };
+    let expected = if image_side {
+        model.d_image
+    } else {
+        model.d_text
+    };
+    if features.cols != expected {
+        let (what, fix) = if image_side {
+            (
+                "image features per picture",
+                "use an index whose model was trained on this encoder's features",
+            )
+        } else {
+            (
+                "text features per row",
+                "encode the queries with the encoder the model was trained on",
+            )
+        };
+        anyhow::bail!(
+            "{path}: {} {what}, the index's model expects {expected}\n  fix: {fix}",
+            features.cols
+        );
+    }
+    let embedded =
+        embed_rows(model, &features, image_side).with_context(|| format!("embedding {path}"))?;
+    let direction = if image_side {
+        Direction::ImageToText
+    } else {
+        Direction::TextToImage
+    };
+    Ok((direction, embedded))
 }
 
 pub fn run(
@@ -280,52 +346,113 @@ pub fn run(
     if k == 0 {
         anyhow::bail!("--k must be at least 1");
     }
-    let mut index = Index::open(index_dir)?;
+    let index = Index::open(index_dir)?;
     let mode = mode_for(&index, mode)?;
-    let (direction, queries) = match query {
-        Query::TextId(id) => (
-            Direction::TextToImage,
-            index.embedding_of(Direction::TextToImage, id)?,
-        ),
-        Query::ImageId(id) => (
-            Direction::ImageToText,
-            index.embedding_of(Direction::ImageToText, id)?,
-        ),
-        Query::TextFeatures(_) | Query::Text { .. } => {
-            let (features, path) = match query {
-                Query::TextFeatures(path) => (npy::read_features(path)?, path),
-                Query::Text { texts, encoder } => (
-                    encode_queries(index_dir, texts, encoder)?,
-                    Path::new("--text"),
-                ),
-                _ => unreachable!(),
-            };
-            if features.cols != index.model.d_text {
-                anyhow::bail!(
-                    "{}: {} text features per row, the index's model expects {}\n  fix: encode the queries with the encoder the model was trained on",
-                    path.display(),
-                    features.cols,
-                    index.model.d_text
-                );
-            }
-            let embedded = embed_rows(&mut index, &features, false)
-                .with_context(|| format!("embedding {}", path.display()))?;
-            (Direction::TextToImage, embedded)
-        }
-        Query::Image { files, encoder } => {
-            let features = encode_pictures(index_dir, files, encoder)?;
-            if features.cols != index.model.d_image {
-                anyhow::bail!(
-                    "--image: {} image features per picture, the index's model expects {}\n  fix: use an index whose model was trained on this encoder's features",
-                    features.cols,
-                    index.model.d_image
-                );
-            }
-            let embedded = embed_rows(&mut index, &features, true).context("embedding --image")?;
-            (Direction::ImageToText, embedded)
-        }
-    };
+    let mut model = index.model.clone();
+    let (direction, queries) = embed_query(index_dir, &mut model, query, |d, id| {
+        Ok(index.embedding_of(d, id)?)
+    })?;
     let results = index.search(&queries, direction, k, mode)?;
+    print_results(direction, &results, format)
+}
+
+/// `tandem search --postgres`: the queries embedded with the pushed index's model, answered
+/// by the database.
+pub fn run_postgres(
+    url: &str,
+    table: &str,
+    index_dir: Option<&Path>,
+    query: Query<'_>,
+    k: usize,
+    mode: SearchModeArgs,
+    filters: &[Filter],
+    format: Format,
+) -> Result<()> {
+    if k == 0 {
+        anyhow::bail!("--k must be at least 1");
+    }
+    let ef = match mode.ef {
+        Some(0) => anyhow::bail!("--ef must be at least 1"),
+        Some(ef) => ef,
+        None => postgres::gallery::DEFAULT_EF_SEARCH,
+    };
+    let gallery = PgGallery::open(url, table, 1, ef)?;
+    let exact = mode.exact || gallery.record.hnsw.is_none();
+    if gallery.record.hnsw.is_none() && mode.ef.is_some() {
+        anyhow::bail!(
+            "--ef asks for approximate search, but gallery `{table}` was pushed without HNSW indexes\n  fix: drop --ef, or push again without --no-hnsw"
+        );
+    }
+    let folder = gallery.model_folder(index_dir)?;
+    let mut model = load_checkpoint(
+        &folder.join(postgres::MODEL_FILE),
+        &tandem::default_device()?,
+    )?
+    .model;
+    let (direction, queries) = embed_query(&folder, &mut model, query, |d, id| {
+        gallery.embedding_of(d, id)
+    })?;
+    let results = queries
+        .chunks(gallery.record.dim)
+        .map(|q| gallery.search(q, direction, k, exact, filters))
+        .collect::<Result<Vec<_>>>()?;
+    print_results(direction, &results, format)
+}
+
+/// `tandem index push`.
+pub fn push(
+    index_dir: &Path,
+    database: &crate::cli::PostgresArgs,
+    hnsw: Option<postgres::HnswOptions>,
+    force: bool,
+    format: Format,
+) -> Result<()> {
+    let report = postgres::push(index_dir, &database.postgres, &database.table, hnsw, force)?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Csv => {
+            println!(
+                "gallery,images,captions,dim,unchanged,copy_seconds,rows_per_s,index_seconds,total_seconds"
+            );
+            println!(
+                "{},{},{},{},{},{:.3},{:.0},{:.3},{:.3}",
+                report.gallery,
+                report.images,
+                report.captions,
+                report.dim,
+                report.unchanged,
+                report.copy_seconds,
+                report.rows_per_s,
+                report.index_seconds,
+                report.total_seconds
+            );
+        }
+        Format::Table if report.unchanged => println!(
+            "gallery `{}` of {} holds this index already ({} images, {} captions): nothing to do (--force pushes anyway)",
+            report.gallery,
+            postgres::redact(&database.postgres),
+            report.images,
+            report.captions
+        ),
+        Format::Table => {
+            println!(
+                "pushed {} images and {} captions ({}-d) to gallery `{}` of {}",
+                report.images,
+                report.captions,
+                report.dim,
+                report.gallery,
+                postgres::redact(&database.postgres)
+            );
+            println!(
+                "copy {:.1} s ({:.0} rows/s), indexes {:.1} s, total {:.1} s",
+                report.copy_seconds, report.rows_per_s, report.index_seconds, report.total_seconds
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_results(direction: Direction, results: &[Vec<Hit>], format: Format) -> Result<()> {
     match format {
         Format::Json => println!(
             "{}",

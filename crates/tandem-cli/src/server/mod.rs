@@ -4,6 +4,7 @@
 mod access_log;
 mod admission;
 mod auth;
+mod backend;
 mod batcher;
 mod listen;
 mod metrics;
@@ -24,7 +25,6 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tandem::index::SearchMode;
 
 pub use access_log::AccessLog;
 pub use admission::Limits;
@@ -110,12 +110,11 @@ impl AppState {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
         self.metrics.index_generation.set(next.generation as i64);
+        let (images, captions) = next.backend.counts();
         tracing::info!(
-            "reloaded: generation {}, {} images and {} captions from {}",
+            "reloaded: generation {}, {images} images and {captions} captions from {}",
             next.generation,
-            next.index.n_images(),
-            next.index.n_texts(),
-            folder.unwrap_or(&source.folder).display()
+            folder.map_or_else(|| source.describe(), |f| f.display().to_string())
         );
         Ok(next)
     }
@@ -368,17 +367,14 @@ async fn search_image(
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let served = state.served();
-    let index = &served.index;
+    let (images, captions) = served.backend.counts();
     Json(serde_json::json!({
         "status": "ok",
         "generation": served.generation,
-        "images": index.n_images(),
-        "captions": index.n_texts(),
-        "dim": index.dim,
-        "search": match served.mode {
-            SearchMode::Exact => "exact".to_string(),
-            SearchMode::Approximate { ef } => format!("hnsw (ef {ef})"),
-        },
+        "images": images,
+        "captions": captions,
+        "dim": served.backend.dim(),
+        "search": served.backend.describe(),
         "text_queries": served.text.as_ref().map(QueryText::describe),
         "picture_queries": served.pictures.as_ref().map(|p| p.record().describe()),
     }))
@@ -391,20 +387,34 @@ async fn image(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
     let served = state.served();
-    let Some(files) = &served.index.image_files else {
+    if !served.backend.has_image_files() {
         return error(
             StatusCode::NOT_FOUND,
             "this index has no image files (its dataset folder had no image_files.txt)",
         );
-    };
-    let Some(path) = id.parse::<usize>().ok().and_then(|i| files.get(i)) else {
+    }
+    let (images, _) = served.backend.counts();
+    let Some(number) = id.parse::<usize>().ok().filter(|&i| i < images) else {
         return error(
             StatusCode::BAD_REQUEST,
             format!(
                 "image `{id}` is not an image id: the index has images 0..{}",
-                files.len().saturating_sub(1)
+                images.saturating_sub(1)
             ),
         );
+    };
+    let path = match tokio::task::spawn_blocking(move || served.backend.image_file(number)).await {
+        Ok(Ok(Some(path))) => path,
+        Ok(Ok(None)) => {
+            return error(StatusCode::NOT_FOUND, format!("image {id} has no file"));
+        }
+        Ok(Err(e)) => return error(StatusCode::BAD_GATEWAY, format!("image {id}: {e:#}")),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("image {id}: {e}"),
+            );
+        }
     };
     let mime = match path
         .extension()
@@ -419,7 +429,7 @@ async fn image(
         Some("svg") => "image/svg+xml",
         _ => "application/octet-stream",
     };
-    match tokio::fs::read(path).await {
+    match tokio::fs::read(&path).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, mime)], bytes).into_response(),
         Err(e) => error(
             StatusCode::NOT_FOUND,
@@ -447,8 +457,8 @@ async fn reload(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     match tokio::task::spawn_blocking(job).await {
         Ok(Ok(served)) => Json(serde_json::json!({
             "generation": served.generation,
-            "images": served.index.n_images(),
-            "captions": served.index.n_texts(),
+            "images": served.backend.counts().0,
+            "captions": served.backend.counts().1,
         }))
         .into_response(),
         Ok(Err(e)) => error(
@@ -497,13 +507,14 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 
 async fn page(State(state): State<Arc<AppState>>) -> Html<String> {
     let served = state.served();
+    let (images, captions) = served.backend.counts();
     Html(
         include_str!("page.html")
-            .replace("{{images}}", &served.index.n_images().to_string())
-            .replace("{{captions}}", &served.index.n_texts().to_string())
+            .replace("{{images}}", &images.to_string())
+            .replace("{{captions}}", &captions.to_string())
             .replace(
                 "{{has_images}}",
-                if served.index.image_files.is_some() {
+                if served.backend.has_image_files() {
                     "true"
                 } else {
                     "false"

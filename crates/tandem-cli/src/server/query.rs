@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 use tandem::data::Matrix;
-use tandem::index::{Direction, Hit, SearchMode};
+use tandem::index::{Direction, Hit};
 use tandem::model::TwoBranch;
 use tandem::text::{SentenceEncoder, TfIdf};
 
@@ -101,7 +101,7 @@ pub fn run_picture(
 
 pub fn run(state: &Served, request: SearchRequest) -> Result<Answer, Rejected> {
     check_k(request.k)?;
-    let index = &state.index;
+    let backend = &state.backend;
     let asked = [
         request.id.is_some(),
         request.features.is_some(),
@@ -143,9 +143,10 @@ pub fn run(state: &Served, request: SearchRequest) -> Result<Answer, Rejected> {
             ));
         };
         if let Some(id) = request.id {
+            let (images, captions) = backend.counts();
             let (count, what) = match direction {
-                Direction::TextToImage => (index.n_texts(), "caption"),
-                Direction::ImageToText => (index.n_images(), "image"),
+                Direction::TextToImage => (captions, "caption"),
+                Direction::ImageToText => (images, "image"),
             };
             if id >= count {
                 return Err(Rejected(format!(
@@ -153,9 +154,9 @@ pub fn run(state: &Served, request: SearchRequest) -> Result<Answer, Rejected> {
                     count.saturating_sub(1)
                 )));
             }
-            let query = index
+            let query = backend
                 .embedding_of(direction, id)
-                .map_err(|e| Rejected(e.to_string()))?;
+                .map_err(|e| Rejected(format!("{e:#}")))?;
             (direction, query)
         } else {
             let features = request.features.expect("one of the three");
@@ -179,15 +180,10 @@ fn search_one(
     k: usize,
     exact: bool,
 ) -> Result<Answer, Rejected> {
-    let mode = if exact { SearchMode::Exact } else { state.mode };
-    let results = match mode {
-        SearchMode::Exact => state.exact.search(query, direction, k),
-        SearchMode::Approximate { .. } => state
-            .index
-            .search(&query, direction, k, mode)
-            .map(|mut lists| lists.pop().unwrap_or_default()),
-    }
-    .map_err(|e| Rejected(format!("search failed: {e}")))?;
+    let results = state
+        .backend
+        .search(query, direction, k, exact)
+        .map_err(|e| Rejected(format!("search failed: {e:#}")))?;
     Ok(Answer { direction, results })
 }
 

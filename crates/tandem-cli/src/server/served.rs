@@ -6,22 +6,19 @@
 //! freed when its last request is done.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Result;
-use tandem::index::{Index, SearchMode};
+use tandem::index::Index;
 
-use super::batcher::ExactBatcher;
+use super::backend::Backend;
 use super::query::{Embedder, QueryText};
 use crate::cli::SearchModeArgs;
+use crate::postgres::PgGallery;
 
 /// One opened index and what answers from it.
 pub struct Served {
-    pub index: Arc<Index>,
-    /// How requests search unless they ask for `"exact": true`.
-    pub mode: SearchMode,
-    /// Exact searches, batched across concurrent requests.
-    pub exact: ExactBatcher,
+    /// The galleries.
+    pub backend: Backend,
     pub embedder: Embedder,
     /// Encodes word queries, when the index records its text encoder.
     pub text: Option<QueryText>,
@@ -32,21 +29,16 @@ pub struct Served {
 }
 
 impl Served {
-    /// `index` served with `mode`, exact searches batched up to `max_batch`.
+    /// `backend` answered with `model`'s branches and the encoders.
     pub fn new(
-        index: Index,
+        backend: Backend,
+        model: tandem::model::TwoBranch,
         text: Option<QueryText>,
         pictures: Option<tandem::image::ImageEncoder>,
-        mode: SearchMode,
-        max_batch: usize,
     ) -> Self {
-        let embedder = Embedder(std::sync::Mutex::new(index.model.clone()));
-        let index = Arc::new(index);
         Served {
-            exact: ExactBatcher::start(index.clone(), max_batch),
-            index,
-            mode,
-            embedder,
+            backend,
+            embedder: Embedder(std::sync::Mutex::new(model)),
             text,
             pictures,
             generation: 1,
@@ -57,7 +49,13 @@ impl Served {
 /// Where the served index comes from, so that a reload opens it the same way.
 #[derive(Debug, Clone)]
 pub struct Source {
-    pub folder: PathBuf,
+    /// The index folder; with `postgres`, the pushed one (its model and encoders), `None`:
+    /// the folder the push recorded.
+    pub folder: Option<PathBuf>,
+    /// A gallery in PostgreSQL: URL and gallery name.
+    pub postgres: Option<(String, String)>,
+    /// Connections to the database (searches at once).
+    pub connections: usize,
     /// The sentence encoder's folder when it moved (`--encoder`).
     pub encoder: Option<PathBuf>,
     /// The image encoder's weights when they moved (`--image-encoder`).
@@ -74,17 +72,59 @@ impl Source {
     /// Whatever makes the folder unservable: a missing or corrupt file, an encoder that does
     /// not match the recorded one, an `--ef` the index cannot take.
     pub fn open(&self, folder: Option<&std::path::Path>) -> Result<Served> {
-        let folder = folder.unwrap_or(&self.folder);
-        let text = crate::commands::search::open_text_encoder(folder, self.encoder.as_deref())?;
-        let pictures = match tandem::image::ImageEncoderRecord::read_from(folder)? {
+        let folder = folder.or(self.folder.as_deref());
+        let (backend, folder, model) = match (&self.postgres, folder) {
+            (Some((url, table)), folder) => {
+                let ef = self
+                    .mode
+                    .ef
+                    .unwrap_or(crate::postgres::gallery::DEFAULT_EF_SEARCH);
+                let gallery = PgGallery::open(url, table, self.connections, ef)?;
+                if gallery.record.hnsw.is_none() && self.mode.ef.is_some() {
+                    anyhow::bail!(
+                        "--ef asks for approximate search, but gallery `{table}` was pushed without HNSW indexes\n  fix: drop --ef, or push again without --no-hnsw"
+                    );
+                }
+                let folder = gallery.model_folder(folder)?;
+                let model = tandem::model::load_checkpoint(
+                    &folder.join(crate::postgres::MODEL_FILE),
+                    &tandem::default_device()?,
+                )?
+                .model;
+                let exact = self.mode.exact || gallery.record.hnsw.is_none();
+                (Backend::Postgres { gallery, exact }, folder, model)
+            }
+            (None, Some(folder)) => {
+                let index = Index::open(folder)?;
+                let mode = crate::commands::search::mode_for(&index, self.mode)?;
+                let model = index.model.clone();
+                (
+                    Backend::embedded(index, mode, self.batch),
+                    folder.to_path_buf(),
+                    model,
+                )
+            }
+            (None, None) => anyhow::bail!("no index folder to serve"),
+        };
+        let text = crate::commands::search::open_text_encoder(&folder, self.encoder.as_deref())?;
+        let pictures = match tandem::image::ImageEncoderRecord::read_from(&folder)? {
             Some(_) => Some(crate::commands::search::open_image_encoder(
-                folder,
+                &folder,
                 self.image_encoder.as_deref(),
             )?),
             None => None,
         };
-        let index = Index::open(folder)?;
-        let mode = crate::commands::search::mode_for(&index, self.mode)?;
-        Ok(Served::new(index, text, pictures, mode, self.batch))
+        Ok(Served::new(backend, model, text, pictures))
+    }
+
+    /// What this source serves, for logs.
+    pub fn describe(&self) -> String {
+        match (&self.postgres, &self.folder) {
+            (Some((url, table)), _) => {
+                format!("gallery `{table}` of {}", crate::postgres::redact(url))
+            }
+            (None, Some(folder)) => folder.display().to_string(),
+            (None, None) => "nothing".to_string(),
+        }
     }
 }

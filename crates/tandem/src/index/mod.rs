@@ -6,4 +6,6 @@ mod ann;
 mod store;
 
 pub use ann::{HnswGraph, HnswParams};
-pub use store::{Approximate, Direction, EMBEDDINGS, GraphRecall, Hit, Index, SearchMode};
+pub use store::{
+    Approximate, Direction, EMBEDDINGS, GraphRecall, Hit, IMAGE_FILES, Index, SearchMode,
+};
