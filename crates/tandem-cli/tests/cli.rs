@@ -3,6 +3,10 @@
 
 #[path = "cli/corpus.rs"]
 mod corpus;
+#[path = "cli/pg_server.rs"]
+mod pg_server;
+#[path = "cli/postgres.rs"]
+mod postgres;
 #[path = "cli/tune.rs"]
 mod tune;
 
