@@ -1031,15 +1031,13 @@ impl Drop for Server {
     }
 }
 
-#[test]
-fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path();
+/// The worded fixture with TF-IDF text features and image files listed by the dataset
+/// (relative to it): `img/{i}.png` holding the text `picture {i}`.
+fn worded_fixture_with_image_files(data: &Path) {
     write_worded_fixture(data);
     encode_text(data, "texts.npy", &["--tfidf"])
         .assert()
         .success();
-    // Image files listed by the dataset (relative to it), served by id.
     std::fs::create_dir(data.join("img")).unwrap();
     let mut listing = String::new();
     for i in 0..30 {
@@ -1047,6 +1045,13 @@ fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
         listing.push_str(&format!("img/{i}.png\n"));
     }
     std::fs::write(data.join("image_files.txt"), &listing).unwrap();
+}
+
+#[test]
+fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    worded_fixture_with_image_files(data);
     let run = data.join("run");
     train_cmd(data, &run).assert().success();
     let index = data.join("index");

@@ -122,8 +122,10 @@ pub fn run(command: Command) -> Result<()> {
             };
             match (&postgres, &index) {
                 (Some(url), _) => search::run_postgres(
-                    url,
-                    &table,
+                    &crate::cli::PostgresArgs {
+                        postgres: url.clone(),
+                        table,
+                    },
                     index.as_deref(),
                     query,
                     k,

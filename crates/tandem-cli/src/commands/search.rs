@@ -359,8 +359,7 @@ pub fn run(
 /// `tandem search --postgres`: the queries embedded with the pushed index's model, answered
 /// by the database.
 pub fn run_postgres(
-    url: &str,
-    table: &str,
+    database: &crate::cli::PostgresArgs,
     index_dir: Option<&Path>,
     query: Query<'_>,
     k: usize,
@@ -376,7 +375,8 @@ pub fn run_postgres(
         Some(ef) => ef,
         None => postgres::gallery::DEFAULT_EF_SEARCH,
     };
-    let gallery = PgGallery::open(url, table, 1, ef)?;
+    let table = &database.table;
+    let gallery = PgGallery::open(&database.postgres, table, 1, ef)?;
     let exact = mode.exact || gallery.record.hnsw.is_none();
     if gallery.record.hnsw.is_none() && mode.ef.is_some() {
         anyhow::bail!(

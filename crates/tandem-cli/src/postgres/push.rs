@@ -315,10 +315,10 @@ async fn copy_rows<'a, T: ToSql + Sync, U: ToSql + Sync>(
             .write(&[&id, &a, &b, &VectorRef(emb)])
             .await
             .map_err(explain)?;
-        if n % 4096 == 4095 {
-            if let Some(bar) = bar {
-                bar.inc(4096);
-            }
+        if n % 4096 == 4095
+            && let Some(bar) = bar
+        {
+            bar.inc(4096);
         }
     }
     writer.finish().await.map_err(explain)?;

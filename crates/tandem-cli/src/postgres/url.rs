@@ -11,10 +11,9 @@ pub fn redact(url: &str) -> String {
         if let Some(at) = shown[rest_at..authority_end]
             .rfind('@')
             .map(|i| rest_at + i)
+            && let Some(colon) = shown[rest_at..at].find(':').map(|i| rest_at + i)
         {
-            if let Some(colon) = shown[rest_at..at].find(':').map(|i| rest_at + i) {
-                shown.replace_range(colon + 1..at, "***");
-            }
+            shown.replace_range(colon + 1..at, "***");
         }
     }
     redact_key(&shown)

@@ -21,7 +21,7 @@ pub enum Backend {
     },
     /// A pushed gallery, searched by the database.
     Postgres {
-        gallery: PgGallery,
+        gallery: Box<PgGallery>,
         /// Every search exact (`--exact`, or a gallery pushed without HNSW indexes).
         exact: bool,
     },

@@ -92,7 +92,14 @@ impl Source {
                 )?
                 .model;
                 let exact = self.mode.exact || gallery.record.hnsw.is_none();
-                (Backend::Postgres { gallery, exact }, folder, model)
+                (
+                    Backend::Postgres {
+                        gallery: Box::new(gallery),
+                        exact,
+                    },
+                    folder,
+                    model,
+                )
             }
             (None, Some(folder)) => {
                 let index = Index::open(folder)?;

@@ -7,24 +7,32 @@ use tandem::data::npy;
 
 use super::pg_server::{PASSWORD, PgServer};
 use super::{
-    Server, build_index, encode_text, stderr_of_failure, stdout_of_success, tandem, train_cmd,
-    write_worded_fixture,
+    Server, build_index, stderr_of_failure, stdout_of_success, tandem, train_cmd,
+    worded_fixture_with_image_files,
 };
 
-/// The worded fixture (30 images, 60 captions in words, TF-IDF features), trained and indexed;
-/// returns the folder and the index's path.
+/// The worded fixture (30 images with files, 60 captions in words, TF-IDF features), trained
+/// and indexed; returns the folder and the index's path.
 fn worded_index() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    write_worded_fixture(data);
-    encode_text(data, "texts.npy", &["--tfidf"])
-        .assert()
-        .success();
+    worded_fixture_with_image_files(data);
     let run = data.join("run");
     train_cmd(data, &run).assert().success();
     let index = data.join("index");
     build_index(&run, data, &index);
     (dir, index)
+}
+
+/// The message of a `tandem search --postgres URL --table TABLE ARGS` that must fail.
+fn search_error(url: &str, table: &str, args: &[&str]) -> String {
+    stderr_of_failure(
+        tandem()
+            .args(["search", "--postgres", url, "--table", table])
+            .args(args)
+            .output()
+            .unwrap(),
+    )
 }
 
 fn push(index: &Path, url: &str, table: &str, extra: &[&str]) -> std::process::Output {
@@ -161,22 +169,7 @@ fn a_pushed_gallery_answers_as_the_index_does() {
             .trim(),
         "30"
     );
-    let e = stderr_of_failure(
-        tandem()
-            .args([
-                "search",
-                "--postgres",
-                &url,
-                "--table",
-                "worded",
-                "--text-id",
-                "0",
-                "--where",
-                "text~dog",
-            ])
-            .output()
-            .unwrap(),
-    );
+    let e = search_error(&url, "worded", &["--text-id", "0", "--where", "text~dog"]);
     assert!(
         e.contains("`text` is not a column of the images gallery; it has id, file, caption"),
         "{e}"
@@ -200,22 +193,7 @@ fn a_pushed_gallery_answers_as_the_index_does() {
         .trim(),
         "0"
     );
-    let e = stderr_of_failure(
-        tandem()
-            .args([
-                "search",
-                "--postgres",
-                &url,
-                "--table",
-                "worded",
-                "--text-id",
-                "0",
-                "--ef",
-                "20",
-            ])
-            .output()
-            .unwrap(),
-    );
+    let e = search_error(&url, "worded", &["--text-id", "0", "--ef", "20"]);
     assert!(e.contains("pushed without HNSW indexes"), "{e}");
 }
 
@@ -265,6 +243,14 @@ fn serve_through_postgres_answers_as_the_index_does() {
             .contains("caption 60 is out of range"),
         "{body}"
     );
+    let (status, _, body) = through.get("/image/3");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "picture 3"),
+        "image files come from the file column"
+    );
+    let (status, _, body) = through.get("/image/30");
+    assert_eq!(status, 400, "{body}");
     let (_, _, health) = through.get("/health");
     assert!(
         health.contains("postgres postgres://postgres:***@127.0.0.1"),
