@@ -16,7 +16,8 @@ n=${1:-100000}
 work=${WORK:-/tmp/tandem-postgres-bench}
 duration=${DURATION:-10s}
 mkdir -p "$work"
-cargo build --release -q -p tandem-cli -p tandem --example synthetic_index
+cargo build --release -q -p tandem-cli
+cargo build --release -q -p tandem --example synthetic_index
 tandem=target/release/tandem
 index="$work/index-$n"
 push_only=${PUSH_ONLY:-0}

@@ -213,13 +213,26 @@ async fn drop_staging(client: &Client, db: &Database, names: &Names) -> Result<(
     Ok(())
 }
 
+/// Widest embedding kept inline in its row: pgvector's `vector` is stored EXTERNAL (out of
+/// line, in the TOAST table, once a row passes 2 kB: every 512-d row), which costs COPY a
+/// TOAST insert and index entry per row and every search a detoast. Rows up to a page's
+/// 8 kB can stay in the heap (PLAIN), a 1,900-d row is 7.6 kB.
+const INLINE_DIM_AT_MOST: usize = 1900;
+
 async fn create_tables(client: &Client, db: &Database, staging: &Names, dim: usize) -> Result<()> {
-    let sql = format!(
+    let mut sql = format!(
         "CREATE TABLE \"{images}\" (id bigint NOT NULL, file text, caption text, emb vector({dim}) NOT NULL);
          CREATE TABLE \"{captions}\" (id bigint NOT NULL, image bigint NOT NULL, text text, emb vector({dim}) NOT NULL);",
         images = staging.images,
         captions = staging.captions
     );
+    if dim <= INLINE_DIM_AT_MOST {
+        for table in [&staging.images, &staging.captions] {
+            sql.push_str(&format!(
+                "ALTER TABLE \"{table}\" ALTER COLUMN emb SET STORAGE PLAIN;"
+            ));
+        }
+    }
     client
         .batch_execute(&sql)
         .await

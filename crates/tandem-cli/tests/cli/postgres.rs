@@ -87,6 +87,15 @@ fn a_pushed_gallery_answers_as_the_index_does() {
     );
     assert!(!table.contains(PASSWORD), "{table}");
     assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'worded_images'::regclass AND attname = 'emb'"
+        )
+        .trim(),
+        "p",
+        "embeddings stay in the row, not in TOAST"
+    );
+    assert_eq!(
         pg.psql("postgres", "SELECT count(*) FROM worded_captions")
             .trim(),
         "60"
