@@ -307,7 +307,7 @@ async fn search_request(state: Arc<AppState>, request: SearchRequest) -> Respons
     };
     match tokio::task::spawn_blocking(job).await {
         Ok(Ok(answer)) => Json(answer).into_response(),
-        Ok(Err(query::Rejected(message))) => error(StatusCode::BAD_REQUEST, message),
+        Ok(Err(query::Rejected(message, status))) => error(status, message),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("search failed: {e}"),
@@ -355,7 +355,7 @@ async fn search_image(
     };
     let mut response = match tokio::task::spawn_blocking(job).await {
         Ok(Ok(answer)) => Json(answer).into_response(),
-        Ok(Err(query::Rejected(message))) => error(StatusCode::BAD_REQUEST, message),
+        Ok(Err(query::Rejected(message, status))) => error(status, message),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("search failed: {e}"),

@@ -20,8 +20,26 @@ pub struct Answer {
     results: Vec<Hit>,
 }
 
-/// A request the index cannot answer, with the reason (a 400).
-pub struct Rejected(pub String);
+/// A request that cannot be answered: its reason and its status (400 for the request's fault,
+/// 502 when the database behind the server failed).
+pub struct Rejected(pub String, pub axum::http::StatusCode);
+
+impl Rejected {
+    /// The request's fault: 400.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Rejected(message.into(), axum::http::StatusCode::BAD_REQUEST)
+    }
+
+    /// A failure of the galleries' backend: 502 when it is a database, else 400 as before.
+    fn backend(state: &Served, message: String) -> Self {
+        match state.backend {
+            super::backend::Backend::Postgres { .. } => {
+                Rejected(message, axum::http::StatusCode::BAD_GATEWAY)
+            }
+            super::backend::Backend::Embedded { .. } => Rejected::bad(message),
+        }
+    }
+}
 
 /// How words become text features for this index.
 pub enum QueryText {
@@ -50,7 +68,7 @@ impl QueryText {
 
     fn encode(&self, text: &str) -> Result<Vec<f32>, Rejected> {
         self.encode_all(&[text.to_string()])
-            .map_err(|e| Rejected(format!("encoding the text failed: {e}")))
+            .map_err(|e| Rejected::bad(format!("encoding the text failed: {e}")))
     }
 }
 
@@ -65,7 +83,7 @@ pub enum Picture {
 
 fn check_k(k: usize) -> Result<(), Rejected> {
     if k == 0 || k > MAX_K {
-        return Err(Rejected(format!(
+        return Err(Rejected::bad(format!(
             "k is {k}; it must be between 1 and {MAX_K}"
         )));
     }
@@ -81,7 +99,7 @@ pub fn run_picture(
 ) -> Result<Answer, Rejected> {
     check_k(k)?;
     let Some(encoder) = &state.pictures else {
-        return Err(Rejected(
+        return Err(Rejected::bad(
             "this index does not record which encoder made its image features, so it cannot encode pictures; query by `id` or `features`".to_string(),
         ));
     };
@@ -91,10 +109,10 @@ pub fn run_picture(
             tandem::image::decode_rgb8(std::path::Path::new("the uploaded picture"), bytes)
         }
     }
-    .map_err(|e| Rejected(e.to_string().lines().next().unwrap_or_default().to_string()))?;
+    .map_err(|e| Rejected::bad(e.to_string().lines().next().unwrap_or_default().to_string()))?;
     let features = encoder
         .encode(std::slice::from_ref(&decoded))
-        .map_err(|e| Rejected(format!("encoding the picture failed: {e}")))?;
+        .map_err(|e| Rejected::bad(format!("encoding the picture failed: {e}")))?;
     let query = embed(state, features.into_iter().flatten().collect(), true)?;
     search_one(state, query, Direction::ImageToText, k, exact)
 }
@@ -109,13 +127,13 @@ pub fn run(state: &Served, request: SearchRequest) -> Result<Answer, Rejected> {
         request.image_path.is_some(),
     ];
     if asked.iter().filter(|&&a| a).count() != 1 {
-        return Err(Rejected(
+        return Err(Rejected::bad(
             "give exactly one of `id`, `features`, `text` or `image_path`".to_string(),
         ));
     }
     if let Some(path) = request.image_path {
         if request.direction == Some(Direction::TextToImage) {
-            return Err(Rejected(
+            return Err(Rejected::bad(
                 "an `image_path` query searches captions: direction must be image_to_text"
                     .to_string(),
             ));
@@ -124,12 +142,12 @@ pub fn run(state: &Served, request: SearchRequest) -> Result<Answer, Rejected> {
     }
     let (direction, query) = if let Some(text) = &request.text {
         if request.direction == Some(Direction::ImageToText) {
-            return Err(Rejected(
+            return Err(Rejected::bad(
                 "a `text` query searches images: direction must be text_to_image".to_string(),
             ));
         }
         let Some(encoder) = &state.text else {
-            return Err(Rejected(
+            return Err(Rejected::bad(
                 "this index does not record which encoder made its text features, so it cannot encode words; query by `id` or `features`".to_string(),
             ));
         };
@@ -137,7 +155,7 @@ pub fn run(state: &Served, request: SearchRequest) -> Result<Answer, Rejected> {
         (Direction::TextToImage, embed(state, features, false)?)
     } else {
         let Some(direction) = request.direction else {
-            return Err(Rejected(
+            return Err(Rejected::bad(
                 "`direction` is required with `id` and `features`: text_to_image or image_to_text"
                     .to_string(),
             ));
@@ -149,19 +167,21 @@ pub fn run(state: &Served, request: SearchRequest) -> Result<Answer, Rejected> {
                 Direction::ImageToText => (images, "image"),
             };
             if id >= count {
-                return Err(Rejected(format!(
+                return Err(Rejected::bad(format!(
                     "{what} {id} is out of range: the index has {count} {what}s (0..{})",
                     count.saturating_sub(1)
                 )));
             }
             let query = backend
                 .embedding_of(direction, id)
-                .map_err(|e| Rejected(format!("{e:#}")))?;
+                .map_err(|e| Rejected::backend(state, format!("{e:#}")))?;
             (direction, query)
         } else {
             let features = request.features.expect("one of the three");
             if let Some(bad) = features.iter().position(|v| !v.is_finite()) {
-                return Err(Rejected(format!("features[{bad}] is not a finite number")));
+                return Err(Rejected::bad(format!(
+                    "features[{bad}] is not a finite number"
+                )));
             }
             (
                 direction,
@@ -183,7 +203,7 @@ fn search_one(
     let results = state
         .backend
         .search(query, direction, k, exact)
-        .map_err(|e| Rejected(format!("search failed: {e:#}")))?;
+        .map_err(|e| Rejected::backend(state, format!("search failed: {e:#}")))?;
     Ok(Answer { direction, results })
 }
 
@@ -196,7 +216,7 @@ fn embed(state: &Served, features: Vec<f32>, image_side: bool) -> Result<Vec<f32
         model.d_text
     };
     if features.len() != expected {
-        return Err(Rejected(format!(
+        return Err(Rejected::bad(format!(
             "{} values in `features`; the model's {} branch takes {expected}",
             features.len(),
             if image_side { "image" } else { "text" }
@@ -209,5 +229,5 @@ fn embed(state: &Served, features: Vec<f32>, image_side: bool) -> Result<Vec<f32
     };
     model
         .embed_all(&matrix, &[0], image_side, 1)
-        .map_err(|e| Rejected(format!("embedding the features failed: {e}")))
+        .map_err(|e| Rejected::bad(format!("embedding the features failed: {e}")))
 }

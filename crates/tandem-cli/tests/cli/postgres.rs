@@ -266,6 +266,18 @@ fn serve_through_postgres_answers_as_the_index_does() {
         "{health}"
     );
     assert!(!health.contains(PASSWORD), "{health}");
+    // The database gone: a search is the database's failure (502, naming it), not the
+    // request's, and the server keeps answering.
+    drop(pg);
+    let (status, body) = through.search(r#"{"id": 3, "direction": "text_to_image", "k": 4}"#);
+    let message = body["error"].as_str().unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        message.contains("postgres://postgres:***@127.0.0.1") && !message.contains(PASSWORD),
+        "{message}"
+    );
+    let (status, _, _) = through.get("/health");
+    assert_eq!(status, 200);
 }
 
 /// A dataset big enough that a push takes a while: 3000 random images, two noisy captions each.
