@@ -24,14 +24,19 @@ fn tandem() -> Command {
 /// 30 images with 2 captions each; a caption is a noisy linear view of its image, so there is
 /// something to learn.
 fn write_fixture(dir: &Path) {
-    let mut state = 12345u64;
+    write_fixture_of(dir, 30, 12345);
+}
+
+/// [`write_fixture`] with `n` images drawn from `seed`.
+fn write_fixture_of(dir: &Path, n: usize, seed: u64) {
+    let mut state = seed;
     let mut rand = move || {
         state = state
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
     };
-    let (n, d_img, d_txt) = (30, 6, 4);
+    let (d_img, d_txt) = (6, 4);
     let images: Vec<f32> = (0..n * d_img).map(|_| rand()).collect();
     let mut texts = Vec::new();
     let mut ids = Vec::new();
@@ -102,9 +107,15 @@ fn index_build(run: &Path, data: &Path, index: &Path, extra: &[&str]) -> Command
 /// The tiny fixture in a temporary folder, a model trained on it (`run`) and its index
 /// (`index`); returns the folder and the index's path.
 fn trained_fixture_index() -> (tempfile::TempDir, PathBuf) {
+    trained_index_of(write_fixture)
+}
+
+/// The dataset `write` makes in a temporary folder, a model trained on it (`run`) and its
+/// index (`index`); returns the folder and the index's path.
+fn trained_index_of(write: fn(&Path)) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    write_fixture(data);
+    write(data);
     let run = data.join("run");
     train_cmd(data, &run).assert().success();
     let index = data.join("index");
@@ -1049,13 +1060,9 @@ fn worded_fixture_with_image_files(data: &Path) {
 
 #[test]
 fn serve_answers_good_and_bad_requests_concurrently_and_shuts_down() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, index) = trained_index_of(worded_fixture_with_image_files);
     let data = dir.path();
-    worded_fixture_with_image_files(data);
     let run = data.join("run");
-    train_cmd(data, &run).assert().success();
-    let index = data.join("index");
-    build_index(&run, data, &index);
     let mut server = Server::start(&index);
 
     let (status, head, body) = server.get("/image/3");

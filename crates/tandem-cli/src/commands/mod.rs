@@ -177,7 +177,7 @@ pub fn run(command: Command) -> Result<()> {
             let tokens = crate::server::Tokens::load(token_file.as_deref(), env_token.as_deref())?;
             let source = crate::server::Source {
                 folder: index,
-                postgres: backend.map(|url| (url, table)),
+                postgres: backend.map(|postgres| crate::cli::PostgresArgs { postgres, table }),
                 connections: limits.max_concurrent.clamp(1, 16),
                 encoder,
                 image_encoder,

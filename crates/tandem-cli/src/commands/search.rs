@@ -370,25 +370,12 @@ pub fn run_postgres(
     if k == 0 {
         anyhow::bail!("--k must be at least 1");
     }
-    let ef = match mode.ef {
-        Some(0) => anyhow::bail!("--ef must be at least 1"),
-        Some(ef) => ef,
-        None => postgres::gallery::DEFAULT_EF_SEARCH,
-    };
-    let table = &database.table;
-    let gallery = PgGallery::open(&database.postgres, table, 1, ef)?;
-    let exact = mode.exact || gallery.record.hnsw.is_none();
-    if gallery.record.hnsw.is_none() && mode.ef.is_some() {
-        anyhow::bail!(
-            "--ef asks for approximate search, but gallery `{table}` was pushed without HNSW indexes\n  fix: drop --ef, or push again without --no-hnsw"
-        );
-    }
-    let folder = gallery.model_folder(index_dir)?;
-    let mut model = load_checkpoint(
-        &folder.join(postgres::MODEL_FILE),
-        &tandem::default_device()?,
-    )?
-    .model;
+    let PushedGallery {
+        gallery,
+        exact,
+        folder,
+        mut model,
+    } = open_gallery(database, 1, mode, index_dir)?;
     let (direction, queries) = embed_query(&folder, &mut model, query, |d, id| {
         gallery.embedding_of(d, id)
     })?;
@@ -397,6 +384,56 @@ pub fn run_postgres(
         .map(|q| gallery.search(q, direction, k, exact, filters))
         .collect::<Result<Vec<_>>>()?;
     print_results(direction, &results, format)
+}
+
+/// A pushed gallery opened for searching, with the model that embeds its queries.
+pub struct PushedGallery {
+    pub gallery: PgGallery,
+    /// Every search exact: `--exact`, or a gallery pushed without HNSW indexes.
+    pub exact: bool,
+    /// The pushed index folder: the model and the encoder records.
+    pub folder: std::path::PathBuf,
+    pub model: TwoBranch,
+}
+
+/// Opens gallery `database` over `connections` connections for the search the flags ask
+/// (`--exact`, `--ef N`, default [`postgres::gallery::DEFAULT_EF_SEARCH`]), and the model of
+/// the pushed index (`index_dir`, else the folder the push recorded), checked by its hash.
+///
+/// # Errors
+/// `--ef 0`, `--ef` on a gallery without HNSW indexes, another model, and every database
+/// error.
+pub fn open_gallery(
+    database: &crate::cli::PostgresArgs,
+    connections: usize,
+    mode: SearchModeArgs,
+    index_dir: Option<&Path>,
+) -> Result<PushedGallery> {
+    let ef = match mode.ef {
+        Some(0) => anyhow::bail!("--ef must be at least 1"),
+        Some(ef) => ef,
+        None => postgres::gallery::DEFAULT_EF_SEARCH,
+    };
+    let table = &database.table;
+    let gallery = PgGallery::open(&database.postgres, table, connections, ef)?;
+    if gallery.record.hnsw.is_none() && mode.ef.is_some() {
+        anyhow::bail!(
+            "--ef asks for approximate search, but gallery `{table}` was pushed without HNSW indexes\n  fix: drop --ef, or push again without --no-hnsw"
+        );
+    }
+    let exact = mode.exact || gallery.record.hnsw.is_none();
+    let folder = gallery.model_folder(index_dir)?;
+    let model = load_checkpoint(
+        &folder.join(postgres::MODEL_FILE),
+        &tandem::default_device()?,
+    )?
+    .model;
+    Ok(PushedGallery {
+        gallery,
+        exact,
+        folder,
+        model,
+    })
 }
 
 /// `tandem index push`.

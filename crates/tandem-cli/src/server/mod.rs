@@ -455,12 +455,15 @@ async fn reload(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let worker = state.clone();
     let job = move || worker.reload(request.index.as_deref());
     match tokio::task::spawn_blocking(job).await {
-        Ok(Ok(served)) => Json(serde_json::json!({
-            "generation": served.generation,
-            "images": served.backend.counts().0,
-            "captions": served.backend.counts().1,
-        }))
-        .into_response(),
+        Ok(Ok(served)) => {
+            let (images, captions) = served.backend.counts();
+            Json(serde_json::json!({
+                "generation": served.generation,
+                "images": images,
+                "captions": captions,
+            }))
+            .into_response()
+        }
         Ok(Err(e)) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("reload refused, still serving the previous index: {e:#}"),

@@ -13,7 +13,6 @@ use tandem::index::Index;
 use super::backend::Backend;
 use super::query::{Embedder, QueryText};
 use crate::cli::SearchModeArgs;
-use crate::postgres::PgGallery;
 
 /// One opened index and what answers from it.
 pub struct Served {
@@ -52,8 +51,8 @@ pub struct Source {
     /// The index folder; with `postgres`, the pushed one (its model and encoders), `None`:
     /// the folder the push recorded.
     pub folder: Option<PathBuf>,
-    /// A gallery in PostgreSQL: URL and gallery name.
-    pub postgres: Option<(String, String)>,
+    /// A gallery in PostgreSQL.
+    pub postgres: Option<crate::cli::PostgresArgs>,
     /// Connections to the database (searches at once).
     pub connections: usize,
     /// The sentence encoder's folder when it moved (`--encoder`).
@@ -74,31 +73,20 @@ impl Source {
     pub fn open(&self, folder: Option<&std::path::Path>) -> Result<Served> {
         let folder = folder.or(self.folder.as_deref());
         let (backend, folder, model) = match (&self.postgres, folder) {
-            (Some((url, table)), folder) => {
-                let ef = self
-                    .mode
-                    .ef
-                    .unwrap_or(crate::postgres::gallery::DEFAULT_EF_SEARCH);
-                let gallery = PgGallery::open(url, table, self.connections, ef)?;
-                if gallery.record.hnsw.is_none() && self.mode.ef.is_some() {
-                    anyhow::bail!(
-                        "--ef asks for approximate search, but gallery `{table}` was pushed without HNSW indexes\n  fix: drop --ef, or push again without --no-hnsw"
-                    );
-                }
-                let folder = gallery.model_folder(folder)?;
-                let model = tandem::model::load_checkpoint(
-                    &folder.join(crate::postgres::MODEL_FILE),
-                    &tandem::default_device()?,
-                )?
-                .model;
-                let exact = self.mode.exact || gallery.record.hnsw.is_none();
+            (Some(database), folder) => {
+                let pushed = crate::commands::search::open_gallery(
+                    database,
+                    self.connections,
+                    self.mode,
+                    folder,
+                )?;
                 (
                     Backend::Postgres {
-                        gallery: Box::new(gallery),
-                        exact,
+                        gallery: Box::new(pushed.gallery),
+                        exact: pushed.exact,
                     },
-                    folder,
-                    model,
+                    pushed.folder,
+                    pushed.model,
                 )
             }
             (None, Some(folder)) => {
@@ -127,9 +115,11 @@ impl Source {
     /// What this source serves, for logs.
     pub fn describe(&self) -> String {
         match (&self.postgres, &self.folder) {
-            (Some((url, table)), _) => {
-                format!("gallery `{table}` of {}", crate::postgres::redact(url))
-            }
+            (Some(database), _) => format!(
+                "gallery `{}` of {}",
+                database.table,
+                crate::postgres::redact(&database.postgres)
+            ),
             (None, Some(folder)) => folder.display().to_string(),
             (None, None) => "nothing".to_string(),
         }

@@ -3,25 +3,16 @@
 
 use std::path::Path;
 
-use tandem::data::npy;
-
 use super::pg_server::{PASSWORD, PgServer};
 use super::{
-    Server, build_index, stderr_of_failure, stdout_of_success, tandem, train_cmd,
-    worded_fixture_with_image_files,
+    Server, build_index, stderr_of_failure, stdout_of_success, tandem, train_cmd, trained_index_of,
+    worded_fixture_with_image_files, write_fixture_of,
 };
 
 /// The worded fixture (30 images with files, 60 captions in words, TF-IDF features), trained
 /// and indexed; returns the folder and the index's path.
 fn worded_index() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path();
-    worded_fixture_with_image_files(data);
-    let run = data.join("run");
-    train_cmd(data, &run).assert().success();
-    let index = data.join("index");
-    build_index(&run, data, &index);
-    (dir, index)
+    trained_index_of(worded_fixture_with_image_files)
 }
 
 /// The message of a `tandem search --postgres URL --table TABLE ARGS` that must fail.
@@ -280,30 +271,6 @@ fn serve_through_postgres_answers_as_the_index_does() {
     assert_eq!(status, 200);
 }
 
-/// A dataset big enough that a push takes a while: 3000 random images, two noisy captions each.
-fn write_large_fixture(dir: &Path) {
-    let (n, d_img, d_txt) = (3000, 6, 4);
-    let mut state = 99u64;
-    let mut rand = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-    };
-    let images: Vec<f32> = (0..n * d_img).map(|_| rand()).collect();
-    let mut texts = Vec::new();
-    let mut ids = Vec::new();
-    for i in 0..n {
-        for _ in 0..2 {
-            texts.extend((0..d_txt).map(|k| images[i * d_img + k] + 0.05 * rand()));
-            ids.push(i as i64);
-        }
-    }
-    npy::write_f32(&dir.join("images.npy"), n, d_img, &images).unwrap();
-    npy::write_f32(&dir.join("texts.npy"), 2 * n, d_txt, &texts).unwrap();
-    tandem::fsio::write_atomic(&dir.join("text_to_image.npy"), &npy::encode_i64(&ids)).unwrap();
-}
-
 /// SIGKILL at points through a push over an existing gallery: each time the old gallery
 /// still answers, whole; a kill after the swap gives the new one; the next push drops what
 /// killed ones left.
@@ -313,7 +280,8 @@ fn a_killed_push_leaves_the_previous_gallery_searchable() {
     let Some(pg) = PgServer::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    write_large_fixture(data);
+    // Big enough that a push takes a while.
+    write_fixture_of(data, 3000, 99);
     let (old_run, new_run) = (data.join("run-old"), data.join("run-new"));
     for (run, seed) in [(&old_run, "1"), (&new_run, "2")] {
         train_cmd(data, run)
