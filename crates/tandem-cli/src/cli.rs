@@ -27,6 +27,27 @@ pub enum Format {
     Csv,
 }
 
+/// Where a dataset's features are kept (`--features`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FeaturesArg {
+    /// In memory when they fit in half of the free memory, else streamed.
+    Auto,
+    /// Read whole into memory.
+    Memory,
+    /// Left on disk (.npy only); each batch reads its rows, a few batches ahead.
+    Stream,
+}
+
+impl From<FeaturesArg> for tandem::data::Residency {
+    fn from(arg: FeaturesArg) -> Self {
+        match arg {
+            FeaturesArg::Auto => Self::Auto,
+            FeaturesArg::Memory => Self::Memory,
+            FeaturesArg::Stream => Self::Stream,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum IndexAction {
     /// Embed every image and caption of a dataset with a trained model and store them, with the
@@ -194,9 +215,14 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 pub enum Command {
     /// Train a two-branch model on a dataset folder.
     Train {
-        /// Dataset folder (images.npy, texts.npy, text_to_image.npy or dataset.safetensors).
+        /// Dataset folder (images.npy, texts.npy, text_to_image.npy, or shards
+        /// images-00000.npy, …; or dataset.safetensors).
         #[arg(long)]
         data: PathBuf,
+        /// Keep the features in memory, or stream them from disk batch by batch (for sets
+        /// larger than memory).
+        #[arg(long, value_enum, default_value = "auto")]
+        features: FeaturesArg,
         /// Run folder to write (config, split, metrics log, checkpoints).
         #[arg(long, required_unless_present = "resume")]
         out: Option<PathBuf>,
@@ -255,6 +281,9 @@ pub enum Command {
         /// Dataset folder.
         #[arg(long)]
         data: PathBuf,
+        /// Keep the features in memory, or stream them from disk.
+        #[arg(long, value_enum, default_value = "auto")]
+        features: FeaturesArg,
         /// Split to evaluate: train, val or test.
         #[arg(long, default_value = "test")]
         split: String,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use tandem::data::{Matrix, PairedDataset, Splits};
+use tandem::data::{Matrix, PairedDataset, Residency, Splits};
 
 use crate::arrays::{self, Floats, Ints};
 use crate::errors::IntoPy;
@@ -55,11 +55,17 @@ impl Dataset {
         })
     }
 
-    /// Reads a dataset folder (images.npy, texts.npy, text_to_image.npy or
-    /// dataset.safetensors; splits.json and captions.jsonl when present).
+    /// Reads a dataset folder (images.npy, texts.npy, text_to_image.npy, or shards
+    /// images-00000.npy, …, or dataset.safetensors; splits.json and captions.jsonl when
+    /// present). `features`: "auto" (stream from disk when they would fill more than half of
+    /// the free memory), "memory" or "stream".
     #[staticmethod]
-    fn load(py: Python<'_>, folder: PathBuf) -> PyResult<Self> {
-        let dataset = py.detach(|| PairedDataset::open(&folder)).py_err()?;
+    #[pyo3(signature = (folder, features = "auto"))]
+    fn load(py: Python<'_>, folder: PathBuf, features: &str) -> PyResult<Self> {
+        let residency = Residency::parse(features).py_err()?;
+        let dataset = py
+            .detach(|| PairedDataset::open_with(&folder, residency))
+            .py_err()?;
         Ok(Dataset {
             inner: Arc::new(dataset),
         })
@@ -68,38 +74,38 @@ impl Dataset {
     /// Number of images.
     #[getter]
     fn n_images(&self) -> usize {
-        self.inner.images.rows
+        self.inner.images.rows()
     }
 
     /// Number of captions (text rows).
     #[getter]
     fn n_texts(&self) -> usize {
-        self.inner.texts.rows
+        self.inner.texts.rows()
     }
 
     /// Width of the image features.
     #[getter]
     fn image_dim(&self) -> usize {
-        self.inner.images.cols
+        self.inner.images.cols()
     }
 
     /// Width of the text features.
     #[getter]
     fn text_dim(&self) -> usize {
-        self.inner.texts.cols
+        self.inner.texts.cols()
     }
 
     /// The image features as a float32 array (a copy).
     #[getter]
     fn images<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let m = &self.inner.images;
+        let m = py.detach(|| self.inner.images.to_matrix()).py_err()?;
         arrays::matrix(py, m.data.clone(), m.rows, m.cols)
     }
 
     /// The text features as a float32 array (a copy).
     #[getter]
     fn texts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let m = &self.inner.texts;
+        let m = py.detach(|| self.inner.texts.to_matrix()).py_err()?;
         arrays::matrix(py, m.data.clone(), m.rows, m.cols)
     }
 
@@ -132,17 +138,17 @@ impl Dataset {
     }
 
     fn __len__(&self) -> usize {
-        self.inner.images.rows
+        self.inner.images.rows()
     }
 
     fn __repr__(&self) -> String {
         let d = &self.inner;
         format!(
             "Dataset({} images × {}, {} captions × {}{}{})",
-            d.images.rows,
-            d.images.cols,
-            d.texts.rows,
-            d.texts.cols,
+            d.images.rows(),
+            d.images.cols(),
+            d.texts.rows(),
+            d.texts.cols(),
             if d.splits.is_some() {
                 ", with splits"
             } else {

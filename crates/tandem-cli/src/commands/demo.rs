@@ -70,7 +70,7 @@ pub fn run(
         results.push((label.as_str(), metrics));
     }
     let splits = tandem::train::resolve_splits(&dataset, &runs[0].2, None)?;
-    let test = SplitView::new(&splits.test, &dataset.text_to_image, dataset.images.rows);
+    let test = SplitView::new(&splits.test, &dataset.text_to_image, dataset.images.rows());
     let chance = RetrievalMetrics::chance("test", &test.captions_per_image());
     tracing::info!(
         "demo finished in {:.1}s; runs in {}",

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use tandem::data::PairedDataset;
+use tandem::data::{PairedDataset, Residency};
 use tandem::eval::Protocol;
 use tandem::train::{evaluate_protocol, resolve_splits};
 
@@ -13,6 +13,7 @@ use crate::output::print_metrics;
 pub fn run(
     model: &Path,
     data: &Path,
+    residency: Residency,
     split: &str,
     protocol: &str,
     ks: &[usize],
@@ -25,7 +26,7 @@ pub fn run(
     let (checkpoint, run_dir) = super::open_model(model)?;
     tandem::text::TextEncoderRecord::check_same(&run_dir, data)?;
     tandem::image::ImageEncoderRecord::check_same(&run_dir, data)?;
-    let dataset = PairedDataset::open(data)?;
+    let dataset = PairedDataset::open_with(data, residency)?;
     let splits = resolve_splits(&dataset, &checkpoint.config, Some(&run_dir))?;
     let ids = splits.get(split)?;
     if ids.is_empty() {

@@ -28,6 +28,7 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Train {
             data,
+            features,
             out,
             config,
             sets,
@@ -37,11 +38,19 @@ pub fn run(command: Command) -> Result<()> {
             split,
             format,
         } => match (resume, out) {
-            (Some(run), _) => train::resume(&data, &run, &sets, &split, format),
+            (Some(run), _) => train::resume(&data, features.into(), &run, &sets, &split, format),
             (None, Some(out)) => {
                 let mut config = Config::resolve(config.as_deref(), &sets)?;
                 config.train.skip_nonfinite |= skip_nonfinite;
-                train::run(&data, &out, &config, overwrite, &split, format)
+                train::run(
+                    &data,
+                    features.into(),
+                    &out,
+                    &config,
+                    overwrite,
+                    &split,
+                    format,
+                )
             }
             (None, None) => unreachable!("clap requires --out without --resume"),
         },
@@ -53,11 +62,20 @@ pub fn run(command: Command) -> Result<()> {
         Command::Eval {
             model,
             data,
+            features,
             split,
             protocol,
             ks,
             format,
-        } => eval::run(&model, &data, &split, &protocol, &ks, format),
+        } => eval::run(
+            &model,
+            &data,
+            features.into(),
+            &split,
+            &protocol,
+            &ks,
+            format,
+        ),
         Command::Compare { runs, format } => compare::run(&runs, format),
         Command::Index {
             action:

@@ -102,7 +102,7 @@ fn evaluate(
     let mut model = checkpoint.model;
     let chunk = config.train.eval_batch_size;
     // Curves, hubs and worst queries over the whole split (and the metrics, under `full`).
-    let view = SplitView::new(ids, &dataset.text_to_image, dataset.images.rows);
+    let view = SplitView::new(ids, &dataset.text_to_image, dataset.images.rows());
     let images = model.embed_all(&dataset.images, &view.images, true, chunk)?;
     let texts = model.embed_all(&dataset.texts, &view.texts, false, chunk)?;
     let dim = model.config.dim;

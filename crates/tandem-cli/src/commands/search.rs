@@ -272,8 +272,7 @@ fn embed_rows(
     features: &Matrix,
     image_side: bool,
 ) -> tandem::Result<Vec<f32>> {
-    let rows: Vec<u32> = (0..features.rows as u32).collect();
-    model.embed_all(features, &rows, image_side, 1024)
+    model.embed_rows(&features.data, features.cols, image_side, 1024)
 }
 
 /// The embedded queries of `query` and the direction they search: stored embeddings looked

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use tandem::config::Config;
-use tandem::data::{PairedDataset, SplitView};
+use tandem::data::{PairedDataset, Residency, SplitView};
 use tandem::eval::RetrievalMetrics;
 use tandem::text::TextEncoderRecord;
 use tandem::train::{RunFiles, TrainOutcome, evaluate_split};
@@ -85,7 +85,7 @@ fn report_and_test(
             "split `{split}` is empty; pass --split val or train, or give the dataset a {split} split"
         );
     }
-    let view = SplitView::new(ids, &dataset.text_to_image, dataset.images.rows);
+    let view = SplitView::new(ids, &dataset.text_to_image, dataset.images.rows());
     let metrics = evaluate_split(
         &mut model,
         dataset,
@@ -98,6 +98,7 @@ fn report_and_test(
 
 pub fn run(
     data: &Path,
+    residency: Residency,
     out: &Path,
     config: &Config,
     overwrite: bool,
@@ -105,7 +106,7 @@ pub fn run(
     format: Format,
 ) -> Result<()> {
     prepare_run_dir(out, overwrite)?;
-    let dataset = PairedDataset::open(data)?;
+    let dataset = PairedDataset::open_with(data, residency)?;
     record_encoders(data, out)?;
     let (_, metrics) = train_and_test(&dataset, out, config, split, "train")?;
     print_metrics(&metrics, format);
@@ -115,6 +116,7 @@ pub fn run(
 /// `tandem train --resume RUN`: continues the run; `--set train.epochs=N` may extend it.
 pub fn resume(
     data: &Path,
+    residency: Residency,
     run_dir: &Path,
     sets: &[String],
     split: &str,
@@ -138,7 +140,7 @@ pub fn resume(
     }
     TextEncoderRecord::check_same(run_dir, data)?;
     tandem::image::ImageEncoderRecord::check_same(run_dir, data)?;
-    let dataset = PairedDataset::open(data)?;
+    let dataset = PairedDataset::open_with(data, residency)?;
     let device = tandem::default_device()?;
     let mut progress = Progress::new("resume");
     let outcome = tandem::train::resume(&dataset, run_dir, epochs, &device, &mut progress)?;

@@ -3,7 +3,6 @@
 use std::sync::Mutex;
 
 use serde::Serialize;
-use tandem::data::Matrix;
 use tandem::index::{Direction, Hit};
 use tandem::model::TwoBranch;
 use tandem::text::{SentenceEncoder, TfIdf};
@@ -222,12 +221,7 @@ fn embed(state: &Served, features: Vec<f32>, image_side: bool) -> Result<Vec<f32
             if image_side { "image" } else { "text" }
         )));
     }
-    let matrix = Matrix {
-        rows: 1,
-        cols: expected,
-        data: features,
-    };
     model
-        .embed_all(&matrix, &[0], image_side, 1)
+        .embed_rows(&features, expected, image_side, 1)
         .map_err(|e| Rejected::bad(format!("embedding the features failed: {e}")))
 }

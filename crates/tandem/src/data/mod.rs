@@ -4,12 +4,15 @@ mod batcher;
 mod caption_sources;
 mod captions;
 mod dataset;
+mod features;
 mod hdf5;
 pub mod mat;
 pub mod npy;
 pub mod npy_rows;
 mod safetensors;
+mod shards;
 mod split;
+mod streamed;
 mod synthetic;
 
 pub use self::safetensors::read_dataset as parse_safetensors_dataset;
@@ -17,7 +20,10 @@ pub use batcher::{Batch, Batcher};
 pub use caption_sources::{CaptionSource, read_caption_source};
 pub use captions::{parse_captions, read_caption_texts, read_captions};
 pub use dataset::PairedDataset;
+pub use features::{Features, Residency};
+pub use shards::shard_name;
 pub use split::{SplitView, Splits};
+pub use streamed::StreamedRows;
 pub use synthetic::LatentRows;
 
 /// A dense row-major `f32` matrix of features, one row per item.

@@ -151,6 +151,101 @@ pub fn parse_features(path: &Path, bytes: Vec<u8>) -> Result<Matrix> {
     features_from(path, &header, stream, bytes.len() as u64)
 }
 
+/// The shape and element type of a 2-D float `.npy` array, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FeatureLayout {
+    pub rows: usize,
+    pub cols: usize,
+    /// Bytes per element: 2, 4 or 8.
+    pub size: usize,
+    pub big_endian: bool,
+    /// Stored column after column (numpy's `fortran_order`).
+    pub fortran: bool,
+}
+
+impl FeatureLayout {
+    /// The layout `header` promises, refused unless it is a non-empty 2-D float array whose
+    /// values fit in the `stored` bytes of the file.
+    fn of(path: &Path, header: &NpyHeader, stored: u64) -> Result<Self> {
+        let shape = shape_of(header);
+        let (kind, size) = type_of(path, &header.dtype())?;
+        if kind != TypeChar::Float || !matches!(size, 2 | 4 | 8) {
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "features must be float16, float32 or float64, found {kind:?} of {size} bytes"
+                ),
+                "convert with array.astype(numpy.float32) before saving",
+            ));
+        }
+        if shape.len() != 2 {
+            return Err(Error::bad_file(
+                path,
+                format!("expected a 2-D array [rows, dim], found shape {shape:?}"),
+                "reshape to [n, dim] before saving (e.g. array.reshape(len(array), -1))",
+            ));
+        }
+        let (rows, cols) = (shape[0], shape[1]);
+        if rows == 0 || cols == 0 {
+            return Err(Error::bad_file(
+                path,
+                format!("the array is empty (shape [{rows}, {cols}])"),
+                "save at least one row with at least one feature",
+            ));
+        }
+        let fits = (rows as u64)
+            .checked_mul(cols as u64)
+            .and_then(|n| n.checked_mul(size))
+            .is_some_and(|n| n <= stored);
+        if !fits {
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "the header promises [{rows}, {cols}] values of {size} bytes but the file holds {stored} bytes (is the file truncated?)"
+                ),
+                "write the file again with numpy.save",
+            ));
+        }
+        let big_endian = match header.dtype() {
+            DType::Plain(ts) => ts.endianness() == Endianness::Big,
+            _ => false,
+        };
+        Ok(FeatureLayout {
+            rows,
+            cols,
+            size: size as usize,
+            big_endian,
+            fortran: header.order() == Order::Fortran,
+        })
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.cols * self.size
+    }
+}
+
+/// The layout of the 2-D float array in the `.npy` file at `path` and the offset of its first
+/// value, read from the header alone (the values stay on disk).
+///
+/// # Errors
+/// As [`read_features`], except that values are not read (so not checked).
+pub(crate) fn read_feature_layout(path: &Path) -> Result<(FeatureLayout, u64)> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut head = Vec::with_capacity(HEADER_PREFIX);
+    (&file)
+        .take(HEADER_PREFIX as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(path, e))?;
+    let mut reader = head.as_slice();
+    let header = open_header(path, &head, &mut reader)?;
+    let offset = (head.len() - reader.len()) as u64;
+    let layout = FeatureLayout::of(path, &header, file_len.saturating_sub(offset))?;
+    Ok((layout, offset))
+}
+
 /// The checked matrix from `data`, the stream right after `header`; `stored` is the size of the
 /// whole file, so a header promising more values than the file holds is refused before any
 /// allocation.
@@ -160,66 +255,33 @@ fn features_from<R: std::io::Read>(
     data: R,
     stored: u64,
 ) -> Result<Matrix> {
-    let shape = shape_of(header);
-    let (kind, size) = type_of(path, &header.dtype())?;
-    if kind != TypeChar::Float || !matches!(size, 2 | 4 | 8) {
-        return Err(Error::bad_file(
-            path,
-            format!("features must be float16, float32 or float64, found {kind:?} of {size} bytes"),
-            "convert with array.astype(numpy.float32) before saving",
-        ));
-    }
-    if shape.len() != 2 {
-        return Err(Error::bad_file(
-            path,
-            format!("expected a 2-D array [rows, dim], found shape {shape:?}"),
-            "reshape to [n, dim] before saving (e.g. array.reshape(len(array), -1))",
-        ));
-    }
-    let (rows, cols) = (shape[0], shape[1]);
-    if rows == 0 || cols == 0 {
-        return Err(Error::bad_file(
-            path,
-            format!("the array is empty (shape [{rows}, {cols}])"),
-            "save at least one row with at least one feature",
-        ));
-    }
-    let needed = (rows as u64)
-        .checked_mul(cols as u64)
-        .and_then(|n| n.checked_mul(size))
-        .filter(|&n| n <= stored);
-    let Some(needed) = needed else {
-        return Err(Error::bad_file(
-            path,
-            format!(
-                "the header promises [{rows}, {cols}] values of {size} bytes but the file holds {stored} bytes (is the file truncated?)"
-            ),
-            "write the file again with numpy.save",
-        ));
-    };
-    let big_endian = match header.dtype() {
-        DType::Plain(ts) => ts.endianness() == Endianness::Big,
-        _ => false,
-    };
-    let data = decode_floats(data, needed as usize, size as usize, big_endian)
+    let FeatureLayout {
+        rows,
+        cols,
+        size,
+        big_endian,
+        fortran,
+    } = FeatureLayout::of(path, header, stored)?;
+    let data = decode_floats(data, rows * cols * size, size, big_endian)
         .map_err(|e| truncated(path, e))?;
-    let data = match header.order() {
-        Order::C => data,
-        Order::Fortran => transpose(&data, cols, rows),
+    let data = if fortran {
+        transpose(&data, cols, rows)
+    } else {
+        data
     };
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::bad_file(
-            path,
-            format!(
-                "non-finite value {} at row {}, column {}",
-                data[i],
-                i / cols,
-                i % cols
-            ),
-            "replace NaN/Inf features (e.g. numpy.nan_to_num) or drop those rows",
-        ));
+        return Err(non_finite(path, data[i], i / cols, i % cols));
     }
     Ok(Matrix { rows, cols, data })
+}
+
+/// The error for a NaN or infinite feature at `row`, `column` of `path`.
+pub(crate) fn non_finite(path: &Path, value: f32, row: usize, column: usize) -> Error {
+    Error::bad_file(
+        path,
+        format!("non-finite value {value} at row {row}, column {column}"),
+        "replace NaN/Inf features (e.g. numpy.nan_to_num) or drop those rows",
+    )
 }
 
 /// Reads `bytes` bytes of `size`-byte floats (2, 4 or 8) and converts them to `f32`.
@@ -240,27 +302,30 @@ fn decode_floats(
         let chunk = &mut block[..BLOCK.min(left)];
         data.read_exact(chunk)?;
         left -= chunk.len();
-        let elements = chunk.chunks_exact(size);
-        match (size, big_endian) {
-            (2, false) => {
-                out.extend(elements.map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()))
-            }
-            (2, true) => {
-                out.extend(elements.map(|c| half::f16::from_be_bytes([c[0], c[1]]).to_f32()))
-            }
-            (4, false) => {
-                out.extend(elements.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            }
-            (4, true) => out.extend(elements.map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))),
-            (_, false) => out.extend(elements.map(|c| {
-                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-            })),
-            (_, true) => out.extend(elements.map(|c| {
-                f64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-            })),
-        }
+        decode_into(chunk, size, big_endian, &mut out);
     }
     Ok(out)
+}
+
+/// Appends the `size`-byte floats (2, 4 or 8) of `bytes` to `out` as `f32`.
+pub(crate) fn decode_into(bytes: &[u8], size: usize, big_endian: bool, out: &mut Vec<f32>) {
+    let elements = bytes.chunks_exact(size);
+    match (size, big_endian) {
+        (2, false) => out.extend(elements.map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())),
+        (2, true) => out.extend(elements.map(|c| half::f16::from_be_bytes([c[0], c[1]]).to_f32())),
+        (4, false) => out.extend(elements.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        (4, true) => out.extend(elements.map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))),
+        (_, false) => {
+            out.extend(elements.map(|c| {
+                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+            }))
+        }
+        (_, true) => {
+            out.extend(elements.map(|c| {
+                f64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+            }))
+        }
+    }
 }
 
 /// Column-major `[cols_of_source... ]` to row-major: `data` holds `outer` runs of `inner` values.

@@ -40,6 +40,15 @@ impl LatentRows {
     /// # Shapes
     /// Returns `[n * dim]`, row-major.
     pub fn draw(&self, n: usize, seed: u64) -> Vec<f32> {
+        self.draw_rows(0, n, seed)
+    }
+
+    /// Rows `first..first + n` of [`LatentRows::draw`]'s sequence for `seed`, without the rows
+    /// before them: a large set can be written piece by piece.
+    ///
+    /// # Shapes
+    /// Returns `[n * dim]`, row-major.
+    pub fn draw_rows(&self, first: usize, n: usize, seed: u64) -> Vec<f32> {
         let (dim, latent) = (self.dim.max(1), self.latent.max(1));
         let mut basis_rng = ChaCha8Rng::seed_from_u64(self.basis_seed);
         let scale = 1.0 / (latent as f32).sqrt();
@@ -55,7 +64,7 @@ impl LatentRows {
                 scope.spawn(move || {
                     let mut z = vec![0f32; latent];
                     for (r, row) in chunk.chunks_exact_mut(dim).enumerate() {
-                        let i = (part * rows_per_thread + r) as u64;
+                        let i = (first + part * rows_per_thread + r) as u64;
                         let mut rng = ChaCha8Rng::seed_from_u64(seed);
                         rng.set_stream(i);
                         z.iter_mut().for_each(|v| *v = gaussian(&mut rng));
@@ -104,6 +113,7 @@ mod tests {
         }
         // Same seed: same rows; another seed: other rows in the same space.
         assert_eq!(a, spec.draw(300, 9));
+        assert_eq!(spec.draw_rows(250, 50, 9), a[250 * 64..]);
         let b = spec.draw(300, 10);
         assert_ne!(a, b);
         // Low intrinsic dimension: a row's nearest neighbour among 300 is far closer than in

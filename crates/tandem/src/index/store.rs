@@ -144,8 +144,8 @@ impl Index {
         let mut model = checkpoint.model.clone();
         let chunk = checkpoint.config.train.eval_batch_size;
         let all = |n: usize| (0..n as u32).collect::<Vec<u32>>();
-        let images = model.embed_all(&dataset.images, &all(dataset.images.rows), true, chunk)?;
-        let texts = model.embed_all(&dataset.texts, &all(dataset.texts.rows), false, chunk)?;
+        let images = model.embed_all(&dataset.images, &all(dataset.images.rows()), true, chunk)?;
+        let texts = model.embed_all(&dataset.texts, &all(dataset.texts.rows()), false, chunk)?;
         Ok(Index::from_embeddings(
             images,
             texts,

@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 
 use crate::config::ModelConfig;
-use crate::data::Matrix;
+use crate::data::Features;
 use crate::error::{Error, Result};
 use crate::model::Branch;
 use crate::model::explicit::{self, BranchTape};
@@ -100,7 +100,7 @@ impl TwoBranch {
     /// [`Error::Checkpoint`]-style message when the feature dimension does not match the model.
     pub fn embed_all(
         &mut self,
-        features: &Matrix,
+        features: &Features,
         rows: &[u32],
         image_side: bool,
         chunk: usize,
@@ -110,18 +110,18 @@ impl TwoBranch {
         } else {
             self.d_text
         };
-        if features.cols != expected {
+        if features.cols() != expected {
             return Err(Error::Config(format!(
                 "the model expects {} features of dimension {expected} but the data has {}",
                 if image_side { "image" } else { "text" },
-                features.cols
+                features.cols()
             )));
         }
         let mut out = Vec::with_capacity(rows.len() * self.config.dim);
         for part in rows.chunks(chunk.max(1)) {
             let x = Tensor::from_vec(
-                features.gather(part),
-                (part.len(), features.cols),
+                features.gather(part)?,
+                (part.len(), features.cols()),
                 &self.device,
             )?;
             out.extend(self.embed_batch(&x, image_side)?);

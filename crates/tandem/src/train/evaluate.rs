@@ -28,17 +28,17 @@ pub fn resolve_splits(
         let path = dir.join(RunFiles::SPLITS);
         if path.exists() {
             let s = Splits::read(&path)?;
-            s.validate(&path, dataset.images.rows, &counts)?;
+            s.validate(&path, dataset.images.rows(), &counts)?;
             return Ok(s);
         }
     }
     let s = Splits::random(
-        dataset.images.rows,
+        dataset.images.rows(),
         config.data.val_images,
         config.data.test_images,
         config.seed,
     )?;
-    s.validate(&dataset.root, dataset.images.rows, &counts)?;
+    s.validate(&dataset.root, dataset.images.rows(), &counts)?;
     Ok(s)
 }
 
@@ -81,7 +81,7 @@ pub fn evaluate_protocol(
 ) -> Result<RetrievalMetrics> {
     let mut folds = Vec::new();
     for images in protocol.folds(split_images)? {
-        let view = SplitView::new(&images, &dataset.text_to_image, dataset.images.rows);
+        let view = SplitView::new(&images, &dataset.text_to_image, dataset.images.rows());
         let embedded_images = model.embed_all(&dataset.images, &view.images, true, chunk)?;
         let embedded_texts = model.embed_all(&dataset.texts, &view.texts, false, chunk)?;
         check_finite(&embedded_images, &embedded_texts, name)?;

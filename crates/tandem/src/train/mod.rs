@@ -12,6 +12,7 @@ mod nonfinite;
 mod observer;
 mod on_pool;
 mod optimizer;
+mod read_ahead;
 mod run_files;
 mod schedule;
 mod trainer;

@@ -10,6 +10,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint_writer::CheckpointWriter;
+use super::read_ahead::{BatchRows, READ_AHEAD, ReadAhead};
 use crate::config::Config;
 use crate::data::{Batch, Batcher, PairedDataset, SplitView, Splits};
 use crate::error::{Error, Result};
@@ -128,6 +129,8 @@ pub enum StepEvent {
 struct EpochInProgress {
     epoch: usize,
     batches: Vec<Batch>,
+    /// The batches' feature rows, read ahead of the step.
+    rows: ReadAhead,
     next: usize,
     objective: Objective,
     loss_sum: f64,
@@ -248,14 +251,14 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
     ) -> Result<Self> {
         fsio::write_atomic(&run_dir.join(RunFiles::CONFIG), config.to_toml().as_bytes())?;
         let data: &PairedDataset = dataset.borrow();
-        let n_images = data.images.rows;
+        let n_images = data.images.rows();
         let train_view = SplitView::new(&splits.train, &data.text_to_image, n_images);
         let val_view = SplitView::new(&splits.val, &data.text_to_image, n_images);
         let t = &config.train;
         let batcher = Batcher::new(&train_view, t.batch_size, config.seed)?;
         let model = TwoBranch::new(
-            data.images.cols,
-            data.texts.cols,
+            data.images.cols(),
+            data.texts.cols(),
             &config.model,
             config.seed,
             device,
@@ -390,21 +393,31 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             if self.is_done() {
                 return Ok(None);
             }
-            self.begin_epoch();
+            self.begin_epoch()?;
         }
         let current = self.current.as_mut().expect("an epoch is in progress");
         let Some(batch) = current.batches.get(current.next).cloned() else {
             return Ok(None);
         };
+        let rows = current.rows.next()?;
         current.next += 1;
-        self.train_batch(&batch).map(Some)
+        self.train_batch(&batch, rows).map(Some)
     }
 
-    fn begin_epoch(&mut self) {
+    fn begin_epoch(&mut self) -> Result<()> {
         let epoch = self.epochs_done;
+        let batches = self.batcher.epoch(epoch);
+        let data: &PairedDataset = self.dataset.borrow();
+        let rows = ReadAhead::start(
+            data.images.clone(),
+            data.texts.clone(),
+            batches.clone(),
+            READ_AHEAD,
+        )?;
         self.current = Some(EpochInProgress {
             epoch,
-            batches: self.batcher.epoch(epoch),
+            batches,
+            rows,
             next: 0,
             objective: Objective::for_epoch(&self.config.loss, epoch),
             loss_sum: 0.0,
@@ -412,10 +425,11 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             lr: self.schedule.lr(self.step, epoch),
             started: Instant::now(),
         });
+        Ok(())
     }
 
     /// Forward, loss, backward and the optimiser's step on one batch of the current epoch.
-    fn train_batch(&mut self, batch: &Batch) -> Result<StepEvent> {
+    fn train_batch(&mut self, batch: &Batch, rows: BatchRows) -> Result<StepEvent> {
         let current = self.current.as_mut().expect("an epoch is in progress");
         // `step` has moved `next` past this batch: it is the batch's 1-based place.
         let (epoch, step_in_epoch) = (current.epoch, current.next);
@@ -424,7 +438,7 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         self.optimizer.set_learning_rate(lr);
         self.step += 1;
         let step = self.step;
-        let (images, texts) = self.batch_features(batch)?;
+        let (images, texts) = self.batch_tensors(batch, rows)?;
         let running_stats = self.saved_running_stats()?;
         // Global ids, so the memory can tell images of different batches apart; the sample
         // keys are the dataset rows.
@@ -545,16 +559,16 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
     }
 
     /// The batch's image and caption feature rows, on the device.
-    fn batch_features(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
+    fn batch_tensors(&self, batch: &Batch, rows: BatchRows) -> Result<(Tensor, Tensor)> {
         let data: &PairedDataset = self.dataset.borrow();
         let images = Tensor::from_vec(
-            data.images.gather(&batch.images),
-            (batch.images.len(), data.images.cols),
+            rows.images,
+            (batch.images.len(), data.images.cols()),
             &self.device,
         )?;
         let texts = Tensor::from_vec(
-            data.texts.gather(&batch.texts),
-            (batch.texts.len(), data.texts.cols),
+            rows.texts,
+            (batch.texts.len(), data.texts.cols()),
             &self.device,
         )?;
         Ok((images, texts))
@@ -810,14 +824,14 @@ impl TrainState {
             problem,
         };
         if (checkpoint.model.d_image, checkpoint.model.d_text)
-            != (dataset.images.cols, dataset.texts.cols)
+            != (dataset.images.cols(), dataset.texts.cols())
         {
             return Err(bad(format!(
                 "the run was trained on {}-d image and {}-d text features, the data has {} and {}; resume with the run's own dataset",
                 checkpoint.model.d_image,
                 checkpoint.model.d_text,
-                dataset.images.cols,
-                dataset.texts.cols
+                dataset.images.cols(),
+                dataset.texts.cols()
             )));
         }
         let state: TrainState = checkpoint

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use tandem::data::{PairedDataset, npy};
+use tandem::data::{PairedDataset, Residency, npy, shard_name};
 use tandem::fsio::write_atomic;
 
 /// A valid dataset: 4 images (dim 3), 6 captions (dim 2).
@@ -65,7 +65,12 @@ fn valid_folder_loads_with_optional_files() {
     std::fs::write(d.path().join("captions.jsonl"), lines).unwrap();
     let ds = PairedDataset::open(d.path()).unwrap();
     assert_eq!(
-        (ds.images.rows, ds.images.cols, ds.texts.rows, ds.texts.cols),
+        (
+            ds.images.rows(),
+            ds.images.cols(),
+            ds.texts.rows(),
+            ds.texts.cols()
+        ),
         (4, 3, 6, 2)
     );
     assert_eq!(ds.text_to_image, vec![0, 0, 1, 2, 3, 3]);
@@ -91,7 +96,7 @@ fn safetensors_dataset_loads() {
     )
     .unwrap();
     let ds = PairedDataset::open(d.path()).unwrap();
-    assert_eq!(ds.images.data, vec![1., 2., 3., 4.]);
+    assert_eq!(ds.images.in_memory().unwrap().data, vec![1., 2., 3., 4.]);
     assert_eq!(ds.text_to_image, vec![0, 1, 1]);
 }
 
@@ -393,13 +398,118 @@ fn a_dataset_folder_reads_mat_features() {
     .unwrap();
     let d = tandem::data::PairedDataset::open(dir.path()).unwrap();
     assert_eq!(
-        (d.images.rows, d.images.cols, d.texts.rows, d.texts.cols),
+        (
+            d.images.rows(),
+            d.images.cols(),
+            d.texts.rows(),
+            d.texts.cols()
+        ),
         (3, 4, 3, 4)
     );
-    assert_eq!(d.images.row(1), &[-0.375, -0.125, 0.125, 0.375]);
-    assert_eq!(d.texts.row(1), d.images.row(1));
+    let (images, texts) = (d.images.in_memory().unwrap(), d.texts.in_memory().unwrap());
+    assert_eq!(images.row(1), &[-0.375, -0.125, 0.125, 0.375]);
+    assert_eq!(texts.row(1), images.row(1));
     std::fs::remove_file(dir.path().join("images.mat")).unwrap();
     std::fs::copy(fixtures.join("features.h5"), dir.path().join("images.h5")).unwrap();
     let h5 = tandem::data::PairedDataset::open(dir.path()).unwrap();
-    assert_eq!(h5.images, d.images);
+    assert_eq!(h5.images.in_memory(), d.images.in_memory());
+}
+
+/// Two pieces of the valid dataset: images 0–1 with captions 0–2, images 2–3 with 3–5.
+fn write_pieces(dir: &Path, first_ids: &[i64], second_ids: &[i64]) {
+    for (k, ids) in [first_ids, second_ids].into_iter().enumerate() {
+        let name = |array: &str| dir.join(shard_name(array, k));
+        npy::write_f32(&name("images"), 2, 3, &[k as f32; 6]).unwrap();
+        npy::write_f32(&name("texts"), 3, 2, &[k as f32; 6]).unwrap();
+        write_atomic(&name("text_to_image"), &npy::encode_i64(ids)).unwrap();
+    }
+}
+
+#[test]
+fn pieces_with_their_own_ids_open_as_one_dataset_in_memory_or_streamed() {
+    let d = tempfile::tempdir().unwrap();
+    write_pieces(d.path(), &[0, 0, 1], &[0, 1, 1]);
+    for residency in [Residency::Memory, Residency::Stream, Residency::Auto] {
+        let ds = PairedDataset::open_with(d.path(), residency).unwrap();
+        assert_eq!(ds.text_to_image, vec![0, 0, 1, 2, 3, 3]);
+        assert_eq!((ds.images.rows(), ds.texts.rows()), (4, 6));
+        assert_eq!(ds.images.is_streamed(), residency == Residency::Stream);
+        assert_eq!(
+            ds.images.gather(&[3, 0]).unwrap(),
+            vec![1., 1., 1., 0., 0., 0.]
+        );
+        assert_eq!(ds.texts.gather(&[2, 3]).unwrap(), vec![0., 0., 1., 1.]);
+    }
+    // One global text_to_image.npy instead of the pieces' own.
+    for k in 0..2 {
+        std::fs::remove_file(d.path().join(shard_name("text_to_image", k))).unwrap();
+    }
+    write_atomic(
+        &d.path().join("text_to_image.npy"),
+        &npy::encode_i64(&[0, 1, 1, 2, 2, 3]),
+    )
+    .unwrap();
+    let ds = PairedDataset::open_with(d.path(), Residency::Stream).unwrap();
+    assert_eq!(ds.text_to_image, vec![0, 1, 1, 2, 2, 3]);
+}
+
+#[test]
+fn pieces_that_disagree_are_named() {
+    let d = tempfile::tempdir().unwrap();
+    write_pieces(d.path(), &[0, 0, 1], &[0, 2, 1]);
+    assert_error(
+        d.path(),
+        "text_to_image-00001.npy",
+        "caption 1 points at image 2, but",
+    );
+    write_pieces(d.path(), &[0, 0, 1], &[0, 1]);
+    assert_error(d.path(), "text_to_image-00001.npy", "2 ids for the 3 rows");
+    write_pieces(d.path(), &[0, 0, 1], &[0, 1, 1]);
+    std::fs::remove_file(d.path().join(shard_name("texts", 1))).unwrap();
+    assert_error(
+        d.path(),
+        "",
+        "2 text_to_image shards for 2 image and 1 text shards",
+    );
+    npy::write_f32(&d.path().join(shard_name("texts", 2)), 3, 2, &[0.; 6]).unwrap();
+    assert_error(d.path(), "", "texts-00001.npy is missing");
+}
+
+#[test]
+fn streaming_features_that_are_not_npy_is_refused_with_the_way_out() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mat");
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(fixtures.join("v73.mat"), d.path().join("images.mat")).unwrap();
+    npy::write_f32(&d.path().join("texts.npy"), 3, 2, &[0.; 6]).unwrap();
+    write_atomic(
+        &d.path().join("text_to_image.npy"),
+        &npy::encode_i64(&[0, 1, 2]),
+    )
+    .unwrap();
+    let e = PairedDataset::open_with(d.path(), Residency::Stream)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("images.mat")
+            && e.contains("stream from .npy files only")
+            && e.contains("--features memory"),
+        "{e}"
+    );
+    assert!(PairedDataset::open_with(d.path(), Residency::Auto).is_ok());
+    // Column-major features cannot be read by row.
+    let d = fixture();
+    let data: Vec<u8> = (0..12).flat_map(|v| (v as f32).to_le_bytes()).collect();
+    std::fs::write(
+        d.path().join("images.npy"),
+        npy_bytes("<f4", true, "(4, 3)", &data),
+    )
+    .unwrap();
+    let e = PairedDataset::open_with(d.path(), Residency::Stream)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("images.npy") && e.contains("column-major"),
+        "{e}"
+    );
+    assert!(PairedDataset::open_with(d.path(), Residency::Memory).is_ok());
 }

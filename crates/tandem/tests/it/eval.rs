@@ -118,12 +118,14 @@ fn synthetic(n: usize) -> PairedDataset {
             rows: n,
             cols: 6,
             data: images,
-        },
+        }
+        .into(),
         texts: Matrix {
             rows: n * 5,
             cols: 4,
             data: texts,
-        },
+        }
+        .into(),
         text_to_image,
         captions: None,
         splits: None,

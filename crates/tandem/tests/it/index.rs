@@ -24,12 +24,14 @@ fn dataset() -> PairedDataset {
             rows: n,
             cols: 6,
             data: images,
-        },
+        }
+        .into(),
         texts: Matrix {
             rows: 2 * n,
             cols: 4,
             data: texts,
-        },
+        }
+        .into(),
         text_to_image: (0..2 * n as u32).map(|t| t / 2).collect(),
         captions: Some((0..2 * n).map(|t| format!("caption {t}")).collect()),
         splits: None,

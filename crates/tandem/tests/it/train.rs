@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use tandem::config::Config;
-use tandem::data::{PairedDataset, SplitView};
+use tandem::data::{PairedDataset, Residency, SplitView, npy, shard_name};
 use tandem::eval::RetrievalMetrics;
 use tandem::model::load_checkpoint;
 use tandem::train::{
@@ -83,11 +83,11 @@ fn trains_well_above_chance_on_the_demo_data() {
     assert_eq!(ckpt.config, config);
     let mut model = ckpt.model;
     let splits = dataset.splits.clone().unwrap();
-    let val = SplitView::new(&splits.val, &dataset.text_to_image, dataset.images.rows);
+    let val = SplitView::new(&splits.val, &dataset.text_to_image, dataset.images.rows());
     let again = evaluate_split(&mut model, &dataset, &val, "val", 512).unwrap();
     assert_eq!(Some(again), outcome.best_val);
 
-    let test = SplitView::new(&splits.test, &dataset.text_to_image, dataset.images.rows);
+    let test = SplitView::new(&splits.test, &dataset.text_to_image, dataset.images.rows());
     let m = evaluate_split(&mut model, &dataset, &test, "test", 512).unwrap();
     let chance = RetrievalMetrics::chance("test", &test.captions_per_image());
     // Chance rsum is about 8 on 400 test images; a trained model is far above it.
@@ -213,7 +213,7 @@ fn checkpoint_from_other_feature_dimension_is_refused() {
         data: vec![0.0; 10],
     };
     let e = model
-        .embed_all(&other, &[0, 1], true, 8)
+        .embed_all(&other.into(), &[0, 1], true, 8)
         .unwrap_err()
         .to_string();
     assert!(e.contains("dimension 1280") && e.contains("has 5"), "{e}");
@@ -281,6 +281,81 @@ fn metrics_without_times(run: &Path) -> Vec<serde_json::Value> {
             v
         })
         .collect()
+}
+
+/// The demo data written in three pieces (`images-0000K.npy`, `texts-…`, and per-piece
+/// `text_to_image-…` counting from each piece's first image) and streamed from disk trains
+/// bit for bit as the folder read into memory: the same checkpoints and metrics log.
+#[test]
+fn streamed_sharded_features_train_as_features_in_memory() {
+    let config = small_config(&["train.epochs=2", "loss.memory.enabled=true"]);
+    let (dataset, in_memory, outcome) = train_demo(&config);
+    outcome.unwrap();
+    let sharded = tempfile::tempdir().unwrap();
+    write_in_pieces(&dataset, sharded.path(), 3);
+    for file in ["splits.json", "captions.jsonl"] {
+        std::fs::copy(demo_data().join(file), sharded.path().join(file)).unwrap();
+    }
+    let streamed = PairedDataset::open_with(sharded.path(), Residency::Stream).unwrap();
+    assert!(streamed.images.is_streamed() && streamed.texts.is_streamed());
+    assert_eq!(streamed.text_to_image, dataset.text_to_image);
+    let run = tempfile::tempdir().unwrap();
+    train(
+        &streamed,
+        &config,
+        run.path(),
+        &Device::Cpu,
+        &mut NoopObserver,
+    )
+    .unwrap();
+    for file in [RunFiles::BEST, RunFiles::LAST] {
+        assert!(
+            checkpoint_tensors(in_memory.path(), file) == checkpoint_tensors(run.path(), file),
+            "{file} differs between features in memory and streamed"
+        );
+    }
+    assert_eq!(
+        metrics_without_times(in_memory.path()),
+        metrics_without_times(run.path())
+    );
+    // The same pieces read into memory are the same rows.
+    let loaded = PairedDataset::open_with(sharded.path(), Residency::Memory).unwrap();
+    assert_eq!(loaded.images.in_memory(), dataset.images.in_memory());
+    assert_eq!(loaded.texts.in_memory(), dataset.texts.in_memory());
+}
+
+/// Writes `dataset` as `pieces` shards of consecutive images with their captions (the demo's
+/// captions are ordered by image).
+fn write_in_pieces(dataset: &PairedDataset, out: &Path, pieces: usize) {
+    let ids = &dataset.text_to_image;
+    assert!(
+        ids.windows(2).all(|w| w[0] <= w[1]),
+        "captions ordered by image"
+    );
+    let n = dataset.images.rows() as u32;
+    let bounds: Vec<u32> = (0..=pieces as u32).map(|k| k * n / pieces as u32).collect();
+    for (k, w) in bounds.windows(2).enumerate() {
+        let images: Vec<u32> = (w[0]..w[1]).collect();
+        let texts: Vec<u32> = (0..ids.len() as u32)
+            .filter(|&t| (w[0]..w[1]).contains(&ids[t as usize]))
+            .collect();
+        let write = |name: &str, features: &tandem::data::Features, rows: &[u32]| {
+            let data = features.gather(rows).unwrap();
+            let path = out.join(shard_name(name, k));
+            npy::write_f32(&path, rows.len(), features.cols(), &data).unwrap();
+        };
+        write("images", &dataset.images, &images);
+        write("texts", &dataset.texts, &texts);
+        let local: Vec<i64> = texts
+            .iter()
+            .map(|&t| (ids[t as usize] - w[0]) as i64)
+            .collect();
+        std::fs::write(
+            out.join(shard_name("text_to_image", k)),
+            npy::encode_i64(&local),
+        )
+        .unwrap();
+    }
 }
 
 /// Train 3 epochs straight, or 1 epoch, a crash in the middle of the next (its steps already in
@@ -368,7 +443,7 @@ fn resumed_run_equals_uninterrupted_run() {
             "{overrides:?}"
         );
         let splits = dataset.splits.clone().unwrap();
-        let test = SplitView::new(&splits.test, &dataset.text_to_image, dataset.images.rows);
+        let test = SplitView::new(&splits.test, &dataset.text_to_image, dataset.images.rows());
         let embed = |run: &Path| {
             let mut m = load_checkpoint(&run.join(RunFiles::LAST), &Device::Cpu)
                 .unwrap()
@@ -407,8 +482,10 @@ fn nonfinite_batches_stop_the_run_or_are_skipped() {
     let mut dataset = PairedDataset::open(&demo_data()).unwrap();
     let splits = dataset.splits.clone().unwrap();
     let poisoned = splits.train[0] as usize;
-    let cols = dataset.images.cols;
-    dataset.images.data[poisoned * cols..(poisoned + 1) * cols].fill(f32::INFINITY);
+    let cols = dataset.images.cols();
+    let mut images = dataset.images.to_matrix().unwrap().as_ref().clone();
+    images.data[poisoned * cols..(poisoned + 1) * cols].fill(f32::INFINITY);
+    dataset.images = images.into();
     let config = small_config(&["train.epochs=1", "model.hidden=[64]"]);
     let run = tempfile::tempdir().unwrap();
     let e = train(
