@@ -71,6 +71,16 @@ def test_bad_arrays_are_value_errors_that_say_where():
         tandem.Dataset.load("/nonexistent/data")
 
 
+def test_features_streamed_from_disk_read_as_in_memory():
+    streamed = tandem.Dataset.load(DEMO, features="stream")
+    loaded = tandem.Dataset.load(DEMO, features="memory")
+    assert np.array_equal(streamed.images, loaded.images)
+    assert np.array_equal(streamed.texts, loaded.texts)
+    assert np.array_equal(streamed.text_to_image, loaded.text_to_image)
+    with pytest.raises(ValueError, match="choose one of auto, memory, stream"):
+        tandem.Dataset.load(DEMO, features="disk")
+
+
 def test_config_dicts_and_overrides_resolve_like_the_cli():
     text = tandem.config({"train": {"lr": 0.001}, "loss.kind": "info_nce"}, model__dim=64)
     assert "lr = 0.001" in text and 'kind = "info_nce"' in text and "dim = 64" in text
