@@ -40,6 +40,7 @@ pub mod image;
 pub mod index;
 pub mod loss;
 pub mod model;
+pub mod parallel;
 pub mod staged_folder;
 pub mod text;
 pub mod train;

@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::model::Branch;
 use crate::model::gemm::{product, with_values};
 use crate::model::layers::{BN_EPS, DropoutDraws};
+use crate::parallel::Shard;
 
 /// Rows per task of a row-wise pass.
 const ROWS_PER_TASK: usize = 16;
@@ -116,16 +117,25 @@ fn chunks_or_none(buffer: &mut [f32], len: usize, tasks: usize) -> Vec<Option<&m
 
 /// BatchNorm's batch statistics of `z + bias` per column: mean and biased variance, in two
 /// passes as candle's `mean_keepdim` then `sqr().mean_keepdim()` compute them.
-fn batch_statistics(z: &[f32], bias: &[f32], n: usize, h: usize) -> (Vec<f32>, Vec<f32>) {
-    let scale = (1.0 / n as f64) as f32;
-    let [mean] = column_sums(n, h, |row, columns, [sums]| {
+fn batch_statistics(
+    z: &[f32],
+    bias: &[f32],
+    n: usize,
+    h: usize,
+    shard: Option<&Shard>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let scale = (1.0 / shard.map_or(n, |s| s.total) as f64) as f32;
+    let [mut mean] = column_sums(n, h, |row, columns, [sums]| {
         let z = in_row(z, row, h, &columns);
         for ((sum, z), b) in sums.iter_mut().zip(z).zip(&bias[columns]) {
             *sum += z + b;
         }
     });
+    if let Some(shard) = shard {
+        shard.collective.all_reduce_sum(&mut mean)?;
+    }
     let mean: Vec<f32> = mean.into_iter().map(|s| s * scale).collect();
-    let [var] = column_sums(n, h, |row, columns, [sums]| {
+    let [mut var] = column_sums(n, h, |row, columns, [sums]| {
         let z = in_row(z, row, h, &columns);
         let (bias, mean) = (&bias[columns.clone()], &mean[columns]);
         for (((sum, z), b), m) in sums.iter_mut().zip(z).zip(bias).zip(mean) {
@@ -133,7 +143,10 @@ fn batch_statistics(z: &[f32], bias: &[f32], n: usize, h: usize) -> (Vec<f32>, V
             *sum += c * c;
         }
     });
-    (mean, var.into_iter().map(|s| s * scale).collect())
+    if let Some(shard) = shard {
+        shard.collective.all_reduce_sum(&mut var)?;
+    }
+    Ok((mean, var.into_iter().map(|s| s * scale).collect()))
 }
 
 /// One hidden block after its product `z = x Wᵀ` (`[n, h]` values): bias, BatchNorm on batch
@@ -143,21 +156,22 @@ fn batch_statistics(z: &[f32], bias: &[f32], n: usize, h: usize) -> (Vec<f32>, V
 fn block_forward(
     block: &mut crate::model::branch::Block,
     z: &[f32],
-    n: usize,
+    (n, h): (usize, usize),
     dropout: f64,
     rng: &mut rand_chacha::ChaCha8Rng,
-    device: &candle_core::Device,
+    shard: Option<&Shard>,
 ) -> Result<(Option<Normalised>, Vec<f32>, Vec<f32>)> {
-    let h = z.len() / n.max(1);
+    let device = &candle_core::Device::Cpu;
+    let total = shard.map_or(n, |s| s.total);
     let bias: Vec<f32> = block.linear.bias.as_tensor().to_vec1()?;
     // With BatchNorm, per column: y = (z + b − mean) / std · γ + β; without, y = z + b.
     let (mean, gamma, beta, std) = match &block.norm {
         Some(norm) => {
-            let (mean, var) = batch_statistics(z, &bias, n, h);
+            let (mean, var) = batch_statistics(z, &bias, n, h, shard)?;
             norm.update_running(
                 &Tensor::from_slice(&mean, h, device)?,
                 &Tensor::from_slice(&var, h, device)?,
-                n,
+                total,
             )?;
             let std: Vec<f32> = var.iter().map(|v| (v + BN_EPS as f32).sqrt()).collect();
             let gamma: Vec<f32> = norm.gamma.as_tensor().to_vec1()?;
@@ -166,7 +180,8 @@ fn block_forward(
         }
         None => (Vec::new(), Vec::new(), Vec::new(), None),
     };
-    let draws = (dropout > 0.0).then(|| DropoutDraws::take(n * h, dropout, rng));
+    // The whole batch's draws: a rank's rows take their global rows' places in the stream.
+    let draws = (dropout > 0.0).then(|| DropoutDraws::take(total * h, dropout, rng));
     let mut xhat = vec![0f32; if std.is_some() { n * h } else { 0 }];
     let mut gate = vec![0f32; n * h];
     let mut activated = vec![0f32; n * h];
@@ -184,7 +199,14 @@ fn block_forward(
             let mut factors = Vec::new();
             if let Some(draws) = &draws {
                 factors.resize(gate.len(), 0f32);
-                draws.fill(first, &mut factors);
+                match shard {
+                    None => draws.fill(first, &mut factors),
+                    Some(shard) => {
+                        for (k, row) in factors.chunks_mut(h.max(1)).enumerate() {
+                            draws.fill(shard.rows[first / h.max(1) + k] * h, row);
+                        }
+                    }
+                }
             }
             for k in (0..gate.len()).step_by(h.max(1)) {
                 let z = &z[first + k..first + k + h];
@@ -229,6 +251,7 @@ pub(crate) fn forward(
     branch: &mut Branch,
     x: &Tensor,
     rng: &mut rand_chacha::ChaCha8Rng,
+    shard: Option<&Shard>,
 ) -> Result<(Tensor, BranchTape)> {
     let n = x.dim(0)?;
     let device = x.device().clone();
@@ -238,7 +261,7 @@ pub(crate) fn forward(
         let z = product(&input, &block.linear.weight.as_tensor().detach().t()?)?;
         let h = z.dim(1)?;
         let (normalised, gate, activated) = with_values(&z, |z| {
-            block_forward(block, z, n, branch.dropout, rng, &device)
+            block_forward(block, z, (n, h), branch.dropout, rng, shard)
         })??;
         blocks.push(BlockTape {
             input,
@@ -327,6 +350,7 @@ pub(crate) fn backward(
     tape: BranchTape,
     grad: &Tensor,
     grads: &mut GradStore,
+    shard: Option<&Shard>,
 ) -> Result<()> {
     let grad = grad.to_dtype(DType::F32)?.contiguous()?;
     let (n, dim) = grad.dims2()?;
@@ -378,18 +402,30 @@ pub(crate) fn backward(
                     *g += d * x;
                 }
             });
+            // With a rank's rows, the batch means are over the whole batch: the sums of every
+            // rank. The rank's own sums stay its share of γ's and β's gradients.
+            let (dbeta_all, dgamma_all) = match shard {
+                None => (dbeta.clone(), dgamma.clone()),
+                Some(shard) => {
+                    let mut both = [&dbeta[..], &dgamma[..]].concat();
+                    shard.collective.all_reduce_sum(&mut both)?;
+                    let dgamma_all = both.split_off(h);
+                    (both, dgamma_all)
+                }
+            };
             let gamma: Vec<f32> = norm.gamma.as_tensor().to_vec1()?;
-            let inv_n = 1.0 / n as f32;
+            let inv_n = 1.0 / shard.map_or(n, |s| s.total) as f32;
             // dz = γ/σ · (dy − mean(dy) − x̂ · mean(dy x̂)), with dy = da · gate recomputed here
             // rather than stored. The per-column factors are computed once; each is the same
             // f32 operation as in the per-element formula, so the same bits.
             let scale: Vec<f32> = gamma.iter().zip(std).map(|(g, s)| g / s).collect();
-            let mean_dy: Vec<f32> = dbeta.iter().map(|b| b * inv_n).collect();
+            let mean_dy: Vec<f32> = dbeta_all.iter().map(|b| b * inv_n).collect();
             let dz = map_rows(n, h, |row, out| {
                 let [da, gate, xhat] = [da, &saved.gate[..], &xhat[..]].map(|v| row_of(v, row, h));
                 for col in 0..h {
                     let dy = da[col] * gate[col];
-                    out[col] = scale[col] * (dy - mean_dy[col] - xhat[col] * dgamma[col] * inv_n);
+                    out[col] =
+                        scale[col] * (dy - mean_dy[col] - xhat[col] * dgamma_all[col] * inv_n);
                 }
             });
             let device = saved.input.device();
@@ -476,7 +512,7 @@ mod tests {
                 .backward()
                 .unwrap();
             let mut rng = ChaCha8Rng::seed_from_u64(3);
-            let (embedded, tape) = forward(&mut explicit, &x, &mut rng).unwrap();
+            let (embedded, tape) = forward(&mut explicit, &x, &mut rng, None).unwrap();
             assert!(
                 max_relative(&embedded, &reference) < 1e-5,
                 "forward, {what}: {}",
@@ -484,7 +520,7 @@ mod tests {
             );
             // candle has no public empty GradStore: an untracked scalar's backward is one.
             let mut grads = Tensor::new(0f32, &device).unwrap().backward().unwrap();
-            backward(&explicit, tape, &mix, &mut grads).unwrap();
+            backward(&explicit, tape, &mix, &mut grads, None).unwrap();
             for ((name, theirs, trainable), (_, ours, _)) in
                 autograd.named("b").into_iter().zip(explicit.named("b"))
             {

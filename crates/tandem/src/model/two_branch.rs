@@ -9,6 +9,7 @@ use crate::data::Features;
 use crate::error::{Error, Result};
 use crate::model::Branch;
 use crate::model::explicit::{self, BranchTape};
+use crate::parallel::Shard;
 
 /// Training (batch statistics, dropout from a seeded RNG) or evaluation mode.
 pub enum Mode<'a> {
@@ -196,8 +197,8 @@ impl TwoBranch {
             && explicit::supported(images)
             && explicit::supported(texts)
         {
-            let (ei, image_tape) = explicit::forward(&mut self.image, images, rng)?;
-            let (et, text_tape) = explicit::forward(&mut self.text, texts, rng)?;
+            let (ei, image_tape) = explicit::forward(&mut self.image, images, rng, None)?;
+            let (et, text_tape) = explicit::forward(&mut self.text, texts, rng, None)?;
             // Leaves, so that the loss's backward stops at them and leaves their gradients.
             return Ok(TrainForward {
                 images: Var::from_tensor(&ei)?.as_tensor().clone(),
@@ -227,11 +228,77 @@ impl TwoBranch {
                 (&self.text, text_tape, &forward.texts),
             ] {
                 if let Some(grad) = grads.remove(embedded) {
-                    explicit::backward(branch, tape, &grad, &mut grads)?;
+                    explicit::backward(branch, tape, &grad, &mut grads, None)?;
                 }
             }
         }
         Ok(grads)
+    }
+
+    /// The training forward of one rank's rows of a data-parallel batch, on the explicit
+    /// path: BatchNorm normalises with the whole batch's statistics (summed over the ranks) and
+    /// dropout draws each row's factors from its global row's place in the stream, so the
+    /// rows come out as they would from [`TwoBranch::forward_train`] on the whole batch.
+    ///
+    /// # Shapes
+    /// `images: [image_rows.rows.len(), d_image]`, `texts: [text_rows.rows.len(), d_text]` →
+    /// the rank's embeddings, `[n, dim]` and `[m, dim]`, with the tapes for
+    /// [`TwoBranch::backward_shard`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] off the CPU or for non-f32 features (the explicit path's domain), or
+    /// when another rank stopped; tensor errors when dimensions disagree.
+    pub fn forward_train_shard(
+        &mut self,
+        images: &Tensor,
+        texts: &Tensor,
+        rng: &mut rand_chacha::ChaCha8Rng,
+        image_rows: &Shard,
+        text_rows: &Shard,
+    ) -> Result<TrainForward> {
+        if !(explicit::supported(images) && explicit::supported(texts)) {
+            return Err(Error::Config(
+                "data-parallel ranks train on the CPU with f32 features".into(),
+            ));
+        }
+        let (ei, image_tape) = explicit::forward(&mut self.image, images, rng, Some(image_rows))?;
+        let (et, text_tape) = explicit::forward(&mut self.text, texts, rng, Some(text_rows))?;
+        Ok(TrainForward {
+            images: ei,
+            texts: et,
+            tapes: Some((image_tape, text_tape)),
+        })
+    }
+
+    /// The backward of [`TwoBranch::forward_train_shard`] from the loss's gradient for the
+    /// rank's embeddings: adds this rank's share of every trainable tensor's gradient to
+    /// `grads` (the shares of all ranks sum to the whole batch's gradient).
+    ///
+    /// # Shapes
+    /// `grad_images: [n, dim]`, `grad_texts: [m, dim]`, the rank's rows.
+    ///
+    /// # Errors
+    /// A tensor error when shapes disagree with the tapes; [`Error::Config`] when another rank
+    /// stopped.
+    pub fn backward_shard(
+        &self,
+        forward: TrainForward,
+        grad_images: &Tensor,
+        grad_texts: &Tensor,
+        grads: &mut GradStore,
+        (image_rows, text_rows): (&Shard, &Shard),
+    ) -> Result<()> {
+        let (image_tape, text_tape) = forward.tapes.ok_or_else(|| {
+            Error::Config("backward_shard needs forward_train_shard's tapes".into())
+        })?;
+        explicit::backward(
+            &self.image,
+            image_tape,
+            grad_images,
+            grads,
+            Some(image_rows),
+        )?;
+        explicit::backward(&self.text, text_tape, grad_texts, grads, Some(text_rows))
     }
 
     /// Embeds a batch of images and texts.

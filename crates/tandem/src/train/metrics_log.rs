@@ -9,13 +9,25 @@ use crate::error::{Error, Result};
 /// the checkpoint, so steps after that checkpoint are not logged twice.
 pub(crate) struct MetricsLog {
     path: PathBuf,
-    file: std::fs::File,
+    /// `None` for a log that keeps nothing (a data-parallel rank other than 0).
+    file: Option<std::fs::File>,
 }
 
 impl MetricsLog {
     pub(crate) fn create(path: PathBuf) -> Result<Self> {
         let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(MetricsLog { path, file })
+        Ok(MetricsLog {
+            path,
+            file: Some(file),
+        })
+    }
+
+    /// A log that writes nothing.
+    pub(crate) fn discard() -> Self {
+        MetricsLog {
+            path: PathBuf::new(),
+            file: None,
+        }
     }
 
     pub(crate) fn reopen_at(path: PathBuf, length: u64) -> Result<Self> {
@@ -24,25 +36,28 @@ impl MetricsLog {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         file.set_len(length).map_err(|e| Error::io(&path, e))?;
-        let mut log = MetricsLog { path, file };
-        std::io::Seek::seek(&mut log.file, std::io::SeekFrom::End(0))
-            .map_err(|e| Error::io(&log.path, e))?;
-        Ok(log)
+        let mut file = file;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(MetricsLog {
+            path,
+            file: Some(file),
+        })
     }
 
     pub(crate) fn write(&mut self, value: serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{value}").map_err(|e| Error::io(&self.path, e))
+        match &mut self.file {
+            Some(file) => writeln!(file, "{value}").map_err(|e| Error::io(&self.path, e)),
+            None => Ok(()),
+        }
     }
 
-    /// The log's length once its lines are on disk.
+    /// The log's length once its lines are on disk (0 for a discarding log).
     pub(crate) fn len(&self) -> Result<u64> {
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io(&self.path, e))?;
-        Ok(self
-            .file
-            .metadata()
-            .map_err(|e| Error::io(&self.path, e))?
-            .len())
+        let Some(file) = &self.file else {
+            return Ok(0);
+        };
+        file.sync_data().map_err(|e| Error::io(&self.path, e))?;
+        Ok(file.metadata().map_err(|e| Error::io(&self.path, e))?.len())
     }
 }

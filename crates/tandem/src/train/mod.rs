@@ -4,6 +4,7 @@ mod adam_kernel;
 pub mod bench;
 mod checkpoint_writer;
 mod cpu_peak;
+mod data_parallel;
 mod early_stop;
 mod evaluate;
 mod health;
@@ -18,6 +19,7 @@ mod schedule;
 mod trainer;
 
 pub use cpu_peak::{CpuPeak, measured_fma_peak};
+pub use data_parallel::train_data_parallel;
 pub use early_stop::{EarlyStopping, Verdict};
 pub use evaluate::{evaluate_protocol, evaluate_split, resolve_splits};
 pub use health::{COLLAPSE_SPREAD, Health};

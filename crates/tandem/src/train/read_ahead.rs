@@ -16,10 +16,12 @@ pub(crate) const READ_AHEAD: usize = 2;
 
 /// One batch's feature rows, row-major, in the batch's order.
 pub(crate) struct BatchRows {
-    /// `[batch.images.len() * d_image]`.
+    /// `[image_rows * d_image]`.
     pub images: Vec<f32>,
-    /// `[batch.texts.len() * d_text]`.
+    /// `[text_rows * d_text]`.
     pub texts: Vec<f32>,
+    pub image_rows: usize,
+    pub text_rows: usize,
 }
 
 /// A thread gathering the rows of a list of batches, in order.
@@ -50,6 +52,8 @@ impl ReadAhead {
                         Ok(BatchRows {
                             images,
                             texts: texts.gather(&batch.texts)?,
+                            image_rows: batch.images.len(),
+                            text_rows: batch.texts.len(),
                         })
                     });
                     let failed = gathered.is_err();

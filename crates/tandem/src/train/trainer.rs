@@ -3,6 +3,7 @@
 
 use std::borrow::Borrow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
@@ -19,6 +20,7 @@ use crate::fsio;
 use crate::loss::{Embedded, Memory, Objective, Temperature};
 use crate::model::snapshot;
 use crate::model::{Backward, Checkpoint, CheckpointContents, TwoBranch, load_checkpoint};
+use crate::parallel::{BatchShare, Collective, RankedStep};
 use crate::train::metrics_log::MetricsLog;
 use crate::train::nonfinite::{abbreviate, first_nonfinite_gradient};
 use crate::train::on_pool::on_pool;
@@ -183,6 +185,9 @@ pub struct Trainer<D: Borrow<PairedDataset>> {
     current: Option<EpochInProgress>,
     /// Writes `best` and `last` while the next epoch trains.
     writer: CheckpointWriter,
+    /// The group when this trainer is one rank of a data-parallel run; rank 0 alone writes
+    /// the run folder.
+    rank: Option<Arc<dyn Collective>>,
     started: Instant,
 }
 
@@ -192,17 +197,49 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
     /// # Errors
     /// Config and dataset errors, and I/O errors naming the file.
     pub fn start(dataset: D, config: &Config, run_dir: &Path, device: &Device) -> Result<Self> {
+        Self::start_ranked(dataset, config, run_dir, device, None)
+    }
+
+    /// [`Trainer::start`] as one rank of a data-parallel group: every rank of `collective`
+    /// starts one with the same dataset, config and run folder, and steps it in lockstep (each
+    /// collective operation waits for all). Each rank reads and embeds its share of every
+    /// batch; the loss sees the whole batch; rank 0 writes the run folder.
+    ///
+    /// # Errors
+    /// As [`Trainer::start`].
+    pub fn start_rank(
+        dataset: D,
+        config: &Config,
+        run_dir: &Path,
+        device: &Device,
+        collective: Arc<dyn Collective>,
+    ) -> Result<Self> {
+        Self::start_ranked(dataset, config, run_dir, device, Some(collective))
+    }
+
+    fn start_ranked(
+        dataset: D,
+        config: &Config,
+        run_dir: &Path,
+        device: &Device,
+        rank: Option<Arc<dyn Collective>>,
+    ) -> Result<Self> {
         config.validate()?;
-        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+        let writes = rank.as_ref().is_none_or(|c| c.rank() == 0);
         let splits = resolve_splits(dataset.borrow(), config, None)?;
-        fsio::write_atomic(
-            &run_dir.join(RunFiles::SPLITS),
-            serde_json::to_string(&splits)
-                .expect("splits serialise")
-                .as_bytes(),
-        )?;
-        let log = MetricsLog::create(run_dir.join(RunFiles::METRICS))?;
-        Self::new(dataset, config.clone(), splits, run_dir, device, log)
+        let log = if writes {
+            std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+            fsio::write_atomic(
+                &run_dir.join(RunFiles::SPLITS),
+                serde_json::to_string(&splits)
+                    .expect("splits serialise")
+                    .as_bytes(),
+            )?;
+            MetricsLog::create(run_dir.join(RunFiles::METRICS))?
+        } else {
+            MetricsLog::discard()
+        };
+        Self::new(dataset, config.clone(), splits, run_dir, device, log, rank)
     }
 
     /// Continues the run in `run_dir` from its `last.safetensors`: weights, optimiser state,
@@ -235,7 +272,7 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         let splits = resolve_splits(dataset.borrow(), &config, Some(run_dir))?;
         let state = TrainState::of(&checkpoint, &path, dataset.borrow(), run_dir, &config)?;
         let log = MetricsLog::reopen_at(run_dir.join(RunFiles::METRICS), state.metrics_bytes)?;
-        let mut trainer = Self::new(dataset, config, splits, run_dir, device, log)?;
+        let mut trainer = Self::new(dataset, config, splits, run_dir, device, log, None)?;
         trainer.restore(&checkpoint, state, &path)?;
         Ok(trainer)
     }
@@ -248,8 +285,11 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         run_dir: &Path,
         device: &Device,
         log: MetricsLog,
+        rank: Option<Arc<dyn Collective>>,
     ) -> Result<Self> {
-        fsio::write_atomic(&run_dir.join(RunFiles::CONFIG), config.to_toml().as_bytes())?;
+        if rank.as_ref().is_none_or(|c| c.rank() == 0) {
+            fsio::write_atomic(&run_dir.join(RunFiles::CONFIG), config.to_toml().as_bytes())?;
+        }
         let data: &PairedDataset = dataset.borrow();
         let n_images = data.images.rows();
         let train_view = SplitView::new(&splits.train, &data.text_to_image, n_images);
@@ -306,6 +346,7 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             stopped_early: false,
             current: None,
             writer: CheckpointWriter::start()?,
+            rank,
             started: Instant::now(),
             config,
         })
@@ -408,12 +449,15 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         let epoch = self.epochs_done;
         let batches = self.batcher.epoch(epoch);
         let data: &PairedDataset = self.dataset.borrow();
-        let rows = ReadAhead::start(
-            data.images.clone(),
-            data.texts.clone(),
-            batches.clone(),
-            READ_AHEAD,
-        )?;
+        // A rank reads only its share of each batch.
+        let to_read = match &self.rank {
+            None => batches.clone(),
+            Some(c) => batches
+                .iter()
+                .map(|b| BatchShare::split(b, c.ranks())[c.rank()].of(b))
+                .collect(),
+        };
+        let rows = ReadAhead::start(data.images.clone(), data.texts.clone(), to_read, READ_AHEAD)?;
         self.current = Some(EpochInProgress {
             epoch,
             batches,
@@ -438,7 +482,8 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         self.optimizer.set_learning_rate(lr);
         self.step += 1;
         let step = self.step;
-        let (images, texts) = self.batch_tensors(batch, rows)?;
+        let ranked = self.rank.as_deref().map(|c| RankedStep::new(c, batch));
+        let (images, texts) = self.batch_tensors(rows)?;
         let running_stats = self.saved_running_stats()?;
         // Global ids, so the memory can tell images of different batches apart; the sample
         // keys are the dataset rows.
@@ -458,8 +503,14 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         );
         // Forward, loss and backward on a rayon worker (see `on_pool`).
         let (ei, et, out, health, loss, grads, failure) = on_pool(|| -> Result<_> {
-            let forward = model.forward_train(&images, &texts, rng, Backward::Explicit)?;
-            let (ei, et) = (forward.images.clone(), forward.texts.clone());
+            let (forward, ei, et) = match &ranked {
+                None => {
+                    let forward = model.forward_train(&images, &texts, rng, Backward::Explicit)?;
+                    let (ei, et) = (forward.images.clone(), forward.texts.clone());
+                    (forward, ei, et)
+                }
+                Some(ranked) => ranked.forward(model, &images, &texts, rng)?,
+            };
             let out = objective.forward(
                 &Embedded::new(&ei, &et, image_ids, &text_ids)
                     .with_keys(image_ids, &batch.texts)
@@ -473,7 +524,10 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
                 .to_scalar::<f64>()?;
             let mut grads = None;
             let failure = if loss.is_finite() {
-                let g = model.backward(forward, &out.total)?;
+                let g = match &ranked {
+                    None => model.backward(forward, &out.total)?,
+                    Some(ranked) => ranked.backward(model, forward, (&ei, &et), &out.total)?,
+                };
                 let bad = first_nonfinite_gradient(&g, named)?;
                 grads = Some(g);
                 bad
@@ -558,19 +612,13 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         Ok(StepEvent::Trained { report, warning })
     }
 
-    /// The batch's image and caption feature rows, on the device.
-    fn batch_tensors(&self, batch: &Batch, rows: BatchRows) -> Result<(Tensor, Tensor)> {
+    /// The image and caption feature rows read for a batch (a rank's share of it), on the
+    /// device.
+    fn batch_tensors(&self, rows: BatchRows) -> Result<(Tensor, Tensor)> {
         let data: &PairedDataset = self.dataset.borrow();
-        let images = Tensor::from_vec(
-            rows.images,
-            (batch.images.len(), data.images.cols()),
-            &self.device,
-        )?;
-        let texts = Tensor::from_vec(
-            rows.texts,
-            (batch.texts.len(), data.texts.cols()),
-            &self.device,
-        )?;
+        let (d_image, d_text) = (data.images.cols(), data.texts.cols());
+        let images = Tensor::from_vec(rows.images, (rows.image_rows, d_image), &self.device)?;
+        let texts = Tensor::from_vec(rows.texts, (rows.text_rows, d_text), &self.device)?;
         Ok((images, texts))
     }
 
@@ -678,6 +726,17 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         })
     }
 
+    /// Whether any rank of the group says `yes` (this trainer's own answer without a group):
+    /// the ranks of a data-parallel run pause together.
+    fn agreed(&self, yes: bool) -> Result<bool> {
+        let Some(group) = &self.rank else {
+            return Ok(yes);
+        };
+        let mut votes = [f32::from(u8::from(yes))];
+        group.all_reduce_sum(&mut votes)?;
+        Ok(votes[0] > 0.0)
+    }
+
     /// Writes `last.safetensors`: the weights and everything a resume needs, as of the last
     /// whole epoch, and waits until it and every checkpoint queued before it are on disk
     /// ([`Trainer::end_epoch`] queues its checkpoints and goes on; this waits for them).
@@ -737,6 +796,9 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             extra.extend(optimizer_tensors);
             metadata.push((TRAIN_STATE.to_string(), state));
         }
+        if self.rank.as_ref().is_some_and(|c| c.rank() != 0) {
+            return Ok(()); // rank 0 writes the run's checkpoints
+        }
         let contents = CheckpointContents::of(
             &self.model,
             &self.config,
@@ -779,11 +841,12 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
 
     /// Runs to the end, reporting to `observer`, which may pause between epochs and
     /// interrupt after any step.
-    fn drive(mut self, observer: &mut dyn Observer) -> Result<TrainOutcome> {
+    pub(crate) fn drive(mut self, observer: &mut dyn Observer) -> Result<TrainOutcome> {
         observer.on_start(self.epochs(), self.steps_per_epoch);
         let mut paused = false;
         while !self.is_done() {
-            if observer.stop_requested(self.epochs_done) {
+            let stop = observer.stop_requested(self.epochs_done);
+            if self.agreed(stop)? {
                 paused = true;
                 break;
             }
