@@ -244,6 +244,12 @@ pub enum Command {
         /// (sets `train.skip_nonfinite`).
         #[arg(long, conflicts_with = "resume")]
         skip_nonfinite: bool,
+        /// Train as N data-parallel ranks, threads of this process: each reads and embeds its
+        /// share of every batch, BatchNorm and the loss see the whole batch, the gradients are
+        /// summed. The same run as one device, to rounding; on one CPU the ranks share its
+        /// cores and are no faster: a check of the arithmetic of a multi-device run.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256), conflicts_with = "resume")]
+        ranks: u16,
         /// Evaluate the best checkpoint on this split after training.
         #[arg(long, default_value = "test")]
         split: String,

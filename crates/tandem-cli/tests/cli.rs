@@ -198,6 +198,43 @@ fn the_allocator_keeps_freed_memory_for_a_minute() {
     assert_eq!(purge_delay(Some("250")), "250");
 }
 
+/// `--features stream` trains the same run as in memory (the same report, bit for bit);
+/// `--ranks 2` trains it as two data-parallel ranks, the same steps; `--ranks 0` is refused.
+#[test]
+fn train_with_streamed_features_and_with_ranks() {
+    let data = tempfile::tempdir().unwrap();
+    write_fixture(data.path());
+    let work = tempfile::tempdir().unwrap();
+    let report = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let out = train_cmd(data.path(), &work.path().join(name))
+            .args(["--format", "json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&stdout_of_success(out)).unwrap()
+    };
+    let memory = report("memory", &["--features", "memory"]);
+    assert_eq!(report("stream", &["--features", "stream"]), memory);
+    let ranked = report("ranks", &["--ranks", "2"]);
+    assert!(ranked["rsum"].is_number(), "{ranked}");
+    let steps = |name: &str| {
+        std::fs::read_to_string(work.path().join(name).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"step\""))
+            .count()
+    };
+    assert_eq!(steps("ranks"), steps("memory"));
+    assert!(steps("ranks") > 0);
+    let e = stderr_of_failure(
+        train_cmd(data.path(), &work.path().join("none"))
+            .args(["--ranks", "0"])
+            .output()
+            .unwrap(),
+    );
+    assert!(e.contains("--ranks"), "{e}");
+}
+
 #[test]
 fn train_eval_embed_on_a_tiny_fixture() {
     let data = tempfile::tempdir().unwrap();

@@ -35,6 +35,7 @@ pub fn run(command: Command) -> Result<()> {
             overwrite,
             resume,
             skip_nonfinite,
+            ranks,
             split,
             format,
         } => match (resume, out) {
@@ -42,15 +43,16 @@ pub fn run(command: Command) -> Result<()> {
             (None, Some(out)) => {
                 let mut config = Config::resolve(config.as_deref(), &sets)?;
                 config.train.skip_nonfinite |= skip_nonfinite;
-                train::run(
-                    &data,
-                    features.into(),
-                    &out,
-                    &config,
+                train::run(train::NewRun {
+                    data: &data,
+                    residency: features.into(),
+                    out: &out,
+                    config: &config,
                     overwrite,
-                    &split,
+                    ranks: ranks.into(),
+                    split: &split,
                     format,
-                )
+                })
             }
             (None, None) => unreachable!("clap requires --out without --resume"),
         },

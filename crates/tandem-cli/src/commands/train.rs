@@ -41,17 +41,23 @@ pub fn record_encoders(data: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Trains, then evaluates the best checkpoint on `split`.
+/// Trains (as `ranks` data-parallel ranks when more than 1), then evaluates the best
+/// checkpoint on `split`.
 pub fn train_and_test(
     dataset: &PairedDataset,
     out: &Path,
     config: &Config,
+    ranks: usize,
     split: &str,
     label: &str,
 ) -> Result<(TrainOutcome, RetrievalMetrics)> {
     let device = tandem::default_device()?;
     let mut progress = Progress::new(label);
-    let outcome = tandem::train::train(dataset, config, out, &device, &mut progress)?;
+    let outcome = if ranks > 1 {
+        tandem::train::train_data_parallel(dataset, config, out, ranks, &mut progress)?
+    } else {
+        tandem::train::train(dataset, config, out, &device, &mut progress)?
+    };
     drop(progress);
     report_and_test(dataset, out, config, outcome, split, label)
 }
@@ -96,19 +102,34 @@ fn report_and_test(
     Ok((outcome, metrics))
 }
 
-pub fn run(
-    data: &Path,
-    residency: Residency,
-    out: &Path,
-    config: &Config,
-    overwrite: bool,
-    split: &str,
-    format: Format,
-) -> Result<()> {
+/// `tandem train --out`: what a new run was asked.
+pub struct NewRun<'a> {
+    pub data: &'a Path,
+    pub residency: Residency,
+    pub out: &'a Path,
+    pub config: &'a Config,
+    pub overwrite: bool,
+    /// Data-parallel ranks (threads of this process); 1 trains as one device.
+    pub ranks: usize,
+    pub split: &'a str,
+    pub format: Format,
+}
+
+pub fn run(request: NewRun<'_>) -> Result<()> {
+    let NewRun {
+        data,
+        residency,
+        out,
+        config,
+        overwrite,
+        ranks,
+        split,
+        format,
+    } = request;
     prepare_run_dir(out, overwrite)?;
     let dataset = PairedDataset::open_with(data, residency)?;
     record_encoders(data, out)?;
-    let (_, metrics) = train_and_test(&dataset, out, config, split, "train")?;
+    let (_, metrics) = train_and_test(&dataset, out, config, ranks, split, "train")?;
     print_metrics(&metrics, format);
     Ok(())
 }
