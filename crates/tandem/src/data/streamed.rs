@@ -128,10 +128,10 @@ impl StreamedRows {
                     .chunks_mut(per_reader)
                     .map(|part| scope.spawn(move || self.read_rows(part)))
                     .collect();
+                // The scope joins every reader; the first error is the one reported.
                 readers
                     .into_iter()
-                    .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect::<Result<()>>()
+                    .try_for_each(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             })?;
         }
         Ok(out)
