@@ -102,7 +102,7 @@ impl StreamedRows {
 
     /// Reads the rows `ids` in that order into one row-major buffer. The reads go in file
     /// order (sorted by position), which a cold disk serves faster than the batch's order, and
-    /// a batch's worth of rows is read by [`READERS`] threads at once: a disk serves several
+    /// a batch's worth of rows is read by 4 threads at once: a disk serves several
     /// reads in flight faster than one after another.
     ///
     /// # Errors
