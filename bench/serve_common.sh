@@ -2,7 +2,8 @@
 # wrk, the release binaries, and a synthetic index of N images and N captions in $WORK.
 #   serve_setup            builds, installs wrk if missing, sets $index
 #   serve_start LOG ARGS…  starts `tandem serve` on a free loopback port with ARGS, waits for
-#                          it, sets $server (its pid) and $addr
+#                          it, sets $server (its pid) and $addr; on the CPUs in $SERVE_CPUS
+#                          (taskset's list, e.g. 0) when it is set
 WORK=${WORK:-/tmp/tandem-serve-load}
 
 serve_setup() {
@@ -17,7 +18,8 @@ serve_setup() {
 serve_start() {
   local log=$1
   shift
-  TANDEM_LOG=warn target/release/tandem serve --index "$index" --addr 127.0.0.1:0 "$@" > "$log" &
+  TANDEM_LOG=warn ${SERVE_CPUS:+taskset -c "$SERVE_CPUS"} target/release/tandem serve \
+    --index "$index" --addr 127.0.0.1:0 "$@" > "$log" &
   server=$!
   for _ in $(seq 600); do grep -q "listening on" "$log" && break; sleep 0.1; done
   addr=$(sed -n 's|^listening on http://||p' "$log")

@@ -2,7 +2,7 @@
 # What the server's protections cost and how it sheds load, on loopback with wrk
 # (bench/serve_mixed.lua with MIX=valid: text→image searches by random caption id, k 10):
 #   1. bearer tokens off and on, ROUNDS times interleaved, DURATION each;
-#   2. capacity: --max-concurrent 2 with a queue, CONNECTIONS clients;
+#   2. capacity: --max-concurrent 2 (1 with PIN) with a queue, CONNECTIONS clients;
 #      overload: three times that rate offered by 200 clients that pause between requests
 #      (bench/serve_mixed.lua's DELAY_MS); the searches answered per second must stay near
 #      capacity, the rest answered 503 at once;
@@ -10,6 +10,8 @@
 #
 #   bench/serve_limits.sh            # N=1000 (the cheapest searches: any overhead shows most)
 #   N=100000 ROUNDS=3 bench/serve_limits.sh
+#   PIN=1 N=100000 bench/serve_limits.sh   # server on CPU 0 (--max-concurrent 1), wrk on CPU 1:
+#                                          # the client's work no longer takes the server's time
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000}
@@ -17,6 +19,13 @@ DURATION=${DURATION:-20s}
 CONNECTIONS=${CONNECTIONS:-8}
 ROUNDS=${ROUNDS:-2}
 BENCH_TOKEN=limits-bench-token-0123456789
+MAX_CONCURRENT=2
+WRK=(wrk -t2)
+if [ -n "${PIN:-}" ]; then
+  export SERVE_CPUS=0
+  MAX_CONCURRENT=1
+  WRK=(taskset -c 1 wrk -t1)
+fi
 source bench/serve_common.sh
 serve_setup
 
@@ -26,7 +35,7 @@ run() {
   shift 2
   serve_start "$WORK/limits-serve.log" "$@"
   local result
-  result=$(env ${WRK_TOKEN:+TOKEN=$WRK_TOKEN} ${DELAY_MS:+DELAY_MS=$DELAY_MS} MIX=valid N=$N wrk -t2 -c"$clients" -d"$DURATION" --timeout 30s -s bench/serve_mixed.lua \
+  result=$(env ${WRK_TOKEN:+TOKEN=$WRK_TOKEN} ${DELAY_MS:+DELAY_MS=$DELAY_MS} MIX=valid N=$N "${WRK[@]}" -c"$clients" -d"$DURATION" --timeout 30s -s bench/serve_mixed.lua \
     "http://$addr/search" | grep '^RESULT')
   kill -TERM "$server"
   wait "$server" || true
@@ -38,12 +47,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
   run "round $r, no tokens" "$CONNECTIONS"
   WRK_TOKEN=$BENCH_TOKEN run "round $r, tokens" "$CONNECTIONS" --token-file "$WORK/limits-tokens"
 done
-line=$(run "capacity (--max-concurrent 2 --queue 64)" "$CONNECTIONS" --max-concurrent 2 --queue 64)
+line=$(run "capacity (--max-concurrent $MAX_CONCURRENT --queue 64)" "$CONNECTIONS" --max-concurrent $MAX_CONCURRENT --queue 64)
 echo "$line"
 capacity=$(sed -E 's/.* ok_per_s=([0-9.]+).*/\1/' <<< "$line")
 # Three times capacity, offered by 200 clients that each wait between requests.
 delay=$(python3 -c "print(max(1, round(1000 * 200 / (3 * $capacity))))")
 echo "offering about $(python3 -c "print(round(200 * 1000 / $delay))") requests/s (3 x $capacity), $delay ms between each client's requests"
-DELAY_MS=$delay run "overload (--max-concurrent 2 --queue 4)" 200 --max-concurrent 2 --queue 4
-run "flood, no pause between requests (--max-concurrent 2 --queue 0)" $((3 * CONNECTIONS)) \
-  --max-concurrent 2 --queue 0
+DELAY_MS=$delay run "overload (--max-concurrent $MAX_CONCURRENT --queue 4)" 200 --max-concurrent $MAX_CONCURRENT --queue 4
+run "flood, no pause between requests (--max-concurrent $MAX_CONCURRENT --queue 0)" $((3 * CONNECTIONS)) \
+  --max-concurrent $MAX_CONCURRENT --queue 0
