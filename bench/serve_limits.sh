@@ -12,6 +12,10 @@
 #   N=100000 ROUNDS=3 bench/serve_limits.sh
 #   PIN=1 N=100000 bench/serve_limits.sh   # server on CPU 0 (--max-concurrent 1), wrk on CPU 1:
 #                                          # the client's work no longer takes the server's time
+#   BATCHED=1 PIN=1 N=100000 bench/serve_limits.sh
+#       the server's own bound (as many searches at once as one exact batch holds), capacity
+#       from CAPACITY_CLIENTS (default 64) clients, overload from OVERLOAD_CLIENTS (default
+#       400) with a queue of OVERLOAD_QUEUE (default 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000}
@@ -26,6 +30,15 @@ if [ -n "${PIN:-}" ]; then
   MAX_CONCURRENT=1
   WRK=(taskset -c 1 wrk -t1)
 fi
+LIMIT=(--max-concurrent "$MAX_CONCURRENT")
+CAPACITY_CLIENTS=${CAPACITY_CLIENTS:-$CONNECTIONS}
+if [ -n "${BATCHED:-}" ]; then
+  LIMIT=()
+  CAPACITY_CLIENTS=${CAPACITY_CLIENTS_BATCHED:-64}
+fi
+OVERLOAD_CLIENTS=${OVERLOAD_CLIENTS:-$([ -n "${BATCHED:-}" ] && echo 400 || echo 200)}
+OVERLOAD_QUEUE=${OVERLOAD_QUEUE:-4}
+limit_label=${LIMIT[*]:-the default bound}
 source bench/serve_common.sh
 serve_setup
 
@@ -47,12 +60,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
   run "round $r, no tokens" "$CONNECTIONS"
   WRK_TOKEN=$BENCH_TOKEN run "round $r, tokens" "$CONNECTIONS" --token-file "$WORK/limits-tokens"
 done
-line=$(run "capacity (--max-concurrent $MAX_CONCURRENT --queue 64)" "$CONNECTIONS" --max-concurrent $MAX_CONCURRENT --queue 64)
+line=$(run "capacity ($limit_label, --queue 64)" "$CAPACITY_CLIENTS" "${LIMIT[@]}" --queue 64)
 echo "$line"
 capacity=$(sed -E 's/.* ok_per_s=([0-9.]+).*/\1/' <<< "$line")
-# Three times capacity, offered by 200 clients that each wait between requests.
-delay=$(python3 -c "print(max(1, round(1000 * 200 / (3 * $capacity))))")
-echo "offering about $(python3 -c "print(round(200 * 1000 / $delay))") requests/s (3 x $capacity), $delay ms between each client's requests"
-DELAY_MS=$delay run "overload (--max-concurrent $MAX_CONCURRENT --queue 4)" 200 --max-concurrent $MAX_CONCURRENT --queue 4
-run "flood, no pause between requests (--max-concurrent $MAX_CONCURRENT --queue 0)" $((3 * CONNECTIONS)) \
-  --max-concurrent $MAX_CONCURRENT --queue 0
+# Three times capacity, offered by clients that each wait between requests.
+delay=$(python3 -c "print(max(1, round(1000 * $OVERLOAD_CLIENTS / (3 * $capacity))))")
+echo "offering about $(python3 -c "print(round($OVERLOAD_CLIENTS * 1000 / $delay))") requests/s (3 x $capacity), $delay ms between each client's requests"
+DELAY_MS=$delay run "overload ($limit_label, --queue $OVERLOAD_QUEUE)" "$OVERLOAD_CLIENTS" "${LIMIT[@]}" --queue "$OVERLOAD_QUEUE"
+run "flood, no pause between requests ($limit_label, --queue 0)" $((3 * CAPACITY_CLIENTS)) \
+  "${LIMIT[@]}" --queue 0
