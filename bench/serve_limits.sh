@@ -16,6 +16,8 @@
 #       the server's own bound (as many searches at once as one exact batch holds), capacity
 #       from CAPACITY_CLIENTS (default 64) clients, overload from OVERLOAD_CLIENTS (default
 #       400) with a queue of OVERLOAD_QUEUE (default 4)
+#   ACCESS_LOG=1 …   the overload run writes the server's access log, and the server-side
+#                    latency of its 200 and 503 answers is printed apart (wrk's covers all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000}
@@ -66,6 +68,13 @@ capacity=$(sed -E 's/.* ok_per_s=([0-9.]+).*/\1/' <<< "$line")
 # Three times capacity, offered by clients that each wait between requests.
 delay=$(python3 -c "print(max(1, round(1000 * $OVERLOAD_CLIENTS / (3 * $capacity))))")
 echo "offering about $(python3 -c "print(round($OVERLOAD_CLIENTS * 1000 / $delay))") requests/s (3 x $capacity), $delay ms between each client's requests"
-DELAY_MS=$delay run "overload ($limit_label, --queue $OVERLOAD_QUEUE)" "$OVERLOAD_CLIENTS" "${LIMIT[@]}" --queue "$OVERLOAD_QUEUE"
+access=()
+if [ -n "${ACCESS_LOG:-}" ]; then
+  rm -f "$WORK/overload-access.jsonl"
+  access=(--access-log "$WORK/overload-access.jsonl")
+fi
+DELAY_MS=$delay run "overload ($limit_label, --queue $OVERLOAD_QUEUE)" "$OVERLOAD_CLIENTS" \
+  "${LIMIT[@]}" --queue "$OVERLOAD_QUEUE" "${access[@]}"
+[ -z "${ACCESS_LOG:-}" ] || python3 bench/access_latency.py "$WORK/overload-access.jsonl"
 run "flood, no pause between requests ($limit_label, --queue 0)" $((3 * CAPACITY_CLIENTS)) \
   "${LIMIT[@]}" --queue 0
