@@ -171,16 +171,28 @@ fn open_arrays(
     if id_files.is_empty() {
         return Err(missing(root, "text_to_image.npy"));
     }
+    let layouts = |files: &[PathBuf]| -> Result<Vec<npy::FeatureLayout>> {
+        files
+            .iter()
+            .map(|p| npy::read_feature_layout(p).map(|(layout, _)| layout))
+            .collect()
+    };
+    let (image_layouts, text_layouts) = (layouts(&image_files)?, layouts(&text_files)?);
     let ids = if id_files.len() == 1 {
         npy::read_ids(&id_files[0])?
     } else {
-        shard_ids(root, &image_files, &text_files, &id_files)?
+        shard_ids(
+            root,
+            (&image_files, &image_layouts),
+            (&text_files, &text_layouts),
+            &id_files,
+        )?
     };
-    let npy_bytes: u64 = image_files
+    let npy_bytes: u64 = image_layouts
         .iter()
-        .chain(&text_files)
-        .map(|p| npy::read_feature_layout(p).map(|(l, _)| (l.rows * l.cols * 4) as u64))
-        .sum::<Result<u64>>()?;
+        .chain(&text_layouts)
+        .map(|l| (l.rows * l.cols * 4) as u64)
+        .sum();
     let both_npy = !image_files.is_empty() && !text_files.is_empty();
     let stream = residency.streams(npy_bytes);
     let features = |name: &str, files: &[PathBuf], items: Option<usize>| -> Result<Features> {
@@ -260,8 +272,8 @@ fn concatenated(files: &[PathBuf]) -> Result<Matrix> {
 /// shard's images (0 for the shard's first image).
 fn shard_ids(
     root: &Path,
-    image_files: &[PathBuf],
-    text_files: &[PathBuf],
+    (image_files, image_layouts): (&[PathBuf], &[npy::FeatureLayout]),
+    (text_files, text_layouts): (&[PathBuf], &[npy::FeatureLayout]),
     id_files: &[PathBuf],
 ) -> Result<Vec<i64>> {
     if image_files.len() != id_files.len() || text_files.len() != id_files.len() {
@@ -278,10 +290,13 @@ fn shard_ids(
     }
     let mut ids = Vec::new();
     let mut first_image = 0i64;
-    for ((image_file, text_file), id_file) in image_files.iter().zip(text_files).zip(id_files) {
+    let pieces = image_files
+        .iter()
+        .zip(image_layouts)
+        .zip(text_files.iter().zip(text_layouts))
+        .zip(id_files);
+    for (((image_file, images), (text_file, texts)), id_file) in pieces {
         let local = npy::read_ids(id_file)?;
-        let (images, _) = npy::read_feature_layout(image_file)?;
-        let (texts, _) = npy::read_feature_layout(text_file)?;
         if local.len() != texts.rows {
             return Err(Error::bad_dataset(
                 id_file,

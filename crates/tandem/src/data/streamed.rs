@@ -3,7 +3,7 @@
 //! page cache, not the process, keeps the hot rows; nothing is mapped.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::data::npy::{self, FeatureLayout};
 use crate::error::{Error, Result};
@@ -88,16 +88,6 @@ impl StreamedRows {
     /// Features per row.
     pub fn cols(&self) -> usize {
         self.cols
-    }
-
-    /// The files, in row order.
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.shards.iter().map(|s| s.path.as_path())
-    }
-
-    /// The rows of each shard, in order.
-    pub fn shard_rows(&self) -> Vec<usize> {
-        self.shards.iter().map(|s| s.layout.rows).collect()
     }
 
     /// Reads the rows `ids` in that order into one row-major buffer. The reads go in file
@@ -215,7 +205,6 @@ mod tests {
         write_f32(&b, 2, 4, &values(2, 4, 3)).unwrap();
         let rows = StreamedRows::open(&[a.clone(), b]).unwrap();
         assert_eq!((rows.rows(), rows.cols()), (5, 4));
-        assert_eq!(rows.shard_rows(), vec![3, 2]);
         let whole = values(5, 4, 0);
         let ids = [4u32, 0, 3, 3, 2];
         let expected: Vec<f32> = ids

@@ -225,9 +225,8 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         rank: Option<Arc<dyn Collective>>,
     ) -> Result<Self> {
         config.validate()?;
-        let writes = rank.as_ref().is_none_or(|c| c.rank() == 0);
         let splits = resolve_splits(dataset.borrow(), config, None)?;
-        let log = if writes {
+        let log = if writes_run_folder(rank.as_ref()) {
             std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
             fsio::write_atomic(
                 &run_dir.join(RunFiles::SPLITS),
@@ -287,7 +286,7 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         log: MetricsLog,
         rank: Option<Arc<dyn Collective>>,
     ) -> Result<Self> {
-        if rank.as_ref().is_none_or(|c| c.rank() == 0) {
+        if writes_run_folder(rank.as_ref()) {
             fsio::write_atomic(&run_dir.join(RunFiles::CONFIG), config.to_toml().as_bytes())?;
         }
         let data: &PairedDataset = dataset.borrow();
@@ -796,7 +795,7 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             extra.extend(optimizer_tensors);
             metadata.push((TRAIN_STATE.to_string(), state));
         }
-        if self.rank.as_ref().is_some_and(|c| c.rank() != 0) {
+        if !writes_run_folder(self.rank.as_ref()) {
             return Ok(()); // rank 0 writes the run's checkpoints
         }
         let contents = CheckpointContents::of(
@@ -871,6 +870,11 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         }
         self.finish(paused)
     }
+}
+
+/// Whether a trainer writes the run folder: alone, or as rank 0 of a data-parallel group.
+fn writes_run_folder(rank: Option<&Arc<dyn Collective>>) -> bool {
+    rank.is_none_or(|c| c.rank() == 0)
 }
 
 impl TrainState {
