@@ -31,11 +31,11 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| {
                 // tokio-postgres logs the server's NOTICEs ("table ... does not exist,
-                // skipping") and hnsw_rs its graph loading at info: not for users.
+                // skipping") at info: not for users.
                 tracing_subscriber::EnvFilter::new(if args.quiet {
                     "warn"
                 } else {
-                    "info,tokio_postgres=warn,hnsw_rs=warn"
+                    "info,tokio_postgres=warn"
                 })
             }),
         )

@@ -3,6 +3,7 @@
 //! data nor the run folder.
 
 mod ann;
+mod hnsw;
 mod store;
 
 pub use ann::{HnswGraph, HnswParams};

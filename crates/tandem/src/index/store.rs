@@ -455,11 +455,18 @@ impl Index {
         };
         let record_path = dir.join(HNSW);
         let approximate = if record_path.exists() {
+            let bytes = fsio::read(&record_path)?;
             let record: HnswRecord =
-                serde_json::from_slice(&fsio::read(&record_path)?).map_err(|e| {
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    // The record of graphs saved by hnsw_rs named two files per graph.
+                    let hnsw_rs = String::from_utf8_lossy(&bytes).contains("\"graph_sha256\"");
                     Error::Checkpoint {
                         path: record_path.clone(),
-                        problem: format!("not an HNSW record ({e}); rebuild the index"),
+                        problem: if hnsw_rs {
+                            "its HNSW graphs were written by an earlier tandem (hnsw_rs files), which this one does not read; rebuild the index with `tandem index build ... --hnsw`".into()
+                        } else {
+                            format!("not an HNSW record ({e}); rebuild the index")
+                        },
                     }
                 })?;
             let images = HnswGraph::open(dir, GRAPHS[0], dim, n_images, &record.image_files)?;

@@ -211,9 +211,23 @@ fn hnsw_index_finds_the_exact_neighbours_and_survives_a_round_trip() {
         .build_approximate(HnswParams::default(), |_, _| {})
         .unwrap();
     index.save(&index_dir, &checkpoint_path).unwrap();
-    let graph = index_dir.join("images.hnsw.graph");
+    let graph = index_dir.join("images.hnsw.safetensors");
     let bytes = std::fs::read(&graph).unwrap();
     std::fs::write(&graph, &bytes[..bytes.len() / 2]).unwrap();
     let e = Index::open(&index_dir).err().unwrap().to_string();
-    assert!(e.contains("images.hnsw.graph"), "{e}");
+    assert!(
+        e.contains("images.hnsw.safetensors") && e.contains("rebuild"),
+        "{e}"
+    );
+
+    // An index whose graphs an earlier tandem wrote with hnsw_rs is refused with what to do.
+    let record_path = index_dir.join("hnsw.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    let old_files = serde_json::json!({"graph_sha256": "00", "data_sha256": "00"});
+    record["image_files"] = old_files.clone();
+    record["caption_files"] = old_files;
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    let e = Index::open(&index_dir).err().unwrap().to_string();
+    assert!(e.contains("earlier tandem") && e.contains("--hnsw"), "{e}");
 }
