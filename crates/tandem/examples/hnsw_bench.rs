@@ -12,10 +12,11 @@
 use std::path::Path;
 use std::time::Instant;
 
+use sha2::{Digest, Sha256};
 use tandem::data::LatentRows;
 use tandem::data::npy;
 use tandem::eval::top_k;
-use tandem::index::{HnswGraph, HnswParams};
+use tandem::index::{GraphDigest, HnswGraph, HnswParams};
 
 const QUERIES: usize = 1000;
 const K: usize = 10;
@@ -67,8 +68,17 @@ fn main() {
         ef_construction,
         ef_search: 100,
     };
+    // REUSE=1 searches the graph a previous run saved in OUT (to compare search code alone).
+    let saved = out.join("images.hnsw.safetensors");
     let started = Instant::now();
-    let graph = HnswGraph::build(&images, dim, params, |_| {});
+    let graph = if std::env::var("REUSE").is_ok_and(|v| v == "1") && saved.exists() {
+        let sha256 = format!("{:x}", Sha256::digest(std::fs::read(&saved).unwrap()));
+        HnswGraph::open(out, "images", dim, n, &GraphDigest { sha256 }).unwrap()
+    } else {
+        let graph = HnswGraph::build(&images, dim, params, |_| {});
+        graph.save(out, "images").unwrap();
+        graph
+    };
     let build_s = started.elapsed().as_secs_f64();
     println!(
         "tandem HNSW M {connections} efConstruction {ef_construction}: {n} rows built in {build_s:.1} s"

@@ -6,7 +6,7 @@ mod ann;
 mod hnsw;
 mod store;
 
-pub use ann::{HnswGraph, HnswParams};
+pub use ann::{GraphDigest, HnswGraph, HnswParams};
 pub use store::{
     Approximate, Direction, EMBEDDINGS, GraphRecall, Hit, IMAGE_FILES, Index, SearchMode,
 };

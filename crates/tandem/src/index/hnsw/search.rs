@@ -35,10 +35,11 @@ impl PartialOrd for Scored {
 }
 
 /// Nodes seen by the current walk: a mark per node, stamped with the walk's number so that a
-/// new walk starts in O(1) instead of clearing the marks.
+/// new walk starts in O(1) instead of clearing the marks (cleared once every 255 walks). A byte
+/// per node keeps the marks of 100k nodes in 100 KB of cache, next to the rows being scored.
 struct Visited {
-    marks: Vec<u32>,
-    walk: u32,
+    marks: Vec<u8>,
+    walk: u8,
 }
 
 impl Visited {
