@@ -12,7 +12,6 @@
 use std::path::Path;
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 use tandem::data::LatentRows;
 use tandem::data::npy;
 use tandem::eval::top_k;
@@ -72,7 +71,7 @@ fn main() {
     let saved = out.join("images.hnsw.safetensors");
     let started = Instant::now();
     let graph = if std::env::var("REUSE").is_ok_and(|v| v == "1") && saved.exists() {
-        let sha256 = format!("{:x}", Sha256::digest(std::fs::read(&saved).unwrap()));
+        let sha256 = tandem::fsio::sha256(&saved).unwrap();
         HnswGraph::open(out, "images", dim, n, &GraphDigest { sha256 }).unwrap()
     } else {
         let graph = HnswGraph::build(&images, dim, params, |_| {});

@@ -138,7 +138,7 @@ impl HnswGraph {
         let bytes = hnsw::write(&self.graph);
         fsio::write_atomic(&graph_file(dir, name), &bytes)?;
         Ok(GraphDigest {
-            sha256: format!("{:x}", Sha256::digest(&bytes)),
+            sha256: hex_sha256(&bytes),
         })
     }
 
@@ -164,7 +164,7 @@ impl HnswGraph {
             return Err(refuse("the HNSW graph file is missing".into()));
         }
         let bytes = fsio::read(&file)?;
-        if format!("{:x}", Sha256::digest(&bytes)) != digest.sha256 {
+        if hex_sha256(&bytes) != digest.sha256 {
             return Err(refuse(
                 "the HNSW graph file changed since the index was built (truncated or overwritten)"
                     .into(),
@@ -179,6 +179,11 @@ impl HnswGraph {
     pub fn dim(&self) -> usize {
         self.dim
     }
+}
+
+/// The digest [`GraphDigest`] records, of a graph file's bytes already in memory.
+fn hex_sha256(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// The file of graph `name` in `dir`.

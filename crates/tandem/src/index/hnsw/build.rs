@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::kernel::{self, Rows};
-use super::links::Links;
+use super::links::{Links, lock};
 use super::search::{Scored, beam, greedy};
 use super::{Entry, Graph};
 
@@ -24,7 +24,7 @@ const INSERT_BATCH: usize = 8192;
 
 /// Each node's top layer, drawn as `⌊−ln U / ln M⌋` (the paper's `mL = 1/ln M`) from a
 /// seeded stream, so a graph's shape does not depend on the threads that build it.
-pub fn draw_levels(n: usize, connections: usize, seed: u64) -> Vec<u8> {
+fn draw_levels(n: usize, connections: usize, seed: u64) -> Vec<u8> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let scale = 1.0 / (connections as f64).ln();
     (0..n)
@@ -72,14 +72,14 @@ pub fn build(
         entry: Mutex::new(first),
         growth: Mutex::new(()),
     };
-    for start in (1..n).step_by(INSERT_BATCH) {
+    // Node 0 is the entry already; every batch, the first included, reports once.
+    for start in (0..n).step_by(INSERT_BATCH) {
         let end = (start + INSERT_BATCH).min(n);
-        (start..end)
+        (start.max(1)..end)
             .into_par_iter()
             .for_each(|node| builder.insert(node as u32));
         progress(end);
     }
-    progress(n);
     let entry = *lock(&builder.entry);
     let mut links = builder.links;
     links.freeze();
@@ -87,12 +87,6 @@ pub fn build(
         links,
         entry: Some(entry),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Builder<'_> {

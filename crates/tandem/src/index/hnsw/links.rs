@@ -243,8 +243,8 @@ impl Links {
     }
 }
 
-/// A poisoned lock only means another insertion panicked; the words are still valid ids.
-fn lock(mutex: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+/// A poisoned lock only means another insertion panicked; the words it guards are still valid.
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
