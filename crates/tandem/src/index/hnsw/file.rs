@@ -62,7 +62,7 @@ pub fn read(bytes: &[u8], rows: usize) -> Result<Graph, String> {
     }
     let tensors =
         safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("unreadable ({e})"))?;
-    let get = |name: &str, dtype: Dtype| -> Result<Vec<u8>, String> {
+    let get = |name: &str, dtype: Dtype| -> Result<&[u8], String> {
         let view = tensors
             .tensor(name)
             .map_err(|_| format!("tensor `{name}` is missing"))?;
@@ -72,9 +72,9 @@ pub fn read(bytes: &[u8], rows: usize) -> Result<Graph, String> {
                 view.dtype()
             ));
         }
-        Ok(view.data().to_vec())
+        Ok(view.data())
     };
-    let words = |bytes: Vec<u8>| -> Vec<u32> {
+    let words = |bytes: &[u8]| -> Vec<u32> {
         bytes
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -85,7 +85,7 @@ pub fn read(bytes: &[u8], rows: usize) -> Result<Graph, String> {
     };
     let raw = RawLinks {
         connections: connections as usize,
-        levels: get("levels", Dtype::U8)?,
+        levels: get("levels", Dtype::U8)?.to_vec(),
         layer0: words(get("layer0", Dtype::U32)?),
         upper: words(get("upper", Dtype::U32)?),
     };
