@@ -37,6 +37,8 @@ url=$(bench/postgres.sh start "$work/pg" 55440)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # The servers first, so that none of them reports its connection lost as Postgres stops.
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   bench/postgres.sh stop "$work/pg" || true
 }
 trap cleanup EXIT
