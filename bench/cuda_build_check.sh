@@ -12,25 +12,9 @@
 # Takes about 20 minutes on 2 cores (its own target dir: target/cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-toolkit=$(realpath -m "${1:-target/cuda-toolkit}")
-root="$toolkit/nvidia/cu13"
-
-if [ ! -x "$root/nvvm/bin/cicc" ]; then
-  # One --target per wheel: pip skips a folder that an earlier wheel already created.
-  for wheel in nvidia-cuda-nvcc==13.5.37 nvidia-cuda-runtime==13.5.37 nvidia-cuda-crt==13.5.37 \
-    nvidia-nvvm==13.5.37 nvidia-cuda-cccl==13.3.5.0.6; do
-    scratch="$toolkit/wheels/${wheel%%=*}"
-    python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$scratch" "$wheel"
-    mkdir -p "$root"
-    cp -rn "$scratch/nvidia/cu13/." "$root/"
-  done
-fi
-
-export CUDA_ROOT="$root" CUDA_PATH="$root" PATH="$root/bin:$PATH"
+source bench/cuda_toolkit.sh
+cuda_toolkit "${1:-target/cuda-toolkit}" pip
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
-# cudarc 0.19 knows CUDA up to 13.4; the 13.5 compiler builds for that API.
-export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13040}"
-nvcc --version | tail -2
 
 cargo build --release --target-dir target/cuda -p tandem --features cuda --lib
 cargo clippy --release --target-dir target/cuda -p tandem -p tandem-cli --features tandem/cuda \
