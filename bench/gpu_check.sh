@@ -15,8 +15,8 @@
 #   TANDEM_BIN=PATH   a tandem already built with --features cuda (skips the build; e.g. built
 #                     on another machine with bench/cuda_toolkit.sh's compiler)
 #   SEEDS="1 2 3"     the training seeds
-#   CPU=1             the same steps with the default (CPU) build: the band's own source, and
-#                     a check of this script on a machine without a GPU
+#   CPU=1             the same steps with the default (CPU) build: a check of this script on
+#                     a machine without a GPU
 # A system CUDA toolkit (nvcc on the PATH) is used when there is one, else NVIDIA's compiler
 # from PyPI (bench/cuda_toolkit.sh). On an H200: the build takes most of the time; the bench
 # and three seeds are meant to finish in well under 10 minutes.
@@ -32,12 +32,13 @@ if [ "$cpu" = 1 ]; then
   bin=${TANDEM_BIN:-target/release/tandem}
   [ -n "${TANDEM_BIN:-}" ] || cargo build --release -p tandem-cli
 else
-  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader
+  gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader | head -1)
+  echo "$gpu"
   bin=${TANDEM_BIN:-target/cuda/release/tandem}
   if [ -z "${TANDEM_BIN:-}" ]; then
     source bench/cuda_toolkit.sh
     cuda_toolkit target/cuda-toolkit
-    cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+    cap=$(echo "${gpu##*, }" | tr -d .)
     export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-$cap}"
     cargo build --release --target-dir target/cuda -p tandem-cli --features cuda
   fi
