@@ -72,7 +72,7 @@ fn main() {
     let started = Instant::now();
     let graph = if std::env::var("REUSE").is_ok_and(|v| v == "1") && saved.exists() {
         let sha256 = tandem::fsio::sha256(&saved).unwrap();
-        HnswGraph::open(out, "images", dim, n, &GraphDigest { sha256 }).unwrap()
+        HnswGraph::open(out, "images", &images, dim, &GraphDigest { sha256 }).unwrap()
     } else {
         let graph = HnswGraph::build(&images, dim, params, |_| {});
         graph.save(out, "images").unwrap();

@@ -13,4 +13,4 @@ pub use nearest::{top_k, top_k_in};
 pub use protocol::Protocol;
 pub use recall::{Ranks, ranks_from_embeddings, ranks_from_scores, ranks_on_threads};
 pub use report::{RecallAt, RetrievalMetrics, average_precision_at_r, ndcg_at};
-pub use score::{GALLERY_GROUP, Packed, QUERY_GROUP, dot, tile};
+pub use score::{GALLERY_GROUP, Packed, QUERY_GROUP, dot, dot4, tile};

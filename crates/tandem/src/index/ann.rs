@@ -9,7 +9,6 @@ use sha2::{Digest, Sha256};
 
 use super::hnsw::{self, Graph, Rows};
 use crate::error::{Error, Result};
-use crate::eval::dot;
 use crate::fsio;
 
 /// How the graph is built and searched.
@@ -109,23 +108,21 @@ impl HnswGraph {
     }
 
     /// The (approximately) `k` nearest rows of `query`, searching `ef` candidates (at least
-    /// `k`), best first by [`dot`] with `rows` (the gallery the graph was built on), ties to
+    /// `k`), best first by [`crate::eval::dot`] with `rows` (the gallery the graph was built on), ties to
     /// the lower id, as the exact search orders them.
     ///
     /// # Shapes
     /// `query: [dim]`, `rows: [len * dim]`.
     pub fn search(&self, rows: &[f32], query: &[f32], k: usize, ef: usize) -> Vec<(f32, u32)> {
-        let dim = self.dim;
-        let found = self.graph.search(Rows { data: rows, dim }, query, k, ef);
-        let mut hits: Vec<(f32, u32)> = found
+        let rows = Rows {
+            data: rows,
+            dim: self.dim,
+        };
+        self.graph
+            .search(rows, query, k, ef)
             .into_iter()
-            .map(|s| {
-                let i = s.id as usize;
-                (dot(&rows[i * dim..(i + 1) * dim], query), s.id)
-            })
-            .collect();
-        hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        hits
+            .map(|s| (s.score, s.id))
+            .collect()
     }
 
     /// Writes `NAME.hnsw.safetensors` into `dir` atomically.
@@ -142,8 +139,11 @@ impl HnswGraph {
         })
     }
 
-    /// Reloads a graph written by [`HnswGraph::save`] over `rows` rows of width `dim`, after
-    /// checking its file against `digest`.
+    /// Reloads a graph written by [`HnswGraph::save`] over the gallery `rows` (row-major, `dim`
+    /// wide), after checking its file against `digest`.
+    ///
+    /// # Shapes
+    /// `rows: [n * dim]`.
     ///
     /// # Errors
     /// [`Error::Checkpoint`] naming the file when it is missing, changed since it was saved,
@@ -151,8 +151,8 @@ impl HnswGraph {
     pub fn open(
         dir: &Path,
         name: &str,
+        rows: &[f32],
         dim: usize,
-        rows: usize,
         digest: &GraphDigest,
     ) -> Result<Self> {
         let file = graph_file(dir, name);
@@ -170,8 +170,8 @@ impl HnswGraph {
                     .into(),
             ));
         }
-        let graph =
-            hnsw::read(&bytes, rows).map_err(|e| refuse(format!("unreadable HNSW graph: {e}")))?;
+        let graph = hnsw::read(&bytes, Rows { data: rows, dim })
+            .map_err(|e| refuse(format!("unreadable HNSW graph: {e}")))?;
         Ok(HnswGraph { graph, dim })
     }
 

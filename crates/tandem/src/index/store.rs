@@ -469,22 +469,28 @@ impl Index {
                         },
                     }
                 })?;
-            let images = HnswGraph::open(dir, GRAPHS[0], dim, n_images, &record.image_files)?;
-            let captions = HnswGraph::open(dir, GRAPHS[1], dim, ids.len(), &record.caption_files)?;
-            Some(Approximate {
-                params: record.params,
-                graphs: [images, captions],
-                recall: [record.images, record.captions],
-            })
+            Some(record)
         } else {
             None
         };
         let flat = |t: &Tensor| -> Result<Vec<f32>> {
             Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
         };
+        let (images, texts) = (flat(images)?, flat(texts)?);
+        let approximate = match approximate {
+            Some(record) => Some(Approximate {
+                params: record.params,
+                graphs: [
+                    HnswGraph::open(dir, GRAPHS[0], &images, dim, &record.image_files)?,
+                    HnswGraph::open(dir, GRAPHS[1], &texts, dim, &record.caption_files)?,
+                ],
+                recall: [record.images, record.captions],
+            }),
+            None => None,
+        };
         Ok(Index {
-            images: flat(images)?,
-            texts: flat(texts)?,
+            images,
+            texts,
             text_to_image: ids,
             captions,
             dim,

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::kernel::{self, Rows};
+use super::kernel::{self, Rows, WalkRows};
 use super::links::{Links, lock};
 use super::search::{Scored, beam, greedy};
 use super::{Entry, Graph};
@@ -38,7 +38,10 @@ fn draw_levels(n: usize, connections: usize, seed: u64) -> Vec<u8> {
 
 struct Builder<'a> {
     links: Links,
+    /// The rows being inserted, each the query of its own insertion.
     rows: Rows<'a>,
+    /// What the insertions' walks and the neighbour choice score.
+    walk: WalkRows,
     ef_construction: usize,
     entry: Mutex<Entry>,
     growth: Mutex<()>,
@@ -53,11 +56,13 @@ pub fn build(
     seed: u64,
     mut progress: impl FnMut(usize),
 ) -> Graph {
-    let n = rows.data.len() / rows.dim;
+    let n = rows.len();
     let levels = draw_levels(n, connections, seed);
+    let walk = WalkRows::new(rows);
     if n == 0 {
         return Graph {
             links: Links::new(connections, levels),
+            walk,
             entry: None,
         };
     }
@@ -68,6 +73,7 @@ pub fn build(
     let builder = Builder {
         links: Links::new(connections, levels),
         rows,
+        walk,
         ef_construction,
         entry: Mutex::new(first),
         growth: Mutex::new(()),
@@ -85,6 +91,7 @@ pub fn build(
     links.freeze();
     Graph {
         links,
+        walk: builder.walk,
         entry: Some(entry),
     }
 }
@@ -97,32 +104,37 @@ impl Builder<'_> {
         let entry = *lock(&self.entry);
         let query = self.rows.row(node);
         let mut best = Scored {
-            score: kernel::dot(query, self.rows.row(entry.node)),
+            score: kernel::dot(query, self.walk.row(entry.node)),
             id: entry.node,
         };
         for layer in (level + 1..=entry.level).rev() {
-            best = greedy(&self.links, self.rows, query, best, layer);
+            best = greedy(&self.links, &self.walk, query, best, layer);
         }
         let mut entries = vec![best];
         for layer in (0..=level.min(entry.level)).rev() {
             let found = beam(
                 &self.links,
-                self.rows,
+                &self.walk,
                 query,
                 &entries,
                 self.ef_construction,
                 layer,
             );
             let candidates: Vec<Scored> = found.iter().copied().filter(|s| s.id != node).collect();
-            let chosen = select(self.rows, &candidates, self.links.capacity(layer));
+            let chosen = select(
+                self.rows,
+                &self.walk,
+                &candidates,
+                self.links.capacity(layer),
+            );
             let ids: Vec<u32> = chosen.iter().map(|s| s.id).collect();
             let capacity = self.links.capacity(layer);
             self.links.write(node as usize, layer, &ids, |all| {
-                shrink(self.rows, node, all, capacity)
+                shrink(self.rows, &self.walk, node, all, capacity)
             });
             for &neighbour in &ids {
                 self.links.add(neighbour as usize, layer, node, |all| {
-                    shrink(self.rows, neighbour, all, capacity)
+                    shrink(self.rows, &self.walk, neighbour, all, capacity)
                 });
             }
             entries = found;
@@ -134,8 +146,9 @@ impl Builder<'_> {
 }
 
 /// Of `candidates` (best first), the ones the heuristic keeps, at most `keep`: all of them
-/// when there are no more than `keep`.
-fn select(rows: Rows<'_>, candidates: &[Scored], keep: usize) -> Vec<Scored> {
+/// when there are no more than `keep`. Each candidate's f32 row is scored against the kept
+/// ones' walk rows.
+fn select(rows: Rows<'_>, walk: &WalkRows, candidates: &[Scored], keep: usize) -> Vec<Scored> {
     if candidates.len() <= keep {
         return candidates.to_vec();
     }
@@ -144,7 +157,7 @@ fn select(rows: Rows<'_>, candidates: &[Scored], keep: usize) -> Vec<Scored> {
         let row = rows.row(candidate.id);
         let spread = kept
             .iter()
-            .all(|k| kernel::dot(row, rows.row(k.id)) <= candidate.score);
+            .all(|k| kernel::dot(row, walk.row(k.id)) <= candidate.score);
         if spread {
             kept.push(*candidate);
             if kept.len() == keep {
@@ -157,16 +170,22 @@ fn select(rows: Rows<'_>, candidates: &[Scored], keep: usize) -> Vec<Scored> {
 
 /// The neighbours `base` keeps when its full list gains one: the heuristic's choice among
 /// them, scored against `base`.
-fn shrink(rows: Rows<'_>, base: u32, all: &mut [u32], capacity: usize) -> Vec<u32> {
+fn shrink(
+    rows: Rows<'_>,
+    walk: &WalkRows,
+    base: u32,
+    all: &mut [u32],
+    capacity: usize,
+) -> Vec<u32> {
     let mut scores = Vec::with_capacity(all.len());
-    kernel::dots(rows.row(base), rows, all, &mut scores);
+    kernel::dots(rows.row(base), walk, all, &mut scores);
     let mut scored: Vec<Scored> = all
         .iter()
         .zip(scores)
         .map(|(&id, score)| Scored { score, id })
         .collect();
     scored.sort_unstable_by(|a, b| b.cmp(a));
-    select(rows, &scored, capacity)
+    select(rows, walk, &scored, capacity)
         .into_iter()
         .map(|s| s.id)
         .collect()

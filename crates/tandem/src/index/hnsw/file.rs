@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use safetensors::tensor::{Dtype, TensorView};
 
+use super::kernel::{Rows, WalkRows};
 use super::links::{Links, RawLinks};
 use super::{Entry, Graph};
 
@@ -49,11 +50,12 @@ pub fn write(graph: &Graph) -> Vec<u8> {
     safetensors::serialize(views, Some(meta)).expect("in-memory tensors serialise")
 }
 
-/// A graph from the bytes [`write`] made, for `rows` nodes.
+/// A graph from the bytes [`write`] made, over the gallery `gallery` (one node per row).
 ///
 /// # Errors
 /// A sentence saying what does not fit.
-pub fn read(bytes: &[u8], rows: usize) -> Result<Graph, String> {
+pub fn read(bytes: &[u8], gallery: Rows<'_>) -> Result<Graph, String> {
+    let rows = gallery.len();
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| format!("not a safetensors file ({e})"))?;
     let meta = meta.metadata().clone().unwrap_or_default();
@@ -106,5 +108,9 @@ pub fn read(bytes: &[u8], rows: usize) -> Result<Graph, String> {
         }
         _ => return Err("the entry node does not fit the graph".into()),
     };
-    Ok(Graph { links, entry })
+    Ok(Graph {
+        links,
+        walk: WalkRows::new(gallery),
+        entry,
+    })
 }

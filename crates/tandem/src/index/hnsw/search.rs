@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use super::kernel::{self, Rows};
+use super::kernel::{self, WalkRows};
 use super::links::Links;
 
 /// A node and its inner product with the query; ordered by the product, ties to the lower id
@@ -83,7 +83,13 @@ thread_local! {
 }
 
 /// From `start` on `level`, moves to the best-scoring neighbour until none scores higher.
-pub fn greedy(links: &Links, rows: Rows<'_>, query: &[f32], start: Scored, level: usize) -> Scored {
+pub fn greedy(
+    links: &Links,
+    rows: &WalkRows,
+    query: &[f32],
+    start: Scored,
+    level: usize,
+) -> Scored {
     SCRATCH.with_borrow_mut(|s| {
         let mut best = start;
         loop {
@@ -107,7 +113,7 @@ pub fn greedy(links: &Links, rows: Rows<'_>, query: &[f32], start: Scored, level
 /// The `ef` best nodes found on `level` by a beam search from `entries`, best first.
 pub fn beam(
     links: &Links,
-    rows: Rows<'_>,
+    rows: &WalkRows,
     query: &[f32],
     entries: &[Scored],
     ef: usize,

@@ -82,7 +82,9 @@ fn every_row_finds_itself() {
         .filter(|&i| graph.search(gallery, gallery.row(i), 1, 50)[0].id != i)
         .count();
     eprintln!("{missed} of 1500 rows did not find themselves");
-    assert!(missed <= 2, "{missed} rows did not find themselves");
+    // Insertion runs on every core, so the graph, and the count, vary from run to run: over 25
+    // runs of the whole module, 0 (15 runs), 1 (9) and 3 (1); a broken walk misses hundreds.
+    assert!(missed <= 5, "{missed} rows did not find themselves");
 }
 
 #[test]
@@ -136,7 +138,7 @@ fn a_saved_graph_reads_back_and_searches_the_same() {
     let gallery = Rows { data: &data, dim };
     let graph = Graph::build(gallery, 8, 40, 3, |_| {});
     let bytes = write(&graph);
-    let back = read(&bytes, 2000).unwrap();
+    let back = read(&bytes, gallery).unwrap();
     assert!(
         write(&back) == bytes,
         "the graph read back writes other bytes"
@@ -155,7 +157,20 @@ fn damaged_graph_files_are_refused() {
     let data = rows(300, dim, 12);
     let graph = Graph::build(Rows { data: &data, dim }, 4, 20, 3, |_| {});
     let bytes = write(&graph);
-    let refused = |bytes: &[u8], rows: usize| read(bytes, rows).err().expect("refused");
+    let refused = |bytes: &[u8], rows: usize| {
+        let gallery = Rows {
+            data: &data[..rows.min(300) * dim],
+            dim,
+        };
+        let longer = [
+            gallery.data,
+            &vec![0.0; (rows.saturating_sub(300)) * dim][..],
+        ]
+        .concat();
+        read(bytes, Rows { data: &longer, dim })
+            .err()
+            .expect("refused")
+    };
     assert!(refused(&bytes[..bytes.len() - 9], 300).contains("safetensors"));
     assert!(refused(&bytes, 301).contains("300 nodes"));
     assert!(refused(b"not a graph", 300).contains("safetensors"));
@@ -178,7 +193,8 @@ fn empty_and_single_row_graphs() {
             .search(Rows { data: &[], dim: 4 }, &[1.0, 0.0, 0.0, 0.0], 3, 10)
             .is_empty()
     );
-    assert_eq!(read(&write(&empty), 0).unwrap().len(), 0);
+    let none = Rows { data: &[], dim: 4 };
+    assert_eq!(read(&write(&empty), none).unwrap().len(), 0);
     let one = [0.0, 1.0, 0.0, 0.0];
     let single = Graph::build(Rows { data: &one, dim: 4 }, 4, 10, 1, |_| {});
     let found = single.search(Rows { data: &one, dim: 4 }, &one, 3, 10);
