@@ -4,6 +4,8 @@
 //! dataset's text features, so a trained run can encode new queries the same way and refuse a
 //! different encoder.
 
+mod bert;
+mod gelu;
 mod record;
 mod sentence;
 mod tfidf;

@@ -1,17 +1,18 @@
-//! A pretrained BERT-family sentence encoder read from a local folder and run with
-//! candle-transformers: word-piece tokens → BERT → mean over the real tokens → L2 normalised,
+//! A pretrained BERT-family sentence encoder read from a local folder and run on candle
+//! (`super::bert`): word-piece tokens → BERT → mean over the real tokens → L2 normalised,
 //! as sentence-transformers computes all-MiniLM-L6-v2. Nothing is downloaded.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use super::TextEncoderRecord;
+use super::bert::Bert;
 use crate::error::{Error, Result};
 use crate::fsio;
 
@@ -23,7 +24,7 @@ const TOKENS_PER_BATCH: usize = 2048;
 
 /// A loaded sentence encoder.
 pub struct SentenceEncoder {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
     pad_id: u32,
     max_seq_length: usize,
@@ -198,7 +199,7 @@ impl SentenceEncoder {
             (bin, tensors)
         };
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        let model = BertModel::load(vb, &config).map_err(|e| {
+        let model = Bert::load(vb, &config).map_err(|e| {
             Error::bad_file(
                 &weights_path,
                 format!("the weights do not fit config.json: {e}"),
@@ -259,7 +260,7 @@ impl SentenceEncoder {
         let ids = Tensor::from_vec(ids, shape, &self.device)?;
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
         let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // [b, len, dim]
+        let hidden = self.model.forward(&ids, &types, &mask)?; // [b, len, dim]
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [b, len, 1]
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // [b, dim]
         let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?; // [b, 1]

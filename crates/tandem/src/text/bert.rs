@@ -1,0 +1,259 @@
+//! The BERT encoder of a sentence-transformers model (Devlin et al. 2019), inference only.
+//!
+//! The weights, their names and the arithmetic are those of candle-transformers' `BertModel`
+//! and of Hugging Face's `BertModel`, with two changes that make it as fast as PyTorch on a
+//! CPU: the attention's scale, mask and softmax are one pass over the scores (candle's BERT
+//! runs five, each allocating a tensor of the scores' size), and GELU is PyTorch's vectorised
+//! formula ([`super::gelu`]) instead of libm's `erf` per element.
+
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_transformers::models::bert::{Config, HiddenAct};
+
+use super::gelu::gelu;
+
+/// Token, position and token-type embeddings, summed and normalised.
+struct Embeddings {
+    words: Embedding,
+    positions: Embedding,
+    token_types: Embedding,
+    norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
+        let width = config.hidden_size;
+        Ok(Embeddings {
+            words: candle_nn::embedding(config.vocab_size, width, vb.pp("word_embeddings"))?,
+            positions: candle_nn::embedding(
+                config.max_position_embeddings,
+                width,
+                vb.pp("position_embeddings"),
+            )?,
+            token_types: candle_nn::embedding(
+                config.type_vocab_size,
+                width,
+                vb.pp("token_type_embeddings"),
+            )?,
+            norm: candle_nn::layer_norm(width, config.layer_norm_eps, vb.pp("LayerNorm"))?,
+        })
+    }
+
+    fn forward(&self, ids: &Tensor, token_types: &Tensor) -> Result<Tensor> {
+        let len = ids.dim(1)?;
+        let positions = Tensor::arange(0u32, len as u32, ids.device())?;
+        let summed = (self.words.forward(ids)? + self.token_types.forward(token_types)?)?
+            .broadcast_add(&self.positions.forward(&positions)?)?;
+        self.norm.forward(&summed)
+    }
+}
+
+/// One transformer layer: self-attention, then the feed-forward block, each with its residual
+/// and layer norm.
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    act: HiddenAct,
+    out: Linear,
+    out_norm: LayerNorm,
+    heads: usize,
+}
+
+impl Layer {
+    fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
+        let (width, inner) = (config.hidden_size, config.intermediate_size);
+        let eps = config.layer_norm_eps;
+        let attention = vb.pp("attention");
+        let linear = |vb: VarBuilder, from, to| candle_nn::linear(from, to, vb);
+        Ok(Layer {
+            query: linear(attention.pp("self.query"), width, width)?,
+            key: linear(attention.pp("self.key"), width, width)?,
+            value: linear(attention.pp("self.value"), width, width)?,
+            attention_out: linear(attention.pp("output.dense"), width, width)?,
+            attention_norm: candle_nn::layer_norm(width, eps, attention.pp("output.LayerNorm"))?,
+            intermediate: linear(vb.pp("intermediate.dense"), width, inner)?,
+            act: config.hidden_act,
+            out: linear(vb.pp("output.dense"), inner, width)?,
+            out_norm: candle_nn::layer_norm(width, eps, vb.pp("output.LayerNorm"))?,
+            heads: config.num_attention_heads,
+        })
+    }
+
+    /// `[b, len, width]` → `[b, len, width]`; `mask: [b, len]`, 1 for a real token.
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, len, width) = x.dims3()?;
+        let head = width / self.heads;
+        // [b, len, width] → [b, heads, len, head]
+        let split = |t: Tensor| {
+            t.reshape((b, len, self.heads, head))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.query.forward(x)?)?;
+        let k = split(self.key.forward(x)?)?;
+        let v = split(self.value.forward(x)?)?;
+        let scores = q.matmul(&k.t()?)?; // [b, heads, len, len]
+        let probs = masked_softmax(&scores, mask, 1.0 / (head as f64).sqrt())?;
+        let context = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, len, width))?;
+        let attended = self
+            .attention_norm
+            .forward(&(self.attention_out.forward(&context)? + x)?)?;
+        let hidden = self.intermediate.forward(&attended)?;
+        let hidden = match self.act {
+            HiddenAct::Gelu => gelu(&hidden)?,
+            HiddenAct::GeluApproximate => hidden.gelu()?,
+            HiddenAct::Relu => hidden.relu()?,
+        };
+        self.out_norm
+            .forward(&(self.out.forward(&hidden)? + attended)?)
+    }
+}
+
+/// `softmax(scale · scores + (1 − mask) · f32::MIN)` over the last dimension, as BERT masks
+/// padding (the extended attention mask of Hugging Face and candle), in one pass per row.
+///
+/// # Shapes
+/// `scores: [b, heads, len, len]`, `mask: [b, len]` (f32, 1 for a real token).
+fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    if !scores.device().is_cpu() {
+        let additive = ((1.0 - mask)? * f64::from(f32::MIN))?
+            .unsqueeze(1)?
+            .unsqueeze(1)?;
+        let scaled = (scores * scale)?.broadcast_add(&additive)?;
+        return candle_nn::ops::softmax_last_dim(&scaled);
+    }
+    let (b, heads, rows, len) = scores.dims4()?;
+    let scores = scores.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let mask = mask.flatten_all()?.to_vec1::<f32>()?;
+    let scale = scale as f32;
+    let mut out = vec![0f32; scores.len()];
+    for ((row, out), index) in scores.chunks(len).zip(out.chunks_mut(len)).zip(0..) {
+        let sequence = index / (heads * rows);
+        let mask = &mask[sequence * len..(sequence + 1) * len];
+        softmax_row(row, mask, scale, out);
+    }
+    Tensor::from_vec(out, (b, heads, rows, len), &candle_core::Device::Cpu)
+}
+
+/// One row of [`masked_softmax`]: the same f32 operations as candle's scale, mask add and
+/// `softmax_last_dim` (max, `exp(x − max)`, sum, divide).
+fn softmax_row(scores: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) {
+    for ((o, &s), &m) in out.iter_mut().zip(scores).zip(mask) {
+        *o = s * scale + (1.0 - m) * f32::MIN;
+    }
+    let max = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for o in out.iter_mut() {
+        *o = (*o - max).exp();
+        sum += *o;
+    }
+    for o in out.iter_mut() {
+        *o /= sum;
+    }
+}
+
+/// A BERT encoder: token ids to the last layer's hidden states.
+pub struct Bert {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+}
+
+impl Bert {
+    /// The weights under `vb` (`embeddings.*`, `encoder.layer.N.*`, or the same under
+    /// `bert.` as Hugging Face's pretraining checkpoints name them).
+    ///
+    /// # Errors
+    /// candle's error naming the first missing or misshapen tensor.
+    pub fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
+        let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
+            vb
+        } else {
+            vb.pp(config.model_type.as_deref().unwrap_or("bert"))
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), config))
+            .collect::<Result<_>>()?;
+        Ok(Bert {
+            embeddings: Embeddings::load(vb.pp("embeddings"), config)?,
+            layers,
+        })
+    }
+
+    /// The last layer's hidden states.
+    ///
+    /// # Shapes
+    /// `ids, token_types: [b, len]` (u32), `mask: [b, len]` (u32, 1 for a real token) →
+    /// `[b, len, hidden]`.
+    ///
+    /// # Errors
+    /// candle's errors for mismatched shapes.
+    pub fn forward(&self, ids: &Tensor, token_types: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let mask = mask.to_dtype(DType::F32)?;
+        let mut x = self.embeddings.forward(ids, token_types)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask)?;
+        }
+        Ok(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn one_pass_softmax_equals_candles_five() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let (b, heads, len) = (3, 2, 5);
+        let scores: Vec<f32> = (0..b * heads * len * len)
+            .map(|_| rng.random_range(-4.0..4.0))
+            .collect();
+        let scores = Tensor::from_vec(scores, (b, heads, len, len), &Device::Cpu).unwrap();
+        // Sequences of 5, 3 and 1 real tokens.
+        let mask: Vec<f32> = [5, 3, 1]
+            .iter()
+            .flat_map(|&n| (0..len).map(move |i| f32::from(u8::from(i < n))))
+            .collect();
+        let mask = Tensor::from_vec(mask, (b, len), &Device::Cpu).unwrap();
+        let got = masked_softmax(&scores, &mask, 0.125).unwrap();
+        let additive = ((1.0 - &mask).unwrap() * f64::from(f32::MIN))
+            .unwrap()
+            .unsqueeze(1)
+            .unwrap()
+            .unsqueeze(1)
+            .unwrap();
+        let want = candle_nn::ops::softmax(
+            &(&scores * 0.125).unwrap().broadcast_add(&additive).unwrap(),
+            candle_core::D::Minus1,
+        )
+        .unwrap();
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-7, "{g} against {w}");
+        }
+        // Padding gets no weight; each row sums to one.
+        let probs = masked_softmax(&scores, &mask, 0.125).unwrap();
+        let last: Vec<f32> = probs
+            .get(2)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(&last[1..], &[0.0; 4]);
+        assert!((last[0] - 1.0).abs() < 1e-7);
+    }
+}
