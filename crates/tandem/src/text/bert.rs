@@ -1,16 +1,17 @@
 //! The BERT encoder of a sentence-transformers model (Devlin et al. 2019), inference only.
 //!
 //! The weights, their names and the arithmetic are those of candle-transformers' `BertModel`
-//! and of Hugging Face's `BertModel`, with two changes that make it as fast as PyTorch on a
+//! and of Hugging Face's `BertModel`, with three changes that make it faster than PyTorch on a
 //! CPU: the attention's scale, mask and softmax are one pass over the scores (candle's BERT
-//! runs five, each allocating a tensor of the scores' size), and GELU is PyTorch's vectorised
-//! formula ([`super::gelu`]) instead of libm's `erf` per element.
+//! runs five, each allocating a tensor of the scores' size); a dense layer's bias and what
+//! follows it (the residual, or GELU) are one pass over its product; and GELU is PyTorch's
+//! vectorised formula (`super::gelu`) instead of libm's `erf` per element.
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::bert::{Config, HiddenAct};
 
-use super::gelu::gelu;
+use super::gelu::gelu_slice;
 
 /// Token, position and token-type embeddings, summed and normalised.
 struct Embeddings {
@@ -93,9 +94,9 @@ impl Layer {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
+        let q = split(dense(x, &self.query, Then::Nothing)?)?;
+        let k = split(dense(x, &self.key, Then::Nothing)?)?;
+        let v = split(dense(x, &self.value, Then::Nothing)?)?;
         let scores = q.matmul(&k.t()?)?; // [b, heads, len, len]
         let probs = masked_softmax(&scores, mask, 1.0 / (head as f64).sqrt())?;
         let context = probs
@@ -103,17 +104,130 @@ impl Layer {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, len, width))?;
-        let attended = self
-            .attention_norm
-            .forward(&(self.attention_out.forward(&context)? + x)?)?;
-        let hidden = self.intermediate.forward(&attended)?;
+        let attended =
+            self.attention_norm
+                .forward(&dense(&context, &self.attention_out, Then::Add(x))?)?;
+        let act = match self.act {
+            HiddenAct::Gelu => Then::Gelu,
+            HiddenAct::GeluApproximate | HiddenAct::Relu => Then::Nothing,
+        };
+        let hidden = dense(&attended, &self.intermediate, act)?;
         let hidden = match self.act {
-            HiddenAct::Gelu => gelu(&hidden)?,
+            HiddenAct::Gelu => hidden,
             HiddenAct::GeluApproximate => hidden.gelu()?,
             HiddenAct::Relu => hidden.relu()?,
         };
         self.out_norm
-            .forward(&(self.out.forward(&hidden)? + attended)?)
+            .forward(&dense(&hidden, &self.out, Then::Add(&attended))?)
+    }
+}
+
+/// What follows a dense layer's bias.
+#[derive(Clone, Copy)]
+enum Then<'a> {
+    Nothing,
+    /// A residual: `x Wᵀ + b + residual`.
+    Add(&'a Tensor),
+    /// `gelu(x Wᵀ + b)`.
+    Gelu,
+}
+
+/// `linear` applied to `x: [b, len, in]` → `[b, len, out]`, and then `then`, with the bias,
+/// the residual and the activation in one pass over the product on the CPU (candle's
+/// `Linear` and the tensor ops would make a tensor for each). The same f32 operations in the
+/// same order: `(p + b) + r`, `gelu(p + b)`.
+fn dense(x: &Tensor, linear: &Linear, then: Then<'_>) -> Result<Tensor> {
+    let (b, len, k) = x.dims3()?;
+    let product = x
+        .reshape((b * len, k))?
+        .matmul(&linear.weight().t()?)?
+        .reshape((b, len, ()))?;
+    let Some(bias) = linear.bias() else {
+        candle_core::bail!("a BERT dense layer without a bias");
+    };
+    if !product.device().is_cpu() || product.dtype() != DType::F32 {
+        let biased = product.broadcast_add(bias)?;
+        return match then {
+            Then::Nothing => Ok(biased),
+            Then::Add(residual) => biased + residual,
+            Then::Gelu => biased.gelu_erf(),
+        };
+    }
+    let epilogue = Epilogue {
+        bias: bias.to_vec1()?,
+        gelu: matches!(then, Then::Gelu),
+    };
+    match then {
+        Then::Add(residual) => product.apply_op2_no_bwd(&residual.contiguous()?, &epilogue),
+        Then::Nothing | Then::Gelu => product.apply_op1_no_bwd(&epilogue),
+    }
+}
+
+/// The pass after a product: `p + bias` per row, then GELU or `+ residual`.
+struct Epilogue {
+    bias: Vec<f32>,
+    gelu: bool,
+}
+
+impl Epilogue {
+    fn biased(&self, storage: &CpuStorage, layout: &Layout) -> Result<Vec<f32>> {
+        let (CpuStorage::F32(values), Some((start, end))) = (storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("dense: a contiguous f32 product on the CPU");
+        };
+        let mut out = values[start..end].to_vec();
+        for row in out.chunks_mut(self.bias.len().max(1)) {
+            for (o, b) in row.iter_mut().zip(&self.bias) {
+                *o += b;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl CustomOp1 for Epilogue {
+    fn name(&self) -> &'static str {
+        "dense_epilogue"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let mut out = self.biased(storage, layout)?;
+        if self.gelu {
+            gelu_slice(&mut out);
+        }
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+impl CustomOp2 for Epilogue {
+    fn name(&self) -> &'static str {
+        "dense_epilogue_residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        residual: &CpuStorage,
+        residual_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let mut out = self.biased(storage, layout)?;
+        let (CpuStorage::F32(residual), Some((start, end))) =
+            (residual, residual_layout.contiguous_offsets())
+        else {
+            candle_core::bail!("dense: a contiguous f32 residual on the CPU");
+        };
+        if end - start != out.len() {
+            candle_core::bail!(
+                "dense: a residual of {} values for {}",
+                end - start,
+                out.len()
+            );
+        }
+        for (o, r) in out.iter_mut().zip(&residual[start..end]) {
+            *o += r;
+        }
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
 
@@ -209,6 +323,38 @@ impl Bert {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn dense_equals_candles_linear_and_ops_bit_for_bit() {
+        use candle_nn::Module;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut draw = |shape: &[usize]| {
+            let n = shape.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+            Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        };
+        let (x, residual) = (draw(&[2, 3, 8]), draw(&[2, 3, 5]));
+        let linear = Linear::new(draw(&[5, 8]), Some(draw(&[5])));
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        let plain = linear.forward(&x).unwrap();
+        assert_eq!(
+            bits(&dense(&x, &linear, Then::Nothing).unwrap()),
+            bits(&plain)
+        );
+        let added = (&plain + &residual).unwrap();
+        let got = dense(&x, &linear, Then::Add(&residual)).unwrap();
+        assert_eq!(bits(&got), bits(&added));
+        let mut activated: Vec<f32> = plain.flatten_all().unwrap().to_vec1().unwrap();
+        gelu_slice(&mut activated);
+        let got = dense(&x, &linear, Then::Gelu).unwrap();
+        assert_eq!(got.dims(), &[2, 3, 5]);
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(got, activated);
+    }
 
     #[test]
     fn one_pass_softmax_equals_candles_five() {
