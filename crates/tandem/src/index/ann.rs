@@ -108,8 +108,8 @@ impl HnswGraph {
     }
 
     /// The (approximately) `k` nearest rows of `query`, searching `ef` candidates (at least
-    /// `k`), best first by [`crate::eval::dot`] with `rows` (the gallery the graph was built on), ties to
-    /// the lower id, as the exact search orders them.
+    /// `k`), best first by [`crate::eval::dot`] with `rows` (the gallery the graph was built
+    /// on), ties to the lower id, as the exact search orders them.
     ///
     /// # Shapes
     /// `query: [dim]`, `rows: [len * dim]`.

@@ -7,7 +7,7 @@
 //! follows it (the residual, or GELU) are one pass over its product; and GELU is PyTorch's
 //! vectorised formula (`super::gelu`) instead of libm's `erf` per element.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::bert::{Config, HiddenAct};
 
@@ -107,15 +107,12 @@ impl Layer {
         let attended =
             self.attention_norm
                 .forward(&dense(&context, &self.attention_out, Then::Add(x))?)?;
-        let act = match self.act {
-            HiddenAct::Gelu => Then::Gelu,
-            HiddenAct::GeluApproximate | HiddenAct::Relu => Then::Nothing,
-        };
-        let hidden = dense(&attended, &self.intermediate, act)?;
         let hidden = match self.act {
-            HiddenAct::Gelu => hidden,
-            HiddenAct::GeluApproximate => hidden.gelu()?,
-            HiddenAct::Relu => hidden.relu()?,
+            HiddenAct::Gelu => dense(&attended, &self.intermediate, Then::Gelu)?,
+            HiddenAct::GeluApproximate => {
+                dense(&attended, &self.intermediate, Then::Nothing)?.gelu()?
+            }
+            HiddenAct::Relu => dense(&attended, &self.intermediate, Then::Nothing)?.relu()?,
         };
         self.out_norm
             .forward(&dense(&hidden, &self.out, Then::Add(&attended))?)
@@ -153,81 +150,84 @@ fn dense(x: &Tensor, linear: &Linear, then: Then<'_>) -> Result<Tensor> {
             Then::Gelu => biased.gelu_erf(),
         };
     }
+    // The product is this function's own tensor: the pass writes into it.
     let epilogue = Epilogue {
         bias: bias.to_vec1()?,
         gelu: matches!(then, Then::Gelu),
     };
     match then {
-        Then::Add(residual) => product.apply_op2_no_bwd(&residual.contiguous()?, &epilogue),
-        Then::Nothing | Then::Gelu => product.apply_op1_no_bwd(&epilogue),
+        Then::Add(residual) => product.inplace_op2(&residual.contiguous()?, &epilogue)?,
+        Then::Nothing | Then::Gelu => product.inplace_op1(&epilogue)?,
     }
+    Ok(product)
 }
 
-/// The pass after a product: `p + bias` per row, then GELU or `+ residual`.
+/// The pass after a product, in place: `p + bias` per row, then GELU or `+ residual`.
 struct Epilogue {
     bias: Vec<f32>,
     gelu: bool,
 }
 
 impl Epilogue {
-    fn biased(&self, storage: &CpuStorage, layout: &Layout) -> Result<Vec<f32>> {
+    /// The product's values with the bias added.
+    fn biased<'a>(&self, storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
         let (CpuStorage::F32(values), Some((start, end))) = (storage, layout.contiguous_offsets())
         else {
             candle_core::bail!("dense: a contiguous f32 product on the CPU");
         };
-        let mut out = values[start..end].to_vec();
-        for row in out.chunks_mut(self.bias.len().max(1)) {
-            for (o, b) in row.iter_mut().zip(&self.bias) {
-                *o += b;
+        let values = &mut values[start..end];
+        for row in values.chunks_mut(self.bias.len().max(1)) {
+            for (v, b) in row.iter_mut().zip(&self.bias) {
+                *v += b;
             }
         }
-        Ok(out)
+        Ok(values)
     }
 }
 
-impl CustomOp1 for Epilogue {
+impl InplaceOp1 for Epilogue {
     fn name(&self) -> &'static str {
         "dense_epilogue"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let mut out = self.biased(storage, layout)?;
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let values = self.biased(storage, layout)?;
         if self.gelu {
-            gelu_slice(&mut out);
+            gelu_slice(values);
         }
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
+        Ok(())
     }
 }
 
-impl CustomOp2 for Epilogue {
+impl InplaceOp2 for Epilogue {
     fn name(&self) -> &'static str {
         "dense_epilogue_residual"
     }
 
     fn cpu_fwd(
         &self,
-        storage: &CpuStorage,
+        storage: &mut CpuStorage,
         layout: &Layout,
         residual: &CpuStorage,
         residual_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let mut out = self.biased(storage, layout)?;
+    ) -> Result<()> {
+        let values = self.biased(storage, layout)?;
         let (CpuStorage::F32(residual), Some((start, end))) =
             (residual, residual_layout.contiguous_offsets())
         else {
             candle_core::bail!("dense: a contiguous f32 residual on the CPU");
         };
-        if end - start != out.len() {
+        if end - start != values.len() {
             candle_core::bail!(
                 "dense: a residual of {} values for {}",
                 end - start,
-                out.len()
+                values.len()
             );
         }
-        for (o, r) in out.iter_mut().zip(&residual[start..end]) {
-            *o += r;
+        for (v, r) in values.iter_mut().zip(&residual[start..end]) {
+            *v += r;
         }
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
+        Ok(())
     }
 }
 
@@ -245,32 +245,30 @@ fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> 
         return candle_nn::ops::softmax_last_dim(&scaled);
     }
     let (b, heads, rows, len) = scores.dims4()?;
-    let scores = scores.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let mut values = scores.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let mask = mask.flatten_all()?.to_vec1::<f32>()?;
     let scale = scale as f32;
-    let mut out = vec![0f32; scores.len()];
-    for ((row, out), index) in scores.chunks(len).zip(out.chunks_mut(len)).zip(0..) {
+    for (row, index) in values.chunks_mut(len).zip(0..) {
         let sequence = index / (heads * rows);
-        let mask = &mask[sequence * len..(sequence + 1) * len];
-        softmax_row(row, mask, scale, out);
+        softmax_row(row, &mask[sequence * len..(sequence + 1) * len], scale);
     }
-    Tensor::from_vec(out, (b, heads, rows, len), &candle_core::Device::Cpu)
+    Tensor::from_vec(values, (b, heads, rows, len), &candle_core::Device::Cpu)
 }
 
-/// One row of [`masked_softmax`]: the same f32 operations as candle's scale, mask add and
-/// `softmax_last_dim` (max, `exp(x − max)`, sum, divide).
-fn softmax_row(scores: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) {
-    for ((o, &s), &m) in out.iter_mut().zip(scores).zip(mask) {
-        *o = s * scale + (1.0 - m) * f32::MIN;
+/// One row of [`masked_softmax`], in place: the same f32 operations as candle's scale, mask
+/// add and `softmax_last_dim` (max, `exp(x − max)`, sum, divide).
+fn softmax_row(row: &mut [f32], mask: &[f32], scale: f32) {
+    for (x, &m) in row.iter_mut().zip(mask) {
+        *x = *x * scale + (1.0 - m) * f32::MIN;
     }
-    let max = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
-    for o in out.iter_mut() {
-        *o = (*o - max).exp();
-        sum += *o;
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
     }
-    for o in out.iter_mut() {
-        *o /= sum;
+    for x in row.iter_mut() {
+        *x /= sum;
     }
 }
 

@@ -2,9 +2,9 @@
 //!
 //! The graph holds links and a bfloat16 copy of the rows for its walk (`kernel::WalkRows`);
 //! the f32 rows stay in the index, which saves them once and ranks the walk's finds by them.
-//! Layer 0
-//! keeps `2M` links per node and the upper layers `M`, neighbours are chosen by the spreading
-//! heuristic, and insertion runs on every core (as in faiss's `IndexHNSWFlat` and hnswlib).
+//! Layer 0 keeps `2M` links per node and the upper layers `M`, neighbours are chosen by the
+//! spreading heuristic, and insertion runs on every core (as in faiss's `IndexHNSWFlat` and
+//! hnswlib).
 
 mod build;
 mod file;
@@ -14,9 +14,9 @@ mod search;
 
 pub use file::{read, write};
 pub use kernel::Rows;
+pub use search::Scored;
 
 use kernel::WalkRows;
-pub use search::Scored;
 
 use links::Links;
 

@@ -157,19 +157,23 @@ fn damaged_graph_files_are_refused() {
     let data = rows(300, dim, 12);
     let graph = Graph::build(Rows { data: &data, dim }, 4, 20, 3, |_| {});
     let bytes = write(&graph);
+    // A gallery of `rows` rows: the graph's, cut or padded with zero rows.
     let refused = |bytes: &[u8], rows: usize| {
-        let gallery = Rows {
-            data: &data[..rows.min(300) * dim],
-            dim,
-        };
-        let longer = [
-            gallery.data,
-            &vec![0.0; (rows.saturating_sub(300)) * dim][..],
-        ]
-        .concat();
-        read(bytes, Rows { data: &longer, dim })
-            .err()
-            .expect("refused")
+        let gallery: Vec<f32> = data
+            .iter()
+            .copied()
+            .chain(std::iter::repeat(0.0))
+            .take(rows * dim)
+            .collect();
+        read(
+            bytes,
+            Rows {
+                data: &gallery,
+                dim,
+            },
+        )
+        .err()
+        .expect("refused")
     };
     assert!(refused(&bytes[..bytes.len() - 9], 300).contains("safetensors"));
     assert!(refused(&bytes, 301).contains("300 nodes"));
