@@ -11,6 +11,21 @@ use crate::error::{Error, Result};
 /// # Errors
 /// [`Error::Io`] naming `path` when the folder is not writable or the disk is full.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        let written = std::fs::File::create(tmp).and_then(|mut f| f.write_all(bytes));
+        written.map_err(|source| Error::io(path, source))
+    })
+}
+
+/// Writes `path` atomically through `write`, which creates and fills the temporary file it is
+/// given (for writers that stream to a path, so the whole content is never in memory at
+/// once); the file is then synced and renamed into place.
+///
+/// # Errors
+/// The error of `write` as it is (it names `path`); [`Error::Io`] naming `path` when the
+/// file cannot be synced or renamed. The temporary file is removed either way and `path`
+/// keeps its previous content.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -20,17 +35,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+    let sync_and_rename = || -> std::io::Result<()> {
+        // Opened for writing: Windows syncs only a handle with write access.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp)?
+            .sync_all()?;
         std::fs::rename(&tmp, path)
-    })();
-    if let Err(source) = result {
+    };
+    let result =
+        write(&tmp).and_then(|()| sync_and_rename().map_err(|source| Error::io(path, source)));
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, source));
     }
-    Ok(())
+    result
 }
 
 /// Reads the JSON record at `path`; `None` when there is no such file.
@@ -103,6 +121,34 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_streamed_write_keeps_the_previous_file_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.bin");
+        write_atomic(&path, b"kept").unwrap();
+        let err = write_atomic_with(&path, |tmp| {
+            std::fs::write(tmp, b"half of it").unwrap();
+            Err(Error::Config("the writer gave up".into()))
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            Error::Config("the writer gave up".into()).to_string()
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A writer that created nothing: the sync fails, naming the file.
+        let err = write_atomic_with(&path, |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("a.bin"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept");
+        write_atomic_with(&path, |tmp| {
+            std::fs::write(tmp, b"new").map_err(|e| Error::io(tmp, e))
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
