@@ -602,6 +602,9 @@ fn sigkill_then_resume_equals_an_uninterrupted_run() {
         "loss.memory.enabled=true",
         "--set",
         "loss.memory.capacity=20",
+        // Every epoch, so that the kill lands after some checkpoints and before others.
+        "--set",
+        "train.checkpoint_seconds=0",
     ];
     let train = |out: &Path| {
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandem"));

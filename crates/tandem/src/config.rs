@@ -176,6 +176,11 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// Skip (and count) a batch whose loss or gradient is not finite instead of stopping.
     pub skip_nonfinite: bool,
+    /// Write the resumable `last.safetensors` (and a newer `best.safetensors` before it) at
+    /// the end of the first epoch that ends this many seconds after the previous write; 0:
+    /// every epoch. The last epoch, an early stop, a pause and an interrupt always write, so
+    /// only a killed run loses more than an epoch: at most this long.
+    pub checkpoint_seconds: f64,
 }
 
 impl Default for Config {
@@ -293,6 +298,7 @@ impl Default for TrainConfig {
             patience: 0,
             eval_batch_size: 1024,
             skip_nonfinite: false,
+            checkpoint_seconds: 60.0,
         }
     }
 }
@@ -514,6 +520,13 @@ impl Config {
                 "train.weight_decay",
                 t.weight_decay.to_string(),
                 "must be >= 0",
+            );
+        }
+        if !(t.checkpoint_seconds >= 0.0 && t.checkpoint_seconds.is_finite()) {
+            return bad(
+                "train.checkpoint_seconds",
+                t.checkpoint_seconds.to_string(),
+                "must be >= 0 (0: every epoch)",
             );
         }
         if !(t.lr_decay_factor > 0.0 && t.lr_decay_factor <= 1.0) {

@@ -8,11 +8,20 @@
 //! *completed* intact, and resume continues from it exactly as before. At most one snapshot
 //! waits behind the one being written: a disk slower than an epoch makes the trainer wait
 //! rather than pile up copies of the model in memory.
+//!
+//! A snapshot can also be *held* instead of queued ([`CheckpointWriter::hold`]): the trainer
+//! takes one every epoch but writes them only every `train.checkpoint_seconds`, because a
+//! write is not free even off the step's thread. On two cores the page-cache copy of a
+//! paper-size `last.safetensors` (273 MB) shares a core with one of the product's two
+//! threads, and the product waits for its slower half: the step that overlaps it took twice
+//! as long. Held snapshots are released, best before last, when the trainer says so, when
+//! the run finishes and when the writer is dropped (an interrupt), so only a kill loses them.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, channel, sync_channel};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::model::CheckpointContents;
@@ -23,9 +32,22 @@ struct Job {
     contents: CheckpointContents,
 }
 
+/// Which held snapshot: the best model is released before the resumable checkpoint, whose
+/// training state names the best epoch, so that a kill between the two never leaves a
+/// `last` whose best is not on disk.
+#[derive(Clone, Copy)]
+pub(crate) enum Held {
+    Best = 0,
+    Last = 1,
+}
+
 /// A background thread that writes checkpoints in the order they are queued.
 pub(crate) struct CheckpointWriter {
     jobs: Option<SyncSender<Job>>,
+    /// Snapshots taken but not yet queued, by [`Held`] slot.
+    held: [Option<Job>; 2],
+    /// When the writer started or last released its held snapshots.
+    released_at: Instant,
     /// In a mutex only so that the trainer is `Sync` (Python shares it between threads);
     /// every use has `&mut self`, so it is never contended.
     results: Mutex<Receiver<Result<()>>>,
@@ -56,6 +78,8 @@ impl CheckpointWriter {
             .map_err(|e| Error::io("the checkpoint writer thread", e))?;
         Ok(CheckpointWriter {
             jobs: Some(jobs),
+            held: [None, None],
+            released_at: Instant::now(),
             results: Mutex::new(results),
             pending: 0,
             last_path: PathBuf::new(),
@@ -63,20 +87,43 @@ impl CheckpointWriter {
         })
     }
 
-    /// Queues `contents` for `path`; waits only while another snapshot is already waiting.
-    ///
-    /// # Errors
-    /// The error of an earlier write that failed since the last call (the file it names was
-    /// not replaced).
-    pub(crate) fn queue(&mut self, path: PathBuf, contents: CheckpointContents) -> Result<()> {
-        self.collect_finished()?;
+    /// Hands `job` to the thread.
+    fn send(&mut self, job: Job) -> Result<()> {
         let sender = self.jobs.as_ref().expect("the writer runs until dropped");
-        self.last_path = path.clone();
-        if sender.send(Job { path, contents }).is_err() {
+        self.last_path = job.path.clone();
+        if sender.send(job).is_err() {
             return Err(self.writer_lost());
         }
         self.pending += 1;
         Ok(())
+    }
+
+    /// Keeps `contents` for `path` until [`CheckpointWriter::release`], replacing an older
+    /// snapshot held in the same slot (nothing is written for it).
+    pub(crate) fn hold(&mut self, slot: Held, path: PathBuf, contents: CheckpointContents) {
+        self.held[slot as usize] = Some(Job { path, contents });
+    }
+
+    /// Queues the held snapshots, best before last; waits only while another snapshot is
+    /// already waiting.
+    ///
+    /// # Errors
+    /// The error of an earlier write that failed since the last call (the file it names was
+    /// not replaced); the snapshots then stay held.
+    pub(crate) fn release(&mut self) -> Result<()> {
+        self.collect_finished()?;
+        self.released_at = Instant::now();
+        for slot in 0..self.held.len() {
+            if let Some(job) = self.held[slot].take() {
+                self.send(job)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Time since the writer started or last released its held snapshots.
+    pub(crate) fn since_release(&self) -> Duration {
+        self.released_at.elapsed()
     }
 
     /// Waits until every queued checkpoint is on disk.
@@ -131,8 +178,12 @@ impl CheckpointWriter {
 }
 
 impl Drop for CheckpointWriter {
-    /// Finishes the queued writes (an interrupted run keeps its last epoch's checkpoint).
+    /// Writes the held snapshots and finishes the queued writes (an interrupted run keeps its
+    /// last epoch's checkpoint).
     fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            tracing::error!("{e}");
+        }
         self.jobs = None;
         if let Err(e) = self.flush() {
             tracing::error!("{e}");
@@ -166,16 +217,42 @@ mod tests {
     }
 
     #[test]
-    fn queued_checkpoints_are_on_disk_after_flush_in_queue_order() {
+    fn released_checkpoints_are_on_disk_after_flush_in_release_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("last.safetensors");
         let model = small_model();
         let mut writer = CheckpointWriter::start().unwrap();
         for epoch in 1..=5 {
-            writer.queue(path.clone(), contents(&model, epoch)).unwrap();
+            writer.hold(Held::Last, path.clone(), contents(&model, epoch));
+            writer.release().unwrap();
         }
         writer.flush().unwrap();
         assert_eq!(load_checkpoint(&path, &Device::Cpu).unwrap().epoch, 5);
+    }
+
+    /// A held snapshot is replaced by the next one of its slot without being written, and
+    /// nothing is written before a release; a release writes best before last, whatever the
+    /// order they were held in; dropping the writer writes what it holds.
+    #[test]
+    fn held_snapshots_wait_for_a_release_best_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (best, last) = (dir.path().join("best"), dir.path().join("last"));
+        let model = small_model();
+        let mut writer = CheckpointWriter::start().unwrap();
+        writer.hold(Held::Last, last.clone(), contents(&model, 1));
+        writer.hold(Held::Best, best.clone(), contents(&model, 1));
+        writer.hold(Held::Last, last.clone(), contents(&model, 2));
+        writer.flush().unwrap();
+        assert!(!best.exists() && !last.exists(), "written before a release");
+        writer.release().unwrap();
+        writer.flush().unwrap();
+        let modified = |p: &PathBuf| std::fs::metadata(p).unwrap().modified().unwrap();
+        assert!(modified(&best) <= modified(&last), "best is written first");
+        assert_eq!(load_checkpoint(&best, &Device::Cpu).unwrap().epoch, 1);
+        assert_eq!(load_checkpoint(&last, &Device::Cpu).unwrap().epoch, 2);
+        writer.hold(Held::Last, last.clone(), contents(&model, 3));
+        drop(writer);
+        assert_eq!(load_checkpoint(&last, &Device::Cpu).unwrap().epoch, 3);
     }
 
     #[test]
@@ -188,8 +265,8 @@ mod tests {
         let snapshot = contents(&model, 1);
         var.set(&var.as_tensor().affine(0.0, 7.0).unwrap()).unwrap();
         let mut writer = CheckpointWriter::start().unwrap();
-        writer.queue(path.clone(), snapshot).unwrap();
-        drop(writer); // dropping finishes the queued write
+        writer.hold(Held::Best, path.clone(), snapshot);
+        drop(writer); // dropping writes what it holds
         let saved = load_checkpoint(&path, &Device::Cpu).unwrap();
         let (_, saved_var, _) = &saved.model.named()[0];
         let after: Vec<f32> = saved_var
@@ -209,10 +286,12 @@ mod tests {
         let good = dir.path().join("last.safetensors");
         let model = small_model();
         let mut writer = CheckpointWriter::start().unwrap();
-        writer.queue(missing, contents(&model, 1)).unwrap();
+        writer.hold(Held::Last, missing, contents(&model, 1));
+        writer.release().unwrap();
         let error = writer.flush().unwrap_err().to_string();
         assert!(error.contains("no-such-folder"), "{error}");
-        writer.queue(good.clone(), contents(&model, 2)).unwrap();
+        writer.hold(Held::Last, good.clone(), contents(&model, 2));
+        writer.release().unwrap();
         writer.flush().unwrap();
         assert_eq!(load_checkpoint(&good, &Device::Cpu).unwrap().epoch, 2);
     }

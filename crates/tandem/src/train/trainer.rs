@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint_writer::CheckpointWriter;
+use super::checkpoint_writer::{CheckpointWriter, Held};
 use super::read_ahead::{BatchRows, READ_AHEAD, ReadAhead};
 use crate::config::Config;
 use crate::data::{Batch, Batcher, PairedDataset, SplitView, Splits};
@@ -711,10 +711,13 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         }))?;
         if verdict.improved {
             self.best = Some((epoch + 1, val.clone()));
-            self.save(RunFiles::BEST, None)?;
+            self.save(RunFiles::BEST, Held::Best, None)?;
         }
         self.stopped_early = verdict.stop;
-        self.queue_checkpoint()?;
+        self.hold_checkpoint()?;
+        if self.checkpoint_due() {
+            self.writer.release()?;
+        }
         Ok(EpochReport {
             epoch,
             epochs: self.config.train.epochs,
@@ -744,12 +747,20 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
     /// [`Error::Config`] mid-epoch (a checkpoint holds whole epochs only); I/O errors naming
     /// the file.
     pub fn checkpoint(&mut self) -> Result<()> {
-        self.queue_checkpoint()?;
+        self.hold_checkpoint()?;
+        self.writer.release()?;
         self.writer.flush()
     }
 
-    /// Queues `last.safetensors` for the writer thread.
-    fn queue_checkpoint(&mut self) -> Result<()> {
+    /// Whether the epoch just ended writes its checkpoints: every `train.checkpoint_seconds`,
+    /// and always at the end of the run.
+    fn checkpoint_due(&self) -> bool {
+        let every = self.config.train.checkpoint_seconds;
+        every == 0.0 || self.writer.since_release().as_secs_f64() >= every || self.is_done()
+    }
+
+    /// Holds `last.safetensors` with the writer thread (see [`Trainer::checkpoint_due`]).
+    fn hold_checkpoint(&mut self) -> Result<()> {
         if self.current.is_some() {
             return Err(Error::Config(
                 "checkpoint mid-epoch: a checkpoint holds whole epochs; call end_epoch first"
@@ -771,15 +782,16 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             metrics_bytes: self.log.len()?,
         };
         let state = serde_json::to_string(&state).expect("state serialises");
-        self.save(RunFiles::LAST, Some((optimizer_tensors, state)))
+        self.save(RunFiles::LAST, Held::Last, Some((optimizer_tensors, state)))
     }
 
-    /// Queues the model, temperature and memory as `name`; with the optimiser's tensors and
-    /// the training state for a resumable checkpoint. The snapshot is taken now; the writer
-    /// thread writes it while training goes on.
+    /// Holds the model, temperature and memory as `name` in `slot`; with the optimiser's
+    /// tensors and the training state for a resumable checkpoint. The snapshot is taken now;
+    /// the writer thread writes it, once released, while training goes on.
     fn save(
         &mut self,
         name: &str,
+        slot: Held,
         resumable: Option<(Vec<(String, Tensor)>, String)>,
     ) -> Result<()> {
         // Temperatures are `Var`s updated in place: copy them like the weights.
@@ -805,7 +817,8 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             &extra,
             &metadata,
         )?;
-        self.writer.queue(self.run_dir.join(name), contents)
+        self.writer.hold(slot, self.run_dir.join(name), contents);
+        Ok(())
     }
 
     /// What the run achieved. `paused`: the caller stopped it before `train.epochs`.
@@ -813,6 +826,7 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
     /// # Errors
     /// [`Error::Config`] when no epoch was ever completed.
     pub fn finish(mut self, paused: bool) -> Result<TrainOutcome> {
+        self.writer.release()?;
         self.writer.flush()?;
         let Some((best_epoch, best_val)) = self.best else {
             if paused {

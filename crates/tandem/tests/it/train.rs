@@ -201,6 +201,74 @@ fn a_trainer_stepped_by_hand_equals_train() {
     );
 }
 
+/// Trains one epoch by hand.
+fn train_one_epoch(trainer: &mut Trainer<&PairedDataset>) {
+    while trainer.step().unwrap().is_some() {}
+    trainer.end_epoch().unwrap();
+}
+
+/// The epoch a checkpoint of `run` holds, once its writes are done; `None` without the file.
+fn checkpoint_epoch(run: &Path, file: &str) -> Option<usize> {
+    let path = run.join(file);
+    path.exists()
+        .then(|| load_checkpoint(&path, &Device::Cpu).unwrap().epoch)
+}
+
+/// `train.checkpoint_seconds`: epochs' snapshots are held until that long after the previous
+/// write, the run's end writes them, and so does dropping the trainer (an interrupt) — the
+/// last whole epoch's, not an older one. With 0, every epoch is written.
+#[test]
+fn checkpoints_are_written_every_checkpoint_seconds_and_at_the_end() {
+    let dataset = PairedDataset::open(&demo_data()).unwrap();
+    let held = small_config(&["train.epochs=3", "train.checkpoint_seconds=1e9"]);
+    let run = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::start(&dataset, &held, run.path(), &Device::Cpu).unwrap();
+    train_one_epoch(&mut trainer);
+    train_one_epoch(&mut trainer);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for file in [RunFiles::LAST, RunFiles::BEST] {
+        assert_eq!(
+            checkpoint_epoch(run.path(), file),
+            None,
+            "{file} written early"
+        );
+    }
+    train_one_epoch(&mut trainer); // the last epoch writes
+    trainer.finish(false).unwrap();
+    assert_eq!(checkpoint_epoch(run.path(), RunFiles::LAST), Some(3));
+    assert!(checkpoint_epoch(run.path(), RunFiles::BEST).is_some());
+
+    let interrupted = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::start(&dataset, &held, interrupted.path(), &Device::Cpu).unwrap();
+    train_one_epoch(&mut trainer);
+    trainer.step().unwrap(); // into epoch 2, then interrupted
+    drop(trainer);
+    assert_eq!(
+        checkpoint_epoch(interrupted.path(), RunFiles::LAST),
+        Some(1)
+    );
+    assert_eq!(
+        checkpoint_epoch(interrupted.path(), RunFiles::BEST),
+        Some(1)
+    );
+
+    let every = small_config(&["train.epochs=3", "train.checkpoint_seconds=0"]);
+    let each = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::start(&dataset, &every, each.path(), &Device::Cpu).unwrap();
+    train_one_epoch(&mut trainer);
+    // Written on the writer's thread: wait for it (at most a few seconds).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !each.path().join(RunFiles::LAST).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "epoch 1 was not written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(trainer);
+    assert_eq!(checkpoint_epoch(each.path(), RunFiles::LAST), Some(1));
+}
+
 #[test]
 fn checkpoint_from_other_feature_dimension_is_refused() {
     let (_, run, outcome) = train_demo(&small_config(&["train.epochs=1", "model.hidden=[]"]));
