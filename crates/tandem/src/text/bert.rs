@@ -72,24 +72,16 @@ impl Layer {
         let eps = config.layer_norm_eps;
         let attention = vb.pp("attention");
         let linear = |vb: VarBuilder, from, to| candle_nn::linear(from, to, vb);
-        let query_key_value = ["query", "key", "value"]
+        let one = |vb: VarBuilder, from, to| Dense::side_by_side(&[linear(vb, from, to)?]);
+        let [query, key, value] = ["query", "key", "value"]
             .map(|name| linear(attention.pp(format!("self.{name}")), width, width));
-        let [query, key, value] = query_key_value;
         Ok(Layer {
             query_key_value: Dense::side_by_side(&[query?, key?, value?])?,
-            attention_out: Dense::side_by_side(&[linear(
-                attention.pp("output.dense"),
-                width,
-                width,
-            )?])?,
+            attention_out: one(attention.pp("output.dense"), width, width)?,
             attention_norm: candle_nn::layer_norm(width, eps, attention.pp("output.LayerNorm"))?,
-            intermediate: Dense::side_by_side(&[linear(
-                vb.pp("intermediate.dense"),
-                width,
-                inner,
-            )?])?,
+            intermediate: one(vb.pp("intermediate.dense"), width, inner)?,
             act: config.hidden_act,
-            out: Dense::side_by_side(&[linear(vb.pp("output.dense"), inner, width)?])?,
+            out: one(vb.pp("output.dense"), inner, width)?,
             out_norm: candle_nn::layer_norm(width, eps, vb.pp("output.LayerNorm"))?,
             heads: config.num_attention_heads,
         })
