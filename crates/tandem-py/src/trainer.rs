@@ -128,7 +128,9 @@ impl PyTrainer {
     }
 
     /// Ends the epoch whose batches are done: validation, the best checkpoint when it
-    /// improved, and the resumable last checkpoint. Returns the epoch's dict.
+    /// improved, and the resumable last checkpoint, written every `train.checkpoint_seconds`
+    /// and after the last epoch (`checkpoint`, `finish` and deleting the trainer write them).
+    /// Returns the epoch's dict.
     fn end_epoch<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let trainer = self.trainer()?;
         let report = py.detach(|| trainer.end_epoch()).py_err()?;
@@ -144,7 +146,7 @@ impl PyTrainer {
     }
 
     /// Writes the resumable last checkpoint (between epochs only) and returns once it and the
-    /// checkpoints `end_epoch` queued are on disk.
+    /// checkpoints `end_epoch` took are on disk.
     fn checkpoint(&mut self, py: Python<'_>) -> PyResult<()> {
         let trainer = self.trainer()?;
         py.detach(|| trainer.checkpoint()).py_err()

@@ -676,8 +676,11 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         .map(Some)
     }
 
-    /// Ends the current epoch once its batches are done: validation, the metrics line, the
-    /// best checkpoint when validation improved, and the resumable `last.safetensors`.
+    /// Ends the current epoch once its batches are done: validation, the metrics line, and
+    /// snapshots of the best checkpoint when validation improved and of the resumable
+    /// `last.safetensors`, written every `train.checkpoint_seconds` and after the last epoch
+    /// (held until then; [`Trainer::checkpoint`], [`Trainer::finish`] and dropping the
+    /// trainer write them).
     ///
     /// # Errors
     /// [`Error::Config`] when no epoch is in progress or batches of it are left; I/O errors
@@ -740,8 +743,9 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
     }
 
     /// Writes `last.safetensors`: the weights and everything a resume needs, as of the last
-    /// whole epoch, and waits until it and every checkpoint queued before it are on disk
-    /// ([`Trainer::end_epoch`] queues its checkpoints and goes on; this waits for them).
+    /// whole epoch, and waits until it and every checkpoint before it are on disk
+    /// ([`Trainer::end_epoch`] hands its checkpoints to the writer thread only every
+    /// `train.checkpoint_seconds` and goes on; this writes a held `best` too, and waits).
     ///
     /// # Errors
     /// [`Error::Config`] mid-epoch (a checkpoint holds whole epochs only); I/O errors naming
