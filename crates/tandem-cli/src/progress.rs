@@ -97,12 +97,13 @@ impl Observer for Progress {
             })
             .unwrap_or_default();
         let line = format!(
-            "{} epoch {}/{} loss {:.4}{val} ({:.1}s)",
+            "{} epoch {}/{} loss {:.4}{val} ({:.1}s){}",
             self.label,
             r.epoch + 1,
             r.epochs,
             r.train_loss,
-            r.seconds
+            r.seconds,
+            if r.checkpointed { " · saved" } else { "" }
         );
         match &self.bar {
             Some(bar) => bar.println(line),

@@ -196,6 +196,7 @@ pub(crate) fn epoch_event<'py>(py: Python<'py>, r: &EpochReport) -> PyResult<Bou
     d.set_item("train_loss", r.train_loss)?;
     d.set_item("val", r.val.as_ref().map(|m| to_python(py, m)).transpose()?)?;
     d.set_item("improved", r.improved)?;
+    d.set_item("checkpointed", r.checkpointed)?;
     d.set_item("seconds", r.seconds)?;
     Ok(d)
 }

@@ -184,6 +184,8 @@ def test_a_trainer_stepped_from_python_equals_train_and_pauses_between_epochs(tm
     assert all(e["kind"] == "step" and e["epoch"] == 1 for e in steps)
     first = trainer.end_epoch()
     assert first["kind"] == "epoch" and first["epoch"] == 1 and trainer.completed_epochs == 1
+    # Held, not written: train.checkpoint_seconds (60) has not passed; finish writes it.
+    assert first["checkpointed"] is False
     assert trainer.validate() == first["val"]  # the model has not moved since
     # A pause after epoch 1, then resume: the run equals one never interrupted.
     paused = trainer.finish(paused=True)
@@ -198,7 +200,7 @@ def test_a_trainer_stepped_from_python_equals_train_and_pauses_between_epochs(tm
         resumed.checkpoint()
     while resumed.step() is not None:
         pass
-    resumed.end_epoch()
+    assert resumed.end_epoch()["checkpointed"] is True  # the last epoch writes
     assert resumed.done and resumed.step() is None
     outcome = resumed.finish()
     assert outcome["best_val"] == straight["best_val"]

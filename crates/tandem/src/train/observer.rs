@@ -37,8 +37,13 @@ pub struct EpochReport {
     pub train_loss: f64,
     /// Validation metrics, when there is a validation split.
     pub val: Option<RetrievalMetrics>,
-    /// Whether this epoch is the best so far (and was saved as best.safetensors).
+    /// Whether this epoch is the best so far (its model becomes best.safetensors, written
+    /// with the next checkpoint).
     pub improved: bool,
+    /// Whether this epoch's checkpoints were handed to the writer thread (every
+    /// `train.checkpoint_seconds` and after the last epoch): a kill from here on resumes from
+    /// this epoch.
+    pub checkpointed: bool,
     /// Seconds the epoch took, validation included.
     pub seconds: f64,
 }

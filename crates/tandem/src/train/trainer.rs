@@ -718,7 +718,8 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         }
         self.stopped_early = verdict.stop;
         self.hold_checkpoint()?;
-        if self.checkpoint_due() {
+        let checkpointed = self.checkpoint_due();
+        if checkpointed {
             self.writer.release()?;
         }
         Ok(EpochReport {
@@ -727,6 +728,7 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             train_loss,
             val,
             improved: verdict.improved,
+            checkpointed,
             seconds: current.started.elapsed().as_secs_f64(),
         })
     }

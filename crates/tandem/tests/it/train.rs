@@ -201,10 +201,10 @@ fn a_trainer_stepped_by_hand_equals_train() {
     );
 }
 
-/// Trains one epoch by hand.
-fn train_one_epoch(trainer: &mut Trainer<&PairedDataset>) {
+/// Trains one epoch by hand; whether its end handed the checkpoints to the writer.
+fn train_one_epoch(trainer: &mut Trainer<&PairedDataset>) -> bool {
     while trainer.step().unwrap().is_some() {}
-    trainer.end_epoch().unwrap();
+    trainer.end_epoch().unwrap().checkpointed
 }
 
 /// The epoch a checkpoint of `run` holds, once its writes are done; `None` without the file.
@@ -223,8 +223,8 @@ fn checkpoints_are_written_every_checkpoint_seconds_and_at_the_end() {
     let held = small_config(&["train.epochs=3", "train.checkpoint_seconds=1e9"]);
     let run = tempfile::tempdir().unwrap();
     let mut trainer = Trainer::start(&dataset, &held, run.path(), &Device::Cpu).unwrap();
-    train_one_epoch(&mut trainer);
-    train_one_epoch(&mut trainer);
+    assert!(!train_one_epoch(&mut trainer));
+    assert!(!train_one_epoch(&mut trainer));
     std::thread::sleep(std::time::Duration::from_millis(200));
     for file in [RunFiles::LAST, RunFiles::BEST] {
         assert_eq!(
@@ -233,14 +233,14 @@ fn checkpoints_are_written_every_checkpoint_seconds_and_at_the_end() {
             "{file} written early"
         );
     }
-    train_one_epoch(&mut trainer); // the last epoch writes
+    assert!(train_one_epoch(&mut trainer), "the last epoch writes");
     trainer.finish(false).unwrap();
     assert_eq!(checkpoint_epoch(run.path(), RunFiles::LAST), Some(3));
     assert!(checkpoint_epoch(run.path(), RunFiles::BEST).is_some());
 
     let interrupted = tempfile::tempdir().unwrap();
     let mut trainer = Trainer::start(&dataset, &held, interrupted.path(), &Device::Cpu).unwrap();
-    train_one_epoch(&mut trainer);
+    assert!(!train_one_epoch(&mut trainer));
     trainer.step().unwrap(); // into epoch 2, then interrupted
     drop(trainer);
     assert_eq!(
@@ -255,7 +255,7 @@ fn checkpoints_are_written_every_checkpoint_seconds_and_at_the_end() {
     let every = small_config(&["train.epochs=3", "train.checkpoint_seconds=0"]);
     let each = tempfile::tempdir().unwrap();
     let mut trainer = Trainer::start(&dataset, &every, each.path(), &Device::Cpu).unwrap();
-    train_one_epoch(&mut trainer);
+    assert!(train_one_epoch(&mut trainer));
     // Written on the writer's thread: wait for it (at most a few seconds).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !each.path().join(RunFiles::LAST).exists() {
