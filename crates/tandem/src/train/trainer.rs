@@ -714,7 +714,7 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         }))?;
         if verdict.improved {
             self.best = Some((epoch + 1, val.clone()));
-            self.save(RunFiles::BEST, Held::Best, None)?;
+            self.save(Held::Best, None)?;
         }
         self.stopped_early = verdict.stop;
         self.hold_checkpoint()?;
@@ -788,18 +788,21 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             metrics_bytes: self.log.len()?,
         };
         let state = serde_json::to_string(&state).expect("state serialises");
-        self.save(RunFiles::LAST, Held::Last, Some((optimizer_tensors, state)))
+        self.save(Held::Last, Some((optimizer_tensors, state)))
     }
 
-    /// Holds the model, temperature and memory as `name` in `slot`; with the optimiser's
-    /// tensors and the training state for a resumable checkpoint. The snapshot is taken now;
-    /// the writer thread writes it, once released, while training goes on.
+    /// Holds the model, temperature and memory as `slot`'s file (`best.safetensors` or
+    /// `last.safetensors`); with the optimiser's tensors and the training state for a
+    /// resumable checkpoint. The snapshot is taken now; the writer thread writes it, once
+    /// released, while training goes on.
     fn save(
         &mut self,
-        name: &str,
         slot: Held,
         resumable: Option<(Vec<(String, Tensor)>, String)>,
     ) -> Result<()> {
+        if !writes_run_folder(self.rank.as_ref()) {
+            return Ok(()); // rank 0 writes the run's checkpoints
+        }
         // Temperatures are `Var`s updated in place: copy them like the weights.
         let mut extra: Vec<(String, Tensor)> = self
             .temperature
@@ -813,9 +816,6 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             extra.extend(optimizer_tensors);
             metadata.push((TRAIN_STATE.to_string(), state));
         }
-        if !writes_run_folder(self.rank.as_ref()) {
-            return Ok(()); // rank 0 writes the run's checkpoints
-        }
         let contents = CheckpointContents::of(
             &self.model,
             &self.config,
@@ -823,6 +823,10 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
             &extra,
             &metadata,
         )?;
+        let name = match slot {
+            Held::Best => RunFiles::BEST,
+            Held::Last => RunFiles::LAST,
+        };
         self.writer.hold(slot, self.run_dir.join(name), contents);
         Ok(())
     }
