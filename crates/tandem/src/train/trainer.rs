@@ -773,6 +773,9 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
                     .into(),
             ));
         }
+        if !writes_run_folder(self.rank.as_ref()) {
+            return Ok(()); // rank 0 writes the run's checkpoints (see `save`)
+        }
         let (optimizer_tensors, optimizer_step) = self.optimizer.state()?;
         let state = TrainState {
             epoch: self.epochs_done,
