@@ -5,7 +5,8 @@ use rand::Rng;
 
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::model::layers::{BatchNorm, Linear, dropout, l2_normalize};
+use crate::model::layers::{BatchNorm, Linear, dropout, dropout_shard, l2_normalize};
+use crate::parallel::Shard;
 
 /// Looks up a tensor by name and expected shape; the error is a message for the caller to wrap.
 pub type TensorSource<'a> = dyn FnMut(&str, &[usize]) -> std::result::Result<Tensor, String> + 'a;
@@ -67,7 +68,45 @@ impl Branch {
     pub fn forward(
         &mut self,
         x: &Tensor,
+        rng: Option<&mut rand_chacha::ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        self.embed(x, rng, None)
+    }
+
+    /// The training [`Branch::forward`] of one rank's rows of a data-parallel batch, on
+    /// autograd (any device): BatchNorm with the whole batch's statistics, dropout with each
+    /// row's factors from its place in the whole batch.
+    ///
+    /// A rank without rows embeds one padding row of zeros that counts in no sum (the caller
+    /// drops its embedding and gives it a zero gradient): candle does not track operations on
+    /// empty tensors (they return their input, or zeros), so an empty rank's backward would
+    /// skip the collectives the other ranks wait in.
+    ///
+    /// # Shapes
+    /// `x: [shard.rows.len(), d_in]` → `[max(shard.rows.len(), 1), dim]`, rows of unit norm.
+    ///
+    /// # Errors
+    /// A tensor error when `d_in` disagrees; when another rank stopped.
+    pub(crate) fn forward_train_shard(
+        &mut self,
+        x: &Tensor,
+        rng: &mut rand_chacha::ChaCha8Rng,
+        shard: &Shard,
+    ) -> Result<Tensor> {
+        if x.dim(0)? > 0 {
+            return self.embed(x, Some(rng), Some((shard, true)));
+        }
+        let padding = Tensor::zeros((1, x.dim(1)?), x.dtype(), x.device())?;
+        self.embed(&padding, Some(rng), Some((shard, false)))
+    }
+
+    /// The forward; on a rank's rows (`shard`, and whether they count: false for the padding
+    /// row) in training.
+    fn embed(
+        &mut self,
+        x: &Tensor,
         mut rng: Option<&mut rand_chacha::ChaCha8Rng>,
+        shard: Option<(&Shard, bool)>,
     ) -> Result<Tensor> {
         let train = rng.is_some();
         let mut h = x.clone();
@@ -79,11 +118,21 @@ impl Branch {
                 block.linear.forward(&h)?
             };
             if let Some(norm) = &mut block.norm {
-                h = norm.forward(&h, train)?;
+                h = match shard {
+                    Some((shard, counted)) => norm.forward_shard(&h, shard, counted)?,
+                    None => norm.forward(&h, train)?,
+                };
             }
             h = h.relu()?;
             if let Some(rng) = rng.as_deref_mut() {
-                h = dropout(&h, self.dropout, rng)?;
+                h = match shard {
+                    // The padding row takes the factors of the batch's first row.
+                    Some((shard, counted)) => {
+                        let rows = if counted { shard.rows } else { &[0] };
+                        dropout_shard(&h, self.dropout, rng, (rows, shard.total))?
+                    }
+                    None => dropout(&h, self.dropout, rng)?,
+                };
             }
         }
         let out = if self.blocks.is_empty() {

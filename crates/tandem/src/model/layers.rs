@@ -7,6 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::parallel::{Shard, group_sum};
 
 fn uniform(rng: &mut impl Rng, n: usize, bound: f64) -> Vec<f32> {
     (0..n)
@@ -116,8 +117,52 @@ impl BatchNorm {
                 self.running_var.unsqueeze(0)?,
             )
         };
+        self.normalise(x, &mean, &var)
+    }
+
+    /// [`BatchNorm::forward`] in training on one rank's rows of a data-parallel batch: the
+    /// statistics are the whole batch's, from column sums summed over the ranks (and their
+    /// gradients summed back), so the rows come out as on one device with the whole batch.
+    ///
+    /// Without `counted`, `x` is a rank's padding row (see [`crate::model::Branch`]'s shard
+    /// forward): it adds zeros to the sums, still through the graph, so that the rank's
+    /// backward takes part in the same collectives as the others'.
+    ///
+    /// # Shapes
+    /// `x: [shard.rows.len(), features]` (one row when not `counted`) → the same.
+    ///
+    /// # Errors
+    /// A tensor error when shapes disagree; when another rank stopped.
+    pub(crate) fn forward_shard(
+        &mut self,
+        x: &Tensor,
+        shard: &Shard,
+        counted: bool,
+    ) -> Result<Tensor> {
+        let total = shard.total as f64;
+        let column_sum = |t: &Tensor| -> Result<Tensor> {
+            let mut sum = t.sum_keepdim(0)?;
+            if !counted {
+                // Times a zero tensor: candle's backward stops at a scaling by the number 0.
+                sum = (&sum * sum.zeros_like()?)?;
+            }
+            Ok((group_sum(shard.collective, &sum)? / total)?)
+        };
+        let mean = column_sum(x)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = column_sum(&centered.sqr()?)?;
+        self.update_running(
+            &mean.detach().squeeze(0)?,
+            &var.detach().squeeze(0)?,
+            shard.total,
+        )?;
+        self.normalise(x, &mean, &var)
+    }
+
+    /// `(x − mean) / √(var + ε) · γ + β`, `mean` and `var` as `[1, features]`.
+    fn normalise(&self, x: &Tensor, mean: &Tensor, var: &Tensor) -> Result<Tensor> {
         let x = x
-            .broadcast_sub(&mean)?
+            .broadcast_sub(mean)?
             .broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
         Ok(x.broadcast_mul(self.gamma.as_tensor())?
             .broadcast_add(self.beta.as_tensor())?)
@@ -166,6 +211,34 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let mask = dropout_mask(x.elem_count(), p, rng);
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    Ok((x * mask)?)
+}
+
+/// [`dropout`] on one rank's rows of a data-parallel batch: each row takes the factors of
+/// its place in the whole batch (`rows` of `total`), and `rng` moves past the whole batch's
+/// draws, as on one device.
+///
+/// # Shapes
+/// `x: [rows.len(), features]` → the same.
+///
+/// # Errors
+/// A tensor error from allocation.
+pub(crate) fn dropout_shard(
+    x: &Tensor,
+    p: f64,
+    rng: &mut ChaCha8Rng,
+    (rows, total): (&[usize], usize),
+) -> Result<Tensor> {
+    if p == 0.0 {
+        return Ok(x.clone());
+    }
+    let width = x.dim(1)?;
+    let draws = DropoutDraws::take(total * width, p, rng);
+    let mut mask = vec![0f32; rows.len() * width];
+    mask.par_chunks_mut(width.max(1))
+        .zip(rows.par_iter())
+        .for_each(|(factors, &row)| draws.fill(row * width, factors));
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     Ok((x * mask)?)
 }

@@ -37,6 +37,10 @@ pub struct TrainForward {
     pub texts: Tensor,
     /// Present on the explicit path: the embeddings above are then leaves of the loss's graph.
     tapes: Option<(BranchTape, BranchTape)>,
+    /// A data-parallel rank's embeddings on autograd as its branches tracked them: with one
+    /// padding row on a side without rows (`Branch::forward_train_shard`), where the
+    /// embeddings above are empty.
+    tracked: Option<(Tensor, Tensor)>,
 }
 
 /// Two branches mapping image and text features into one L2-normalised space.
@@ -204,6 +208,7 @@ impl TwoBranch {
                 images: Var::from_tensor(&ei)?.as_tensor().clone(),
                 texts: Var::from_tensor(&et)?.as_tensor().clone(),
                 tapes: Some((image_tape, text_tape)),
+                tracked: None,
             });
         }
         let (images, texts) = self.forward(images, texts, Mode::Train(rng))?;
@@ -211,6 +216,7 @@ impl TwoBranch {
             images,
             texts,
             tapes: None,
+            tracked: None,
         })
     }
 
@@ -235,31 +241,42 @@ impl TwoBranch {
         Ok(grads)
     }
 
-    /// The training forward of one rank's rows of a data-parallel batch, on the explicit
-    /// path: BatchNorm normalises with the whole batch's statistics (summed over the ranks) and
-    /// dropout draws each row's factors from its global row's place in the stream, so the
-    /// rows come out as they would from [`TwoBranch::forward_train`] on the whole batch.
+    /// The training forward of one rank's rows of a data-parallel batch: BatchNorm normalises
+    /// with the whole batch's statistics (summed over the ranks) and dropout draws each row's
+    /// factors from its global row's place in the stream, so the rows come out as they would
+    /// from [`TwoBranch::forward_train`] on the whole batch. `backward` picks the path as there:
+    /// written out by hand where it runs (f32 features on the CPU), autograd elsewhere (GPUs).
     ///
     /// # Shapes
     /// `images: [image_rows.rows.len(), d_image]`, `texts: [text_rows.rows.len(), d_text]` →
-    /// the rank's embeddings, `[n, dim]` and `[m, dim]`, with the tapes for
-    /// [`TwoBranch::backward_shard`].
+    /// the rank's embeddings, `[n, dim]` and `[m, dim]`, with what
+    /// [`TwoBranch::backward_shard`] needs.
     ///
     /// # Errors
-    /// [`Error::Config`] off the CPU or for non-f32 features (the explicit path's domain), or
-    /// when another rank stopped; tensor errors when dimensions disagree.
+    /// When another rank stopped; tensor errors when dimensions disagree.
     pub fn forward_train_shard(
         &mut self,
-        images: &Tensor,
-        texts: &Tensor,
+        (images, texts): (&Tensor, &Tensor),
         rng: &mut rand_chacha::ChaCha8Rng,
-        image_rows: &Shard,
-        text_rows: &Shard,
+        (image_rows, text_rows): (&Shard, &Shard),
+        backward: Backward,
     ) -> Result<TrainForward> {
-        if !(explicit::supported(images) && explicit::supported(texts)) {
-            return Err(Error::Config(
-                "data-parallel ranks train on the CPU with f32 features".into(),
-            ));
+        let explicit = backward == Backward::Explicit
+            && explicit::supported(images)
+            && explicit::supported(texts);
+        if !explicit {
+            let tracked = (
+                self.image.forward_train_shard(images, rng, image_rows)?,
+                self.text.forward_train_shard(texts, rng, text_rows)?,
+            );
+            // A padding row is not the rank's.
+            let rows = |t: &Tensor, shard: &Shard| t.narrow(0, 0, shard.rows.len());
+            return Ok(TrainForward {
+                images: rows(&tracked.0, image_rows)?,
+                texts: rows(&tracked.1, text_rows)?,
+                tapes: None,
+                tracked: Some(tracked),
+            });
         }
         let (ei, image_tape) = explicit::forward(&mut self.image, images, rng, Some(image_rows))?;
         let (et, text_tape) = explicit::forward(&mut self.text, texts, rng, Some(text_rows))?;
@@ -267,6 +284,7 @@ impl TwoBranch {
             images: ei,
             texts: et,
             tapes: Some((image_tape, text_tape)),
+            tracked: None,
         })
     }
 
@@ -278,8 +296,8 @@ impl TwoBranch {
     /// `grad_images: [n, dim]`, `grad_texts: [m, dim]`, the rank's rows.
     ///
     /// # Errors
-    /// A tensor error when shapes disagree with the tapes; [`Error::Config`] when another rank
-    /// stopped.
+    /// A tensor error when shapes disagree with the forward; [`Error::Config`] when another
+    /// rank stopped.
     pub fn backward_shard(
         &self,
         forward: TrainForward,
@@ -288,9 +306,9 @@ impl TwoBranch {
         grads: &mut GradStore,
         (image_rows, text_rows): (&Shard, &Shard),
     ) -> Result<()> {
-        let (image_tape, text_tape) = forward.tapes.ok_or_else(|| {
-            Error::Config("backward_shard needs forward_train_shard's tapes".into())
-        })?;
+        let Some((image_tape, text_tape)) = forward.tapes else {
+            return self.backward_shard_autograd(&forward, (grad_images, grad_texts), grads);
+        };
         explicit::backward(
             &self.image,
             image_tape,
@@ -299,6 +317,41 @@ impl TwoBranch {
             Some(image_rows),
         )?;
         explicit::backward(&self.text, text_tape, grad_texts, grads, Some(text_rows))
+    }
+
+    /// [`TwoBranch::backward_shard`] on autograd: the backward of `Σ e · ∂loss/∂e` over the
+    /// rank's embeddings `e` carries exactly the given gradients into the branches.
+    fn backward_shard_autograd(
+        &self,
+        forward: &TrainForward,
+        (grad_images, grad_texts): (&Tensor, &Tensor),
+        grads: &mut GradStore,
+    ) -> Result<()> {
+        let (images, texts) = forward.tracked.as_ref().ok_or_else(|| {
+            Error::Config("backward_shard needs forward_train_shard's embeddings".into())
+        })?;
+        // The padding row, where there is one, gets a zero gradient.
+        let carried = |e: &Tensor, g: &Tensor| -> Result<Tensor> {
+            let g = if e.dim(0)? == g.dim(0)? {
+                g.to_dtype(e.dtype())?
+            } else {
+                Tensor::zeros(e.shape(), e.dtype(), e.device())?
+            };
+            Ok((e * g.detach())?.sum_all()?)
+        };
+        let surrogate = (carried(images, grad_images)? + carried(texts, grad_texts)?)?;
+        let mut branch_grads = surrogate.backward()?;
+        for (_, var, trainable) in self.named() {
+            let Some(g) = branch_grads.remove(var.as_tensor()).filter(|_| trainable) else {
+                continue;
+            };
+            let sum = match grads.get(var.as_tensor()) {
+                Some(before) => (before + g)?,
+                None => g,
+            };
+            grads.insert(var.as_tensor(), sum);
+        }
+        Ok(())
     }
 
     /// Embeds a batch of images and texts.

@@ -100,6 +100,14 @@ impl ThreadGroup {
             .collect()
     }
 
+    /// [`ThreadGroup::new`]'s handles as shared collectives, the form the trainer takes.
+    pub fn shared(ranks: usize) -> Vec<Arc<dyn Collective>> {
+        ThreadGroup::new(ranks)
+            .into_iter()
+            .map(|rank| Arc::new(rank) as Arc<dyn Collective>)
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -13,10 +13,12 @@
 //! a multi-device backend.
 
 mod collective;
+mod group_sum;
 mod ranked_step;
 mod share;
 
 pub use collective::{AbortOnPanic, Collective, ThreadGroup};
+pub(crate) use group_sum::group_sum;
 pub(crate) use ranked_step::RankedStep;
 pub use share::{BatchShare, Shard};
 pub(crate) use share::{gather_rows, local_rows, sum_model_gradients};

@@ -1,18 +1,20 @@
 //! One rank's forward and backward of a data-parallel step.
 
+use std::sync::Arc;
+
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
 use crate::data::Batch;
 use crate::error::Result;
-use crate::model::{TrainForward, TwoBranch};
+use crate::model::{Backward, TrainForward, TwoBranch};
 use crate::parallel::{
     BatchShare, Collective, Shard, gather_rows, local_rows, sum_model_gradients,
 };
 
 /// A batch as one rank of a group trains it.
 pub(crate) struct RankedStep<'a> {
-    collective: &'a dyn Collective,
+    collective: &'a Arc<dyn Collective>,
     shares: Vec<BatchShare>,
     images: usize,
     texts: usize,
@@ -20,7 +22,7 @@ pub(crate) struct RankedStep<'a> {
 
 impl<'a> RankedStep<'a> {
     /// This rank's part in `batch`.
-    pub(crate) fn new(collective: &'a dyn Collective, batch: &Batch) -> Self {
+    pub(crate) fn new(collective: &'a Arc<dyn Collective>, batch: &Batch) -> Self {
         RankedStep {
             collective,
             shares: BatchShare::split(batch, collective.ranks()),
@@ -49,31 +51,32 @@ impl<'a> RankedStep<'a> {
         )
     }
 
-    /// Embeds the rank's rows (`images`, `texts`: its share's features) and gathers the whole
-    /// batch's embeddings, returned as leaves for the loss.
+    /// Embeds the rank's rows (`images`, `texts`: its share's features) on the `backward`
+    /// path and gathers the whole batch's embeddings, returned as leaves for the loss.
     ///
     /// # Errors
     /// When another rank stopped, or a tensor error.
     pub(crate) fn forward(
         &self,
         model: &mut TwoBranch,
-        images: &Tensor,
-        texts: &Tensor,
+        (images, texts): (&Tensor, &Tensor),
         rng: &mut rand_chacha::ChaCha8Rng,
+        backward: Backward,
     ) -> Result<(TrainForward, Tensor, Tensor)> {
         let (image_rows, text_rows) = self.shards();
-        let forward = model.forward_train_shard(images, texts, rng, &image_rows, &text_rows)?;
+        let forward =
+            model.forward_train_shard((images, texts), rng, (&image_rows, &text_rows), backward)?;
         let places = |side: fn(&BatchShare) -> &[usize]| -> Vec<&[usize]> {
             self.shares.iter().map(side).collect()
         };
         let all_images = gather_rows(
-            self.collective,
+            &**self.collective,
             &forward.images,
             &places(|s| &s.images),
             self.images,
         )?;
         let all_texts = gather_rows(
-            self.collective,
+            &**self.collective,
             &forward.texts,
             &places(|s| &s.texts),
             self.texts,
@@ -123,7 +126,7 @@ impl<'a> RankedStep<'a> {
             .into_iter()
             .filter_map(|(_, v, trainable)| trainable.then_some(v))
             .collect();
-        sum_model_gradients(self.collective, &trained, &mut grads)?;
+        sum_model_gradients(&**self.collective, &trained, &mut grads)?;
         Ok(grads)
     }
 }
@@ -133,7 +136,6 @@ mod tests {
     use super::*;
     use crate::config::{LossConfig, ModelConfig};
     use crate::loss::{Embedded, Objective};
-    use crate::model::Backward;
     use crate::parallel::ThreadGroup;
     use candle_core::Device;
     use rand::{Rng, SeedableRng};
@@ -203,11 +205,20 @@ mod tests {
 
     /// The loss, every gradient and the BatchNorm running statistics of N ranks equal one
     /// device's with the whole batch, to rounding, with BatchNorm and dropout on; with more
-    /// ranks than images too (a rank without rows still takes part in every sum).
+    /// ranks than images too (a rank without rows still takes part in every sum). On both
+    /// paths: written out (the CPU's) and autograd (what GPUs run).
     #[test]
     fn ranks_give_one_devices_loss_and_gradients() {
+        for backward in [Backward::Explicit, Backward::Autograd] {
+            for (b, ranks) in [(7, 1), (7, 2), (7, 3), (2, 3)] {
+                ranks_equal_one_device(b, ranks, backward);
+            }
+        }
+    }
+
+    fn ranks_equal_one_device(b: usize, ranks: usize, backward: Backward) {
         let objective = Objective::paper(&LossConfig::default());
-        for (b, ranks) in [(7, 1), (7, 2), (7, 3), (2, 3)] {
+        {
             let (batch, images, texts) = batch(b);
             let features = |values: &[f32], rows: usize, width: usize| {
                 Tensor::from_slice(values, (rows, width), &Device::Cpu).unwrap()
@@ -219,7 +230,7 @@ mod tests {
                     &features(&images, b, D_IMAGE),
                     &features(&texts, 2 * b, D_TEXT),
                     &mut rng,
-                    Backward::Explicit,
+                    backward,
                 )
                 .unwrap();
             let loss = loss_of(&objective, &forward.images, &forward.texts, &batch);
@@ -240,7 +251,7 @@ mod tests {
             };
             let want_running = running(&single);
 
-            let group = ThreadGroup::new(ranks);
+            let group = ThreadGroup::shared(ranks);
             let results: Vec<_> = std::thread::scope(|scope| {
                 let handles: Vec<_> = group
                     .iter()
@@ -248,7 +259,7 @@ mod tests {
                         let (batch, images, texts, objective) =
                             (&batch, &images, &texts, &objective);
                         scope.spawn(move || {
-                            let _abort = crate::parallel::AbortOnPanic(rank);
+                            let _abort = crate::parallel::AbortOnPanic(&**rank);
                             let step = RankedStep::new(rank, batch);
                             let mine = step.mine().clone();
                             let mut replica = model();
@@ -256,17 +267,20 @@ mod tests {
                             let (forward, all_images, all_texts) = step
                                 .forward(
                                     &mut replica,
-                                    &features(
-                                        &rows_of(images, D_IMAGE, &mine.images),
-                                        mine.images.len(),
-                                        D_IMAGE,
-                                    ),
-                                    &features(
-                                        &rows_of(texts, D_TEXT, &mine.texts),
-                                        mine.texts.len(),
-                                        D_TEXT,
+                                    (
+                                        &features(
+                                            &rows_of(images, D_IMAGE, &mine.images),
+                                            mine.images.len(),
+                                            D_IMAGE,
+                                        ),
+                                        &features(
+                                            &rows_of(texts, D_TEXT, &mine.texts),
+                                            mine.texts.len(),
+                                            D_TEXT,
+                                        ),
                                     ),
                                     &mut rng,
+                                    backward,
                                 )
                                 .unwrap();
                             let loss = loss_of(objective, &all_images, &all_texts, batch);
@@ -285,7 +299,7 @@ mod tests {
                 handles.into_iter().map(|h| h.join().unwrap()).collect()
             });
             for (rank, (loss, grads, running_stats, word_pos)) in results.iter().enumerate() {
-                let what = format!("{b} images over {ranks} ranks, rank {rank}");
+                let what = format!("{backward:?}: {b} images over {ranks} ranks, rank {rank}");
                 assert!(
                     (loss - want_loss).abs() <= 1e-6 * want_loss.abs().max(1.0),
                     "{what}: loss {loss} vs {want_loss}"

@@ -1,5 +1,7 @@
 //! How a batch is split over the ranks, and the moves of rows and gradients between them.
 
+use std::sync::Arc;
+
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
@@ -11,7 +13,7 @@ use crate::parallel::Collective;
 #[derive(Clone, Copy)]
 pub struct Shard<'a> {
     /// The group the batch is split over.
-    pub collective: &'a dyn Collective,
+    pub collective: &'a Arc<dyn Collective>,
     /// The batch row of each of this rank's rows.
     pub rows: &'a [usize],
     /// Rows of the whole batch.

@@ -481,7 +481,7 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
         self.optimizer.set_learning_rate(lr);
         self.step += 1;
         let step = self.step;
-        let ranked = self.rank.as_deref().map(|c| RankedStep::new(c, batch));
+        let ranked = self.rank.as_ref().map(|c| RankedStep::new(c, batch));
         let (images, texts) = self.batch_tensors(rows)?;
         let running_stats = self.saved_running_stats()?;
         // Global ids, so the memory can tell images of different batches apart; the sample
@@ -508,7 +508,9 @@ impl<D: Borrow<PairedDataset>> Trainer<D> {
                     let (ei, et) = (forward.images.clone(), forward.texts.clone());
                     (forward, ei, et)
                 }
-                Some(ranked) => ranked.forward(model, &images, &texts, rng)?,
+                Some(ranked) => {
+                    ranked.forward(model, (&images, &texts), rng, Backward::Explicit)?
+                }
             };
             let out = objective.forward(
                 &Embedded::new(&ei, &et, image_ids, &text_ids)
