@@ -250,6 +250,12 @@ pub enum Command {
         /// cores and are no faster: a check of the arithmetic of a multi-device run.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256), conflicts_with = "resume")]
         ranks: u16,
+        /// Train on these devices, one data-parallel rank each (threads of this process, as
+        /// `--ranks`): `cuda:0,cuda:1` for two GPUs; one device trains on it alone. Names:
+        /// `cpu`, `cuda` (the first GPU), `cuda:N`; GPUs need a build with `--features cuda`.
+        /// Default: the first GPU of a CUDA build if there is one, else the CPU.
+        #[arg(long, value_delimiter = ',', value_name = "DEVICE,...", conflicts_with_all = ["resume", "ranks"])]
+        devices: Vec<String>,
         /// Evaluate the best checkpoint on this split after training.
         #[arg(long, default_value = "test")]
         split: String,

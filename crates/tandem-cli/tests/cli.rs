@@ -199,7 +199,9 @@ fn the_allocator_keeps_freed_memory_for_a_minute() {
 }
 
 /// `--features stream` trains the same run as in memory (the same report, bit for bit);
-/// `--ranks 2` trains it as two data-parallel ranks, the same steps; `--ranks 0` is refused.
+/// `--ranks 2` trains it as two data-parallel ranks, the same steps, and `--devices cpu,cpu`
+/// is that run; `--devices cpu` is the one-device run. `--ranks 0`, an unknown device, a GPU
+/// in a build without CUDA and `--devices` with `--ranks` are refused.
 #[test]
 fn train_with_streamed_features_and_with_ranks() {
     let data = tempfile::tempdir().unwrap();
@@ -233,6 +235,28 @@ fn train_with_streamed_features_and_with_ranks() {
             .unwrap(),
     );
     assert!(e.contains("--ranks"), "{e}");
+    assert_eq!(report("two_cpus", &["--devices", "cpu,cpu"]), ranked);
+    assert_eq!(report("one_cpu", &["--devices", "cpu"]), memory);
+    let refusal = |args: &[&str]| {
+        stderr_of_failure(
+            train_cmd(data.path(), &work.path().join("none"))
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let e = refusal(&["--devices", "cpu,gpu"]);
+    assert!(e.contains("--devices") && e.contains("device `gpu`"), "{e}");
+    #[cfg(not(feature = "cuda"))]
+    {
+        let e = refusal(&["--devices", "cuda:0,cuda:1"]);
+        assert!(e.contains("built without CUDA"), "{e}");
+    }
+    let e = refusal(&["--devices", "cpu,cpu", "--ranks", "2"]);
+    assert!(
+        e.contains("--ranks") && e.contains("cannot be used with"),
+        "{e}"
+    );
 }
 
 #[test]

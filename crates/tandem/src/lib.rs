@@ -33,6 +33,7 @@
 
 pub mod config;
 pub mod data;
+mod device;
 mod error;
 pub mod eval;
 pub mod fsio;
@@ -49,20 +50,5 @@ pub mod tune;
 #[cfg(test)]
 mod test_values;
 
+pub use device::{default_device, parse_device};
 pub use error::{Error, Result};
-
-/// The device tandem computes on: the first CUDA GPU when built with the `cuda` feature and one
-/// is present, else the CPU.
-///
-/// # Errors
-/// A tensor error when CUDA is compiled in but fails to initialise.
-pub fn default_device() -> Result<candle_core::Device> {
-    #[cfg(feature = "cuda")]
-    {
-        Ok(candle_core::Device::cuda_if_available(0)?)
-    }
-    #[cfg(not(feature = "cuda"))]
-    {
-        Ok(candle_core::Device::Cpu)
-    }
-}

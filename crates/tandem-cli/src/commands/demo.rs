@@ -66,7 +66,8 @@ pub fn run(
     for (folder, label, config) in &runs {
         let dir = out.join(folder);
         super::train::record_encoders(&data, &dir)?;
-        let (_, metrics) = super::train::train_and_test(&dataset, &dir, config, 1, "test", label)?;
+        let (_, metrics) =
+            super::train::train_and_test(&dataset, &dir, config, &[], "test", label)?;
         results.push((label.as_str(), metrics));
     }
     let splits = tandem::train::resolve_splits(&dataset, &runs[0].2, None)?;

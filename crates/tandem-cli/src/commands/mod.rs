@@ -36,6 +36,7 @@ pub fn run(command: Command) -> Result<()> {
             resume,
             skip_nonfinite,
             ranks,
+            devices,
             split,
             format,
         } => match (resume, out) {
@@ -49,7 +50,7 @@ pub fn run(command: Command) -> Result<()> {
                     out: &out,
                     config: &config,
                     overwrite,
-                    ranks: ranks.into(),
+                    devices: train::devices(&devices, ranks.into())?,
                     split: &split,
                     format,
                 })

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use candle_core::Device;
 use tandem::config::Config;
 use tandem::data::{PairedDataset, Residency, SplitView};
 use tandem::eval::RetrievalMetrics;
@@ -41,22 +42,39 @@ pub fn record_encoders(data: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Trains (as `ranks` data-parallel ranks when more than 1), then evaluates the best
-/// checkpoint on `split`.
+/// The devices of `tandem train`: those named by `--devices`, else `ranks` CPU ranks when
+/// more than 1, else the default device.
+pub fn devices(names: &[String], ranks: usize) -> Result<Vec<Device>> {
+    if !names.is_empty() {
+        return names
+            .iter()
+            .map(|name| tandem::parse_device(name).context("--devices"))
+            .collect();
+    }
+    Ok(match ranks {
+        0 | 1 => vec![tandem::default_device()?],
+        _ => vec![Device::Cpu; ranks],
+    })
+}
+
+/// Trains on `devices` (one data-parallel rank on each when more than one; the default
+/// device when none), then evaluates the best checkpoint on `split`.
 pub fn train_and_test(
     dataset: &PairedDataset,
     out: &Path,
     config: &Config,
-    ranks: usize,
+    devices: &[Device],
     split: &str,
     label: &str,
 ) -> Result<(TrainOutcome, RetrievalMetrics)> {
-    let device = tandem::default_device()?;
     let mut progress = Progress::new(label);
-    let outcome = if ranks > 1 {
-        tandem::train::train_data_parallel(dataset, config, out, ranks, &mut progress)?
-    } else {
-        tandem::train::train(dataset, config, out, &device, &mut progress)?
+    let outcome = match devices {
+        [] => {
+            let device = tandem::default_device()?;
+            tandem::train::train(dataset, config, out, &device, &mut progress)?
+        }
+        [device] => tandem::train::train(dataset, config, out, device, &mut progress)?,
+        _ => tandem::train::train_data_parallel(dataset, config, out, devices, &mut progress)?,
     };
     drop(progress);
     report_and_test(dataset, out, config, outcome, split, label)
@@ -109,8 +127,8 @@ pub struct NewRun<'a> {
     pub out: &'a Path,
     pub config: &'a Config,
     pub overwrite: bool,
-    /// Data-parallel ranks (threads of this process); 1 trains as one device.
-    pub ranks: usize,
+    /// One data-parallel rank on each (threads of this process); one device trains alone.
+    pub devices: Vec<Device>,
     pub split: &'a str,
     pub format: Format,
 }
@@ -122,14 +140,14 @@ pub fn run(request: NewRun<'_>) -> Result<()> {
         out,
         config,
         overwrite,
-        ranks,
+        devices,
         split,
         format,
     } = request;
     prepare_run_dir(out, overwrite)?;
     let dataset = PairedDataset::open_with(data, residency)?;
     record_encoders(data, out)?;
-    let (_, metrics) = train_and_test(&dataset, out, config, ranks, split, "train")?;
+    let (_, metrics) = train_and_test(&dataset, out, config, &devices, split, "train")?;
     print_metrics(&metrics, format);
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! A data-parallel run whose ranks are threads of this process, each with its own share of
-//! the cores: the same training as one device with the whole batch, to rounding (the
-//! BatchNorm and gradient sums add the ranks' parts in another order).
+//! A data-parallel run whose ranks are threads of this process, one per device (CPU ranks
+//! each with their own share of the cores): the same training as one device with the whole
+//! batch, to rounding (the BatchNorm and gradient sums add the ranks' parts in another order).
+//! The ranks exchange through this process's memory ([`ThreadGroup`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,33 +15,38 @@ use crate::error::{Error, Result};
 use crate::parallel::{Collective, ThreadGroup};
 use crate::train::{EpochReport, Observer, StepReport, TrainOutcome, Trainer};
 
-/// Trains `config` on `dataset` as `ranks` data-parallel ranks (threads), writing the run
-/// folder as [`crate::train::train`] does; rank 0 reports to `observer`. Each rank reads and
-/// embeds its share of every batch, the loss ranks against the whole batch, and the ranks
-/// step in lockstep.
+/// Trains `config` on `dataset` as data-parallel ranks (threads), one on each of `devices`,
+/// writing the run folder as [`crate::train::train`] does; rank 0 reports to `observer`. Each
+/// rank reads and embeds its share of every batch, the loss ranks against the whole batch,
+/// and the ranks step in lockstep. `[Device::Cpu; N]` runs N ranks on the CPU.
 ///
 /// # Errors
-/// The first rank's error; a rank that fails stops the others.
+/// [`Error::Config`] without devices; the first rank's error (a rank that fails stops the
+/// others).
 pub fn train_data_parallel(
     dataset: &PairedDataset,
     config: &Config,
     run_dir: &Path,
-    ranks: usize,
+    devices: &[Device],
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
+    if devices.is_empty() {
+        return Err(Error::Config(
+            "data-parallel training needs at least one device".into(),
+        ));
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = (cores / ranks.max(1)).max(1);
-    let group: Vec<Arc<dyn Collective>> = ThreadGroup::new(ranks)
-        .into_iter()
-        .map(|rank| Arc::new(rank) as Arc<dyn Collective>)
-        .collect();
+    let threads = (cores / devices.len()).max(1);
+    let group = ThreadGroup::shared(devices.len());
     let (events, received) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
         let ranks: Vec<_> = group
             .into_iter()
-            .map(|rank| {
+            .zip(devices)
+            .map(|(rank, device)| {
                 let mut relay = Relay((rank.rank() == 0).then(|| events.clone()));
-                scope.spawn(move || run_rank(dataset, config, run_dir, rank, threads, &mut relay))
+                let place = RankPlace { device, threads };
+                scope.spawn(move || run_rank(dataset, config, run_dir, rank, place, &mut relay))
             })
             .collect();
         drop(events);
@@ -131,6 +137,12 @@ impl Observer for Relay {
     }
 }
 
+/// Where a rank computes: its device, and the CPU threads of its own pool.
+struct RankPlace<'a> {
+    device: &'a Device,
+    threads: usize,
+}
+
 /// One rank's run on a rayon pool of its own: its parallel passes must not queue behind
 /// another rank's, which may be waiting in a collective for this one.
 fn run_rank(
@@ -138,7 +150,7 @@ fn run_rank(
     config: &Config,
     run_dir: &Path,
     rank: Arc<dyn Collective>,
-    threads: usize,
+    RankPlace { device, threads }: RankPlace<'_>,
     observer: &mut Relay,
 ) -> Result<TrainOutcome> {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -148,7 +160,7 @@ fn run_rank(
         .map_err(|e| Error::Config(format!("cannot start a rank's threads: {e}")))?;
     let _abort = crate::parallel::AbortOnPanic(&*rank);
     let result = pool.install(|| {
-        Trainer::start_rank(dataset, config, run_dir, &Device::Cpu, rank.clone())?.drive(observer)
+        Trainer::start_rank(dataset, config, run_dir, device, rank.clone())?.drive(observer)
     });
     if let Err(e) = &result {
         rank.abort(&e.to_string());

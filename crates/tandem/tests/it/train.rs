@@ -420,8 +420,14 @@ fn data_parallel_ranks_train_as_one_device() {
     };
     for ranks in [2, 3] {
         let run = tempfile::tempdir().unwrap();
-        let parallel =
-            train_data_parallel(&dataset, &config, run.path(), ranks, &mut NoopObserver).unwrap();
+        let parallel = train_data_parallel(
+            &dataset,
+            &config,
+            run.path(),
+            &vec![Device::Cpu; ranks],
+            &mut NoopObserver,
+        )
+        .unwrap();
         assert_eq!(
             (parallel.steps, parallel.epochs_run),
             (outcome.steps, outcome.epochs_run)
@@ -483,7 +489,14 @@ fn data_parallel_ranks_train_as_one_device() {
         }
     }
     let run = tempfile::tempdir().unwrap();
-    let paused = train_data_parallel(&dataset, &config, run.path(), 2, &mut PauseAfterOne).unwrap();
+    let paused = train_data_parallel(
+        &dataset,
+        &config,
+        run.path(),
+        &[Device::Cpu, Device::Cpu],
+        &mut PauseAfterOne,
+    )
+    .unwrap();
     assert!(paused.paused && paused.epochs_run == 1);
 }
 
