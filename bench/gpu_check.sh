@@ -7,7 +7,12 @@
 #      and its test rsum set against the band of the CPU runs (docs/recipes.md: seeds 1 / 2 / 3
 #      gave 238.1 / 238.7 / 249.1). The GPU rounds its products differently, so training takes
 #      another path: the check is that the seeds' mean lies within two of the CPU's standard
-#      deviations of the CPU's mean, not that the digits agree. It exits non-zero otherwise.
+#      deviations of the CPU's mean, not that the digits agree. It exits non-zero otherwise;
+#   3. data-parallel training on the GPU: the reference recipe for 5 epochs on one device
+#      (`--devices cuda:0`) and as two ranks (`--devices cuda:0,cuda:0`, two ranks sharing the
+#      GPU; `cuda:0,cuda:1` where there are two GPUs), same seed. The ranks must train as one
+#      device to rounding: every epoch's training loss within 0.5% of the one device's (on
+#      the CPU they agree to 4 digits); it exits non-zero otherwise.
 #
 #   bench/gpu_check.sh [OUT (default target/gpu-check)]
 #
@@ -78,5 +83,35 @@ print(f"CPU band (mean ± 2 sd of seeds 1 / 2 / 3): {lo:.1f} – {hi:.1f}")
 if not lo <= mean <= hi:
     sys.exit(f"the {where} mean {mean:.1f} is outside the CPU band")
 print("within the band")
+PY
+echo "== 3. data-parallel: one device against two ranks, 5 epochs, seed 1"
+if [ "$cpu" = 1 ]; then
+  one=cpu ranks=cpu,cpu
+else
+  one=cuda:0
+  ranks=$([ "$(nvidia-smi -L | wc -l)" -ge 2 ] && echo cuda:0,cuda:1 || echo cuda:0,cuda:0)
+fi
+for devices in "$one" "$ranks"; do
+  t0=$(date +%s.%N)
+  "$bin" train --data data/emoji --out "$out/devices-$devices" --overwrite --quiet \
+    --set seed=1 --set train.epochs=5 --devices "$devices" --format json > /dev/null
+  echo "--devices $devices: $(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')") s"
+done
+python3 - "$out/devices-$one/metrics.jsonl" "$out/devices-$ranks/metrics.jsonl" <<'PY'
+import json, sys
+def epochs(path):
+    rows = [json.loads(line) for line in open(path)]
+    return [(r["train_loss"], r["val"]["rsum"]) for r in rows if r.get("kind") == "epoch"]
+one, ranked = epochs(sys.argv[1]), epochs(sys.argv[2])
+worst = 0.0
+for k, ((a, ra), (b, rb)) in enumerate(zip(one, ranked), 1):
+    gap = abs(a - b) / abs(a)
+    worst = max(worst, gap)
+    print(f"epoch {k}: training loss {a:.5f} / {b:.5f} (gap {gap:.1e}), val rsum {ra:.1f} / {rb:.1f}")
+if len(one) != len(ranked) or not one:
+    sys.exit("the runs logged different numbers of epochs")
+if worst > 5e-3:
+    sys.exit(f"the ranks' training loss is {worst:.1e} off the one device's")
+print("the ranks train as one device")
 PY
 echo "gpu_check done after $(($(date +%s) - started)) s"
