@@ -11,8 +11,8 @@
 #   3. data-parallel training on the GPU: the reference recipe for 5 epochs on one device
 #      (`--devices cuda:0`) and as two ranks (`--devices cuda:0,cuda:0`, two ranks sharing the
 #      GPU; `cuda:0,cuda:1` where there are two GPUs), same seed. The ranks must train as one
-#      device to rounding: every epoch's training loss within 0.5% of the one device's (on
-#      the CPU they agree to 4 digits); it exits non-zero otherwise.
+#      device to rounding: every epoch's training loss within 0.2% of the one device's (on
+#      the CPU the gaps are 1e-7 – 6e-6); it exits non-zero otherwise.
 #
 #   bench/gpu_check.sh [OUT (default target/gpu-check)]
 #
@@ -110,7 +110,7 @@ for k, ((a, ra), (b, rb)) in enumerate(zip(one, ranked), 1):
     print(f"epoch {k}: training loss {a:.5f} / {b:.5f} (gap {gap:.1e}), val rsum {ra:.1f} / {rb:.1f}")
 if len(one) != len(ranked) or not one:
     sys.exit("the runs logged different numbers of epochs")
-if worst > 5e-3:
+if worst > 2e-3:
     sys.exit(f"the ranks' training loss is {worst:.1e} off the one device's")
 print("the ranks train as one device")
 PY
