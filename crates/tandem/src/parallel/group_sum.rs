@@ -99,38 +99,21 @@ fn copy_of<S: BackendStorage>(storage: &S, layout: &Layout) -> candle_core::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parallel::ThreadGroup;
+    use crate::parallel::collective::on_every_rank;
     use candle_core::{Device, Var};
 
     /// Forward: every rank holds the sum. Backward of `Σ_r c_r · sum` (rank r's loss part is
     /// `c_r · sum`): every rank's local gets `Σ_r c_r`, as `loss = (Σ c_r) · Σ local_r` gives.
     #[test]
     fn sums_values_forward_and_gradients_backward() {
-        let group = ThreadGroup::shared(3);
-        let results: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = group
-                .iter()
-                .map(|rank| {
-                    scope.spawn(move || {
-                        let r = rank.rank() as f32;
-                        let local = Var::from_vec(vec![r, 10.0 * r], (1, 2), &Device::Cpu).unwrap();
-                        let sum = group_sum(rank, local.as_tensor()).unwrap();
-                        let part = (&sum * f64::from(r + 1.0)).unwrap().sum_all().unwrap();
-                        let grads = part.backward().unwrap();
-                        (
-                            sum.flatten_all().unwrap().to_vec1().unwrap(),
-                            grads
-                                .get(local.as_tensor())
-                                .unwrap()
-                                .flatten_all()
-                                .unwrap()
-                                .to_vec1()
-                                .unwrap(),
-                        )
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let results = on_every_rank(3, |rank| {
+            let r = rank.rank() as f32;
+            let local = Var::from_vec(vec![r, 10.0 * r], (1, 2), &Device::Cpu).unwrap();
+            let sum = group_sum(rank, local.as_tensor()).unwrap();
+            let part = (&sum * f64::from(r + 1.0)).unwrap().sum_all().unwrap();
+            let grads = part.backward().unwrap();
+            let values = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+            (values(&sum), values(grads.get(local.as_tensor()).unwrap()))
         });
         for (sum, grad) in results {
             assert_eq!(sum, vec![3.0, 30.0]);

@@ -136,7 +136,7 @@ mod tests {
     use super::*;
     use crate::config::{LossConfig, ModelConfig};
     use crate::loss::{Embedded, Objective};
-    use crate::parallel::ThreadGroup;
+    use crate::parallel::collective::on_every_rank;
     use candle_core::Device;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -251,52 +251,40 @@ mod tests {
             };
             let want_running = running(&single);
 
-            let group = ThreadGroup::shared(ranks);
-            let results: Vec<_> = std::thread::scope(|scope| {
-                let handles: Vec<_> = group
-                    .iter()
-                    .map(|rank| {
-                        let (batch, images, texts, objective) =
-                            (&batch, &images, &texts, &objective);
-                        scope.spawn(move || {
-                            let _abort = crate::parallel::AbortOnPanic(&**rank);
-                            let step = RankedStep::new(rank, batch);
-                            let mine = step.mine().clone();
-                            let mut replica = model();
-                            let mut rng = ChaCha8Rng::seed_from_u64(9);
-                            let (forward, all_images, all_texts) = step
-                                .forward(
-                                    &mut replica,
-                                    (
-                                        &features(
-                                            &rows_of(images, D_IMAGE, &mine.images),
-                                            mine.images.len(),
-                                            D_IMAGE,
-                                        ),
-                                        &features(
-                                            &rows_of(texts, D_TEXT, &mine.texts),
-                                            mine.texts.len(),
-                                            D_TEXT,
-                                        ),
-                                    ),
-                                    &mut rng,
-                                    backward,
-                                )
-                                .unwrap();
-                            let loss = loss_of(objective, &all_images, &all_texts, batch);
-                            let grads = step
-                                .backward(&replica, forward, (&all_images, &all_texts), &loss)
-                                .unwrap();
-                            (
-                                loss.to_scalar::<f32>().unwrap(),
-                                gradients(&replica, &grads),
-                                running(&replica),
-                                rng.get_word_pos(),
-                            )
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            let results = on_every_rank(ranks, |rank| {
+                let step = RankedStep::new(rank, &batch);
+                let mine = step.mine().clone();
+                let mut replica = model();
+                let mut rng = ChaCha8Rng::seed_from_u64(9);
+                let (forward, all_images, all_texts) = step
+                    .forward(
+                        &mut replica,
+                        (
+                            &features(
+                                &rows_of(&images, D_IMAGE, &mine.images),
+                                mine.images.len(),
+                                D_IMAGE,
+                            ),
+                            &features(
+                                &rows_of(&texts, D_TEXT, &mine.texts),
+                                mine.texts.len(),
+                                D_TEXT,
+                            ),
+                        ),
+                        &mut rng,
+                        backward,
+                    )
+                    .unwrap();
+                let loss = loss_of(&objective, &all_images, &all_texts, &batch);
+                let grads = step
+                    .backward(&replica, forward, (&all_images, &all_texts), &loss)
+                    .unwrap();
+                (
+                    loss.to_scalar::<f32>().unwrap(),
+                    gradients(&replica, &grads),
+                    running(&replica),
+                    rng.get_word_pos(),
+                )
             });
             for (rank, (loss, grads, running_stats, word_pos)) in results.iter().enumerate() {
                 let what = format!("{backward:?}: {b} images over {ranks} ranks, rank {rank}");
