@@ -19,9 +19,12 @@ use crate::errors::{IntoPy, to_py};
 /// `config`: a TOML file, or None for the reference recipe; `sets`: `"key=value"` overrides
 /// (`"train.epochs=5"`). `callback(event)` gets a dict after every step (`kind == "step"`) and
 /// epoch (`kind == "epoch"`); returning `False` ends the run after the current epoch (resumable).
-/// Ctrl-C interrupts within a step; the last epoch's checkpoint stays.
+/// Ctrl-C interrupts within a step; the last epoch's checkpoint stays. `devices` (`"cpu"`,
+/// `"cuda:0"`, …): one data-parallel rank on each when more than one, the one alone, or the
+/// default device when empty.
 #[pyfunction]
-#[pyo3(signature = (dataset, out, config=None, sets=Vec::new(), overwrite=false, callback=None))]
+#[pyo3(signature = (dataset, out, config=None, sets=Vec::new(), overwrite=false, callback=None, devices=Vec::new()))]
+#[allow(clippy::too_many_arguments)]
 pub fn train<'py>(
     py: Python<'py>,
     dataset: &Dataset,
@@ -30,14 +33,18 @@ pub fn train<'py>(
     sets: Vec<String>,
     overwrite: bool,
     callback: Option<Py<PyAny>>,
+    devices: Vec<String>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let devices = devices
+        .iter()
+        .map(|name| tandem::parse_device(name))
+        .collect::<tandem::Result<Vec<_>>>()
+        .py_err()?;
     let config = new_run_config(config.as_deref(), &sets, &out, overwrite)?;
     let data = dataset.inner.clone();
     let mut observer = PyObserver::new(callback);
-    let outcome = py.detach(|| {
-        let device = tandem::default_device()?;
-        tandem::train::train(&data, &config, &out, &device, &mut observer)
-    });
+    let outcome = py
+        .detach(|| tandem::train::train_on_devices(&data, &config, &out, &devices, &mut observer));
     finish(py, outcome, observer, &out)
 }
 

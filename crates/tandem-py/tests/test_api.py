@@ -170,6 +170,29 @@ def test_a_callback_can_stop_and_resume_continues(tmp_path):
         tandem.train(data, tmp_path / "straight", progress=False, **settings)
 
 
+def test_devices_train_one_device_or_ranks_and_bad_names_are_value_errors(tmp_path):
+    data = tandem.Dataset.load(DEMO)
+
+    def run(name, devices):
+        epochs = []
+        outcome = tandem.train(
+            data, tmp_path / name, progress=False, devices=devices,
+            callback=lambda e: epochs.append(e) if e["kind"] == "epoch" else None, **SMALL,
+        )
+        return outcome, [e["train_loss"] for e in epochs]
+
+    default, default_losses = run("default", None)
+    one, one_losses = run("one", ["cpu"])
+    assert one["best_val"] == default["best_val"] and one_losses == default_losses
+    # Two ranks: the same steps and, to rounding, the same training.
+    two, two_losses = run("two", ["cpu", "cpu"])
+    assert two["steps"] == one["steps"] > 0 and len(two_losses) == len(one_losses)
+    np.testing.assert_allclose(two_losses, one_losses, rtol=1e-4)
+    with pytest.raises(ValueError, match="device `gpu`: expected `cpu`, `cuda` or `cuda:N`"):
+        tandem.train(data, tmp_path / "bad", progress=False, devices=["cpu", "gpu"], **SMALL)
+    assert not (tmp_path / "bad").exists(), "nothing is written for a bad device"
+
+
 def test_a_trainer_stepped_from_python_equals_train_and_pauses_between_epochs(tmp_path):
     data = tandem.Dataset.load(DEMO)
     settings = dict(SMALL, train__epochs=3)

@@ -43,7 +43,7 @@ pub fn record_encoders(data: &Path, out: &Path) -> Result<()> {
 }
 
 /// The devices of `tandem train`: those named by `--devices`, else `ranks` CPU ranks when
-/// more than 1, else the default device.
+/// more than 1, else none (the default device).
 pub fn devices(names: &[String], ranks: usize) -> Result<Vec<Device>> {
     if !names.is_empty() {
         return names
@@ -52,7 +52,7 @@ pub fn devices(names: &[String], ranks: usize) -> Result<Vec<Device>> {
             .collect();
     }
     Ok(match ranks {
-        0 | 1 => vec![tandem::default_device()?],
+        0 | 1 => Vec::new(),
         _ => vec![Device::Cpu; ranks],
     })
 }
@@ -68,14 +68,7 @@ pub fn train_and_test(
     label: &str,
 ) -> Result<(TrainOutcome, RetrievalMetrics)> {
     let mut progress = Progress::new(label);
-    let outcome = match devices {
-        [] => {
-            let device = tandem::default_device()?;
-            tandem::train::train(dataset, config, out, &device, &mut progress)?
-        }
-        [device] => tandem::train::train(dataset, config, out, device, &mut progress)?,
-        _ => tandem::train::train_data_parallel(dataset, config, out, devices, &mut progress)?,
-    };
+    let outcome = tandem::train::train_on_devices(dataset, config, out, devices, &mut progress)?;
     drop(progress);
     report_and_test(dataset, out, config, outcome, split, label)
 }

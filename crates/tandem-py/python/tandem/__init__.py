@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from . import _tandem
 from ._tandem import Dataset, Index, ImageEncoder, Model, SentenceEncoder, evaluate, load
@@ -62,6 +62,7 @@ def train(
     overwrite: bool = False,
     callback: Optional[Callback] = None,
     progress: bool = True,
+    devices: Optional[Sequence[str]] = None,
     **overrides: Any,
 ) -> dict:
     """Train a two-branch model on ``dataset``'s training split into the run folder ``out``.
@@ -77,6 +78,11 @@ def train(
 
     ``progress`` shows a tqdm bar when tqdm is installed, else logs each epoch.
 
+    ``devices`` (``["cuda:0", "cuda:1"]``; names ``"cpu"``, ``"cuda"``, ``"cuda:N"``) trains
+    one data-parallel rank on each, as one device with the whole batch would to rounding; one
+    device trains on it alone; None, the default device (the first GPU of a CUDA build, else
+    the CPU). GPUs need a build with the ``cuda`` feature.
+
     Returns a dict: run, best_epoch, best_val (validation metrics), epochs_run, steps,
     stopped_early, paused, skipped_batches, seconds.
 
@@ -85,7 +91,9 @@ def train(
     """
     path, sets = _split_config(config, overrides)
     with _Progress(progress, callback) as observer:
-        return _tandem.train(dataset, os.fspath(out), path, sets, overwrite, observer)
+        return _tandem.train(
+            dataset, os.fspath(out), path, sets, overwrite, observer, list(devices or [])
+        )
 
 
 def resume(

@@ -134,6 +134,7 @@ def train(
     sets: Sequence[str] = ...,
     overwrite: bool = False,
     callback: Optional[Callable[[dict[str, Any]], Optional[bool]]] = None,
+    devices: Sequence[str] = ...,
 ) -> dict[str, Any]: ...
 def resume(
     dataset: Dataset,

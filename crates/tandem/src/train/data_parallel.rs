@@ -15,6 +15,32 @@ use crate::error::{Error, Result};
 use crate::parallel::{Collective, ThreadGroup};
 use crate::train::{EpochReport, Observer, StepReport, TrainOutcome, Trainer};
 
+/// Trains `config` on `dataset` on `devices`: on the default device ([`crate::default_device`])
+/// when none is given, on the one given alone, else as one data-parallel rank on each
+/// ([`train_data_parallel`]).
+///
+/// # Errors
+/// As [`crate::train::train`] and [`train_data_parallel`].
+pub fn train_on_devices(
+    dataset: &PairedDataset,
+    config: &Config,
+    run_dir: &Path,
+    devices: &[Device],
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome> {
+    match devices {
+        [] => crate::train::train(
+            dataset,
+            config,
+            run_dir,
+            &crate::default_device()?,
+            observer,
+        ),
+        [device] => crate::train::train(dataset, config, run_dir, device, observer),
+        _ => train_data_parallel(dataset, config, run_dir, devices, observer),
+    }
+}
+
 /// Trains `config` on `dataset` as data-parallel ranks (threads), one on each of `devices`,
 /// writing the run folder as [`crate::train::train`] does; rank 0 reports to `observer`. Each
 /// rank reads and embeds its share of every batch, the loss ranks against the whole batch,

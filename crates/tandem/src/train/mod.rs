@@ -19,7 +19,7 @@ mod schedule;
 mod trainer;
 
 pub use cpu_peak::{CpuPeak, measured_fma_peak};
-pub use data_parallel::train_data_parallel;
+pub use data_parallel::{train_data_parallel, train_on_devices};
 pub use early_stop::{EarlyStopping, Verdict};
 pub use evaluate::{evaluate_protocol, evaluate_split, resolve_splits};
 pub use health::{COLLAPSE_SPREAD, Health};
